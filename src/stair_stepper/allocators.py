@@ -1,0 +1,209 @@
+"""The allocator table: the one place that knows each allocator and variant.
+
+An *allocator* is a malloc implementation (glibc's own, or a library we put in
+front of it with LD_PRELOAD). A *variant* is an allocator plus the environment
+settings that change its behaviour (``jemalloc+bg``, ``glibc+arena2``). Every
+other module asks this table; none hard-codes a library name or a path.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sysconfig
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import UserError
+
+
+@dataclass(frozen=True)
+class Allocator:
+    name: str
+    #: environment variable that names the library file (the Nix flake sets it)
+    env_var: str | None
+    #: file names to look for in the usual library folders, best first
+    sonames: tuple[str, ...]
+    #: the Debian/Ubuntu package that ships the library
+    package: str
+    #: basename prefix that marks the library in /proc/<pid>/maps
+    maps_prefix: str
+
+    @property
+    def preloaded(self) -> bool:
+        return self.env_var is not None
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    allocator: Allocator
+    #: allocator tuning put into the server's environment
+    env: dict[str, str] = field(default_factory=dict)
+    description: str = ""
+
+
+ALLOCATORS: dict[str, Allocator] = {
+    a.name: a
+    for a in (
+        Allocator("glibc", None, (), "libc6", "libc.so"),
+        Allocator(
+            "jemalloc",
+            "STAIR_STEPPER_JEMALLOC",
+            ("libjemalloc.so.2", "libjemalloc.so"),
+            "libjemalloc2",
+            "libjemalloc",
+        ),
+        Allocator(
+            "mimalloc",
+            "STAIR_STEPPER_MIMALLOC",
+            ("libmimalloc.so.2", "libmimalloc.so"),
+            "libmimalloc2.0",
+            "libmimalloc",
+        ),
+        Allocator(
+            "tcmalloc",
+            "STAIR_STEPPER_TCMALLOC",
+            ("libtcmalloc.so.4", "libtcmalloc_minimal.so.4", "libtcmalloc.so"),
+            "libgoogle-perftools4",
+            "libtcmalloc",
+        ),
+    )
+}
+
+VARIANTS: dict[str, Variant] = {
+    v.name: v
+    for v in (
+        Variant("glibc", ALLOCATORS["glibc"], {}, "glibc malloc, default tuning"),
+        Variant(
+            "glibc+arena2",
+            ALLOCATORS["glibc"],
+            {"MALLOC_ARENA_MAX": "2"},
+            "glibc malloc with MALLOC_ARENA_MAX=2",
+        ),
+        Variant("jemalloc", ALLOCATORS["jemalloc"], {}, "jemalloc via LD_PRELOAD"),
+        Variant(
+            "jemalloc+bg",
+            ALLOCATORS["jemalloc"],
+            {"MALLOC_CONF": "background_thread:true"},
+            "jemalloc with MALLOC_CONF=background_thread:true",
+        ),
+        Variant("mimalloc", ALLOCATORS["mimalloc"], {}, "mimalloc via LD_PRELOAD"),
+        Variant("tcmalloc", ALLOCATORS["tcmalloc"], {}, "gperftools tcmalloc via LD_PRELOAD"),
+    )
+}
+
+#: variables a variant controls; inherited values are removed so a label never lies
+CONTROLLED_ENV = ("LD_PRELOAD", "MALLOC_CONF", "MALLOC_ARENA_MAX", "PYTHONMALLOC")
+
+PYTHON_MALLOC_MODES = ("pymalloc", "malloc")
+
+
+def variant(name: str) -> Variant:
+    try:
+        return VARIANTS[name]
+    except KeyError:
+        known = ", ".join(VARIANTS)
+        raise UserError(f"unknown allocator {name!r}; choose one of: {known}.") from None
+
+
+def library_dirs() -> list[Path]:
+    """The usual Debian/Ubuntu (multiarch) and generic library folders."""
+    multiarch = sysconfig.get_config_var("MULTIARCH") or f"{platform.machine()}-linux-gnu"
+    dirs = [
+        f"/usr/lib/{multiarch}",
+        f"/lib/{multiarch}",
+        "/usr/local/lib",
+        "/usr/lib64",
+        "/usr/lib",
+    ]
+    return [Path(d) for d in dirs]
+
+
+def find_library(alloc: Allocator, environ: dict[str, str] | None = None) -> Path | None:
+    """Path of the allocator's library, or None when it is not installed.
+
+    The per-allocator environment variable wins; a variable that points at a
+    missing file is an error of its own (a typo must not silently fall back).
+    """
+    if not alloc.preloaded:
+        return None
+    environ = os.environ if environ is None else environ
+    configured = environ.get(alloc.env_var or "")
+    if configured:
+        path = Path(configured)
+        if not path.is_file():
+            raise UserError(
+                f"{alloc.env_var} points at {configured}, which is not a file; "
+                f"fix the variable or unset it to use the system {alloc.name}."
+            )
+        return path
+    for folder in library_dirs():
+        for soname in alloc.sonames:
+            candidate = folder / soname
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def require_library(alloc: Allocator, environ: dict[str, str] | None = None) -> Path:
+    path = find_library(alloc, environ)
+    if path is None:
+        raise UserError(
+            f"{alloc.name} is not installed here: install the Debian/Ubuntu package "
+            f"{alloc.package} (apt-get install {alloc.package}) or set {alloc.env_var} "
+            f"to the library file."
+        )
+    return path
+
+
+def server_env(
+    var: Variant, python_malloc: str = "pymalloc", base: dict[str, str] | None = None
+) -> dict[str, str]:
+    """The environment a server of this variant runs in (raises if the library is missing)."""
+    if python_malloc not in PYTHON_MALLOC_MODES:
+        raise UserError(f"--python-malloc must be one of {', '.join(PYTHON_MALLOC_MODES)}.")
+    env = dict(os.environ if base is None else base)
+    for key in CONTROLLED_ENV:
+        env.pop(key, None)
+    if var.allocator.preloaded:
+        env["LD_PRELOAD"] = str(require_library(var.allocator, env))
+    env.update(var.env)
+    if python_malloc == "malloc":
+        env["PYTHONMALLOC"] = "malloc"
+    return env
+
+
+def mapped_libraries(pid: int | str = "self") -> list[str]:
+    """Paths of the shared objects mapped into a process."""
+    paths: list[str] = []
+    with open(f"/proc/{pid}/maps", encoding="utf-8", errors="replace") as maps:
+        for line in maps:
+            parts = line.split(maxsplit=5)
+            if len(parts) == 6 and ".so" in parts[5]:
+                path = parts[5].strip()
+                if path not in paths:
+                    paths.append(path)
+    return paths
+
+
+def identify_path(path: str) -> str | None:
+    """Which allocator a library path belongs to (None: not an allocator library)."""
+    base = os.path.basename(path)
+    for alloc in ALLOCATORS.values():
+        if base.startswith(alloc.maps_prefix):
+            return alloc.name
+    return None
+
+
+def allocator_in_maps(pid: int | str = "self") -> str:
+    """The allocator a process has mapped, judged from outside via /proc/<pid>/maps.
+
+    An LD_PRELOAD allocator library in the maps means that allocator; none of
+    them means glibc. (Inside the process, probes.malloc_provider() is stricter:
+    it finds the library that actually serves ``malloc``.)
+    """
+    found = {identify_path(p) for p in mapped_libraries(pid)} - {None, "glibc"}
+    if len(found) > 1:
+        return "+".join(sorted(found))  # type: ignore[arg-type]
+    return found.pop() if found else "glibc"  # type: ignore[return-value]

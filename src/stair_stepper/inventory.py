@@ -1,0 +1,70 @@
+"""What allocators this machine has: each one tried in a throw-away process.
+
+A library file on disk proves little; preloading it into a small Python
+process and asking which library serves ``malloc`` proves it works here, and
+yields the version the allocator reports about itself.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from . import allocators
+from .errors import UserError
+
+
+def probe_variant(var: allocators.Variant, python_malloc: str = "pymalloc") -> dict:
+    """Run ``python -m stair_stepper.probes`` under the variant's environment."""
+    row: dict = {
+        "name": var.allocator.name,
+        "package": var.allocator.package,
+        "env_var": var.allocator.env_var,
+        "available": False,
+        "library": None,
+        "version": None,
+        "problem": None,
+    }
+    try:
+        env = allocators.server_env(var, python_malloc)
+    except UserError as exc:
+        row["problem"] = str(exc)
+        return row
+    row["library"] = env.get("LD_PRELOAD")
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "stair_stepper.probes"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        result = json.loads(done.stdout)
+    except (subprocess.SubprocessError, ValueError, OSError):
+        row["problem"] = f"a process preloaded with {row['library']} did not start cleanly."
+        return row
+    if result["allocator"] != var.allocator.name:
+        row["problem"] = f"malloc was served by {result['malloc_provider']} instead."
+        return row
+    row.update(available=True, version=result["version"], library=result["malloc_provider"])
+    return row
+
+
+def inventory() -> list[dict]:
+    return [probe_variant(allocators.VARIANTS[name]) for name in allocators.ALLOCATORS]
+
+
+def format_table(rows: list[dict]) -> str:
+    header = ("allocator", "available", "version", "library / how to get it")
+    lines = [header]
+    for row in rows:
+        where = row["library"] if row["available"] else row["problem"]
+        lines.append(
+            (row["name"], "yes" if row["available"] else "no", row["version"] or "-", where or "-")
+        )
+    widths = [max(len(str(line[i])) for line in lines[:]) for i in range(3)]
+    return "\n".join(
+        "  ".join(str(cell).ljust(widths[i]) if i < 3 else str(cell) for i, cell in enumerate(line))
+        for line in lines
+    )

@@ -1,0 +1,301 @@
+"""In-process allocator accounting, through ctypes: what the allocator itself says.
+
+RSS tells how much memory the process holds; only the allocator can tell how
+much of it is live data and how much is free space it keeps. Each allocator
+has its own API (glibc ``mallinfo2``, jemalloc ``mallctl``, mimalloc
+``mi_process_info``, gperftools ``MallocExtension_*``). Fields an allocator
+cannot report are ``None``, never invented.
+
+Run as ``python -m stair_stepper.probes`` it prints, as JSON, which library
+serves ``malloc`` in this process and its version (used by
+``stair-stepper allocators`` to test a library in a throw-away process).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+from ctypes import POINTER, byref, c_char_p, c_int, c_size_t, c_uint64, c_void_p
+
+from .allocators import identify_path
+
+MALLCTL_ARENAS_ALL = 4096  # jemalloc's "all arenas" index
+
+
+def _global() -> ctypes.CDLL:
+    """Symbols as the dynamic linker resolves them for this process (preloads first)."""
+    return ctypes.CDLL(None)
+
+
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL("libc.so.6")
+
+
+def malloc_provider() -> str:
+    """Path of the mapped library whose code ``malloc`` resolves to.
+
+    This is the proof that a preload took effect: the address of ``malloc``
+    seen by the dynamic linker lies inside that library's mapping in
+    /proc/self/maps.
+    """
+    addr = ctypes.cast(_global().malloc, c_void_p).value or 0
+    with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
+        for line in maps:
+            parts = line.split(maxsplit=5)
+            start, end = (int(x, 16) for x in parts[0].split("-"))
+            if start <= addr < end:
+                return parts[5].strip() if len(parts) == 6 else "[anonymous]"
+    return "[unknown]"
+
+
+def live_allocator() -> str:
+    """Name of the allocator serving malloc here ('unknown' if not in the table)."""
+    return identify_path(malloc_provider()) or "unknown"
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+# --- glibc ----------------------------------------------------------------
+
+
+class _Mallinfo2(ctypes.Structure):
+    _fields_ = [
+        (name, c_size_t)
+        for name in (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        )
+    ]
+
+
+def _glibc_stats() -> dict:
+    libc = _libc()
+    libc.mallinfo2.restype = _Mallinfo2
+    mi = libc.mallinfo2()
+    return {
+        "live_bytes": mi.uordblks + mi.hblkhd,
+        "held_bytes": mi.arena + mi.hblkhd,
+        "details": {
+            "in_use_bytes": mi.uordblks,
+            "free_in_heap_bytes": mi.fordblks,
+            "mmapped_bytes": mi.hblkhd,
+            "arena_bytes": mi.arena,
+            "top_releasable_bytes": mi.keepcost,
+            "free_chunks": mi.ordblks,
+        },
+    }
+
+
+def _glibc_trim() -> dict:
+    libc = _libc()
+    libc.malloc_trim.argtypes = [c_size_t]
+    libc.malloc_trim.restype = c_int
+    return {"call": "malloc_trim(0)", "returned_memory": bool(libc.malloc_trim(0))}
+
+
+def _glibc_version() -> str:
+    libc = _libc()
+    libc.gnu_get_libc_version.restype = c_char_p
+    return libc.gnu_get_libc_version().decode()
+
+
+# --- jemalloc -------------------------------------------------------------
+
+
+def _mallctl():
+    fn = _global().mallctl
+    fn.argtypes = [c_char_p, c_void_p, POINTER(c_size_t), c_void_p, c_size_t]
+    fn.restype = c_int
+    return fn
+
+
+def _mallctl_read(name: str, ctype=c_size_t):
+    value = ctype()
+    size = c_size_t(ctypes.sizeof(value))
+    rc = _mallctl()(name.encode(), byref(value), byref(size), None, 0)
+    return value.value if rc == 0 else None
+
+
+def _jemalloc_stats() -> dict:
+    epoch = c_uint64(1)
+    size = c_size_t(ctypes.sizeof(epoch))
+    _mallctl()(b"epoch", byref(epoch), byref(size), byref(epoch), size)  # refresh the stats
+    keys = ("allocated", "active", "resident", "mapped", "retained", "metadata")
+    stats = {k: _mallctl_read(f"stats.{k}") for k in keys}
+    return {
+        "live_bytes": stats["allocated"],
+        "held_bytes": stats["resident"],
+        "details": {f"{k}_bytes": v for k, v in stats.items()},
+    }
+
+
+def _jemalloc_trim() -> dict:
+    name = f"arena.{MALLCTL_ARENAS_ALL}.purge".encode()
+    rc = _mallctl()(name, None, None, None, 0)
+    return {"call": f"mallctl('arena.{MALLCTL_ARENAS_ALL}.purge')", "returned_memory": rc == 0}
+
+
+def _jemalloc_version() -> str | None:
+    raw = _mallctl_read("version", c_char_p)
+    return raw.decode() if raw else None
+
+
+# --- mimalloc -------------------------------------------------------------
+
+
+def _mimalloc_stats() -> dict:
+    fn = _global().mi_process_info
+    values = [c_size_t() for _ in range(8)]
+    fn.argtypes = [POINTER(c_size_t)] * 8
+    fn(*[byref(v) for v in values])
+    names = (
+        "elapsed_ms",
+        "user_ms",
+        "system_ms",
+        "current_rss",
+        "peak_rss",
+        "current_commit",
+        "peak_commit",
+        "page_faults",
+    )
+    info = dict(zip(names, (v.value for v in values), strict=True))
+    return {
+        "live_bytes": None,  # mimalloc keeps no cheap count of live bytes
+        "held_bytes": info["current_commit"],
+        "details": {
+            "committed_bytes": info["current_commit"],
+            "peak_committed_bytes": info["peak_commit"],
+        },
+    }
+
+
+def _mimalloc_trim() -> dict:
+    fn = _global().mi_collect
+    fn.argtypes = [ctypes.c_bool]
+    fn(True)
+    return {"call": "mi_collect(true)", "returned_memory": None}
+
+
+def _mimalloc_version() -> str:
+    fn = _global().mi_version
+    fn.restype = c_int
+    v = fn()
+    return f"{v // 100}.{(v % 100) // 10}.{v % 10}"
+
+
+# --- gperftools tcmalloc --------------------------------------------------
+
+
+def _tc_property(name: str) -> int | None:
+    fn = _global().MallocExtension_GetNumericProperty
+    fn.argtypes = [c_char_p, POINTER(c_size_t)]
+    fn.restype = c_int
+    value = c_size_t()
+    return value.value if fn(name.encode(), byref(value)) else None
+
+
+def _tcmalloc_stats() -> dict:
+    allocated = _tc_property("generic.current_allocated_bytes")
+    heap = _tc_property("generic.heap_size")
+    unmapped = _tc_property("tcmalloc.pageheap_unmapped_bytes")
+    free = _tc_property("tcmalloc.pageheap_free_bytes")
+    held = heap - unmapped if heap is not None and unmapped is not None else None
+    return {
+        "live_bytes": allocated,
+        "held_bytes": held,
+        "details": {
+            "heap_bytes": heap,
+            "pageheap_free_bytes": free,
+            "pageheap_unmapped_bytes": unmapped,
+        },
+    }
+
+
+def _tcmalloc_trim() -> dict:
+    _global().MallocExtension_ReleaseFreeMemory()
+    return {"call": "MallocExtension_ReleaseFreeMemory()", "returned_memory": None}
+
+
+def _tcmalloc_version() -> str | None:
+    fn = _global().tc_version
+    fn.argtypes = [POINTER(c_int), POINTER(c_int), POINTER(c_char_p)]
+    fn.restype = c_char_p
+    raw = fn(None, None, None)
+    return raw.decode() if raw else None
+
+
+_PROBES = {
+    "glibc": (_glibc_stats, _glibc_trim, _glibc_version),
+    "jemalloc": (_jemalloc_stats, _jemalloc_trim, _jemalloc_version),
+    "mimalloc": (_mimalloc_stats, _mimalloc_trim, _mimalloc_version),
+    "tcmalloc": (_tcmalloc_stats, _tcmalloc_trim, _tcmalloc_version),
+}
+
+
+def memory(allocator: str) -> dict:
+    """RSS plus the allocator's accounting; unknown allocator → nulls."""
+    snapshot: dict = {"allocator": allocator, "rss_bytes": rss_bytes()}
+    probe = _PROBES.get(allocator)
+    if probe is None:
+        snapshot.update(live_bytes=None, held_bytes=None, details={})
+    else:
+        snapshot.update(probe[0]())
+    return snapshot
+
+
+def trim(allocator: str) -> dict:
+    """Ask the allocator to return free memory to the OS; report before and after."""
+    before = memory(allocator)
+    probe = _PROBES.get(allocator)
+    action = probe[1]() if probe else {"call": None, "returned_memory": None}
+    after = memory(allocator)
+    return {
+        **action,
+        "allocator": allocator,
+        "rss_before_bytes": before["rss_bytes"],
+        "rss_after_bytes": after["rss_bytes"],
+        "before": before,
+        "after": after,
+    }
+
+
+def version(allocator: str) -> str | None:
+    probe = _PROBES.get(allocator)
+    try:
+        return probe[2]() if probe else None
+    except (AttributeError, OSError):
+        return None
+
+
+def main() -> None:
+    provider = malloc_provider()
+    name = identify_path(provider) or "unknown"
+    print(
+        json.dumps(
+            {
+                "pid": os.getpid(),
+                "malloc_provider": provider,
+                "allocator": name,
+                "version": version(name),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,209 @@
+"""Start Hypercorn under the chosen allocator variant.
+
+An allocator can only be swapped before the process starts, so ``serve``
+re-executes itself once with ``LD_PRELOAD`` (and ``PYTHONMALLOC``,
+``MALLOC_CONF`` ...) set by the allocator table. The re-executed process then
+checks which library really serves ``malloc`` and refuses to run under a
+wrong label. It binds its sockets itself (a busy port is one clear sentence,
+port 0 works) and hands them to Hypercorn as ``fd://`` binds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+import logging
+import os
+import socket
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import allocators
+from .app import Settings
+from .errors import UserError
+
+REEXEC_MARKER = "STAIR_STEPPER_SERVE_CHILD"
+DEFAULT_BIND = "localhost:3000"
+
+log = logging.getLogger("stair_stepper.serve")
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    variant: str = "glibc"
+    binds: tuple[str, ...] = (DEFAULT_BIND,)
+    sleep_ms: int | None = None
+    python_malloc: str = "pymalloc"
+    workers: int = 1
+    offload_threads: int | None = None
+    max_body_bytes: int | None = None
+    ready_file: str | None = None
+    access_log: bool = False
+
+
+def parse_bind(bind: str) -> tuple[str, int]:
+    host, sep, port = bind.rpartition(":")
+    if not sep or not host:
+        raise UserError(f"--bind wants HOST:PORT, got {bind!r}.")
+    host = host.strip("[]")
+    try:
+        number = int(port)
+    except ValueError:
+        number = -1
+    if not 0 <= number <= 65535:
+        raise UserError(f"--bind {bind!r} has no valid port number.")
+    return host, number
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        shown = f"[{host}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}"
+        if exc.errno == errno.EADDRINUSE:
+            raise UserError(f"port {port} on {host} is already in use ({shown}).") from None
+        raise UserError(f"cannot listen on {shown}: {exc.strerror}.") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def bind_sockets(binds: tuple[str, ...]) -> list[socket.socket]:
+    """Listening sockets for the binds; ``localhost`` means both 127.0.0.1 and ::1.
+
+    drill's default base URL is http://localhost:3000, and localhost may resolve
+    to either address first, so both must answer. ::1 is skipped only when the
+    machine has no IPv6 at all.
+    """
+    sockets: list[socket.socket] = []
+    try:
+        for bind in binds:
+            host, port = parse_bind(bind)
+            if host != "localhost":
+                sockets.append(_listen(host, port))
+                continue
+            first = _listen("127.0.0.1", port)
+            sockets.append(first)
+            if socket.has_ipv6:
+                try:
+                    sockets.append(_listen("::1", first.getsockname()[1]))
+                except UserError as exc:
+                    if "already in use" in str(exc):
+                        raise
+                    log.warning("no IPv6 loopback here; serving localhost on 127.0.0.1 only")
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+def url_of(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if sock.family == socket.AF_INET6 else f"http://{host}:{port}"
+
+
+def _settings(options: ServeOptions) -> Settings:
+    env = Settings.from_env()  # validates SLEEP_MS & co. from the environment
+    return Settings(
+        sleep_ms=env.sleep_ms if options.sleep_ms is None else options.sleep_ms,
+        offload_threads=(
+            env.offload_threads if options.offload_threads is None else options.offload_threads
+        ),
+        max_body_bytes=(
+            env.max_body_bytes if options.max_body_bytes is None else options.max_body_bytes
+        ),
+        variant=options.variant,
+    )
+
+
+def child_command(argv: list[str]) -> list[str]:
+    return [sys.executable, "-m", "stair_stepper", *argv]
+
+
+def serve(options: ServeOptions, argv: list[str]) -> int:
+    """Entry point of ``stair-stepper serve``; ``argv`` is re-used for the re-exec."""
+    var = allocators.variant(options.variant)
+    settings = _settings(options)
+    if options.workers < 1:
+        raise UserError("--workers must be at least 1.")
+    if os.environ.get(REEXEC_MARKER) != var.name:
+        env = allocators.server_env(var, options.python_malloc)
+        env.update(settings.to_env())
+        env[REEXEC_MARKER] = var.name
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execve(sys.executable, child_command(argv), env)
+    return _serve_here(var, settings, options)
+
+
+def _prove_allocator(var: allocators.Variant) -> str:
+    from . import probes
+
+    provider = probes.malloc_provider()
+    live = allocators.identify_path(provider)
+    if live != var.allocator.name:
+        raise UserError(
+            f"asked for {var.allocator.name} but malloc is served by {provider}; "
+            "refusing to run under a wrong label."
+        )
+    return provider
+
+
+def _serve_here(var: allocators.Variant, settings: Settings, options: ServeOptions) -> int:
+    from hypercorn.config import Config
+
+    provider = _prove_allocator(var)
+    sockets = bind_sockets(options.binds)
+    urls = [url_of(s) for s in sockets]
+    config = Config()
+    config.bind = [f"fd://{s.fileno()}" for s in sockets]
+    config.workers = options.workers
+    config.backlog = 2048
+    config.keep_alive_timeout = 75
+    config.graceful_timeout = 2
+    config.accesslog = "-" if options.access_log else None
+    config.errorlog = "-"
+    config.loglevel = "WARNING"
+    info = {
+        "pid": os.getpid(),
+        "urls": urls,
+        "variant": var.name,
+        "allocator": var.allocator.name,
+        "malloc_provider": provider,
+        "python_malloc": os.environ.get("PYTHONMALLOC") or "pymalloc",
+        "sleep_ms": settings.sleep_ms,
+        "offload_threads": settings.offload_threads,
+        "workers": options.workers,
+    }
+    print(
+        f"stair-stepper: serving {var.name} ({provider}) on {', '.join(urls)}, "
+        f"pid {info['pid']}, SLEEP_MS={settings.sleep_ms}",
+        file=sys.stderr,
+        flush=True,
+    )
+    if options.ready_file:
+        tmp = Path(options.ready_file).with_suffix(".tmp")
+        tmp.write_text(json.dumps(info))
+        tmp.replace(options.ready_file)
+    if options.workers == 1:
+        from hypercorn.asyncio import serve as hypercorn_serve
+
+        from .app import create_app
+
+        asyncio.run(hypercorn_serve(create_app(settings), config))
+    else:
+        from hypercorn.run import run
+
+        # Workers are spawned processes: they rebuild the app from the environment.
+        config.application_path = "stair_stepper.app:create_app()"
+        return run(config)
+    return 0

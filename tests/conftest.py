@@ -1,0 +1,56 @@
+"""Shared fixtures: real servers on ephemeral loopback ports, real allocators."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+
+import pytest
+
+from stair_stepper import allocators
+from stair_stepper.launch import start_server
+
+
+def has_library(name: str) -> bool:
+    return allocators.find_library(allocators.ALLOCATORS[name]) is not None
+
+
+needs_jemalloc = pytest.mark.skipif(
+    not has_library("jemalloc"),
+    reason="libjemalloc2 is not installed (apt-get install libjemalloc2)",
+)
+
+
+def post(url: str, body: bytes, content_type: str = "application/json", timeout: float = 60):
+    """POST and return (status, parsed JSON body) for any status."""
+    request = urllib.request.Request(
+        url, data=body, method="POST", headers={"Content-Type": content_type}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def get(url: str, timeout: float = 10):
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+@pytest.fixture(scope="session")
+def glibc_server():
+    with start_server("glibc", extra_args=("--sleep-ms", "0", "--max-body-bytes", "3000000")) as s:
+        yield s
+
+
+@pytest.fixture(scope="session")
+def jemalloc_server():
+    if not has_library("jemalloc"):
+        pytest.skip("libjemalloc2 is not installed (apt-get install libjemalloc2)")
+    with start_server("jemalloc", extra_args=("--sleep-ms", "0")) as s:
+        yield s

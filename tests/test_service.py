@@ -1,0 +1,270 @@
+"""The widget service, served by a real Hypercorn on an ephemeral loopback port."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from conftest import get, needs_jemalloc, post
+
+from stair_stepper import allocators
+from stair_stepper.launch import start_server
+
+
+def widget(payload) -> bytes:
+    return json.dumps({"eventType": "mem-test", "payload": payload}).encode()
+
+
+def test_widget_contract_and_exact_size(glibc_server):
+    payload = {"body": [{"name": "Ada", "tags": ["a", "b"], "n": 1.5, "ok": True, "x": None}]}
+    status, answer = post(glibc_server.base_url + "/widgets", widget(payload))
+    assert status == 201
+    assert answer["size"] == len(json.dumps(payload, separators=(",", ":")))
+    assert len(answer["id"]) == 36 and answer["id"][14] == "4"  # a uuid4
+
+
+def test_size_counts_ascii_escapes_like_compact_json(glibc_server):
+    payload = {"name": "Zoë – ünïcode", "list": [1, 2, 3]}
+    status, answer = post(glibc_server.base_url + "/widgets", widget(payload))
+    assert status == 201
+    assert answer["size"] == len(json.dumps(payload, separators=(",", ":")))
+
+
+BAD_INPUTS = {
+    "malformed JSON": (b'{"eventType": "x", "payload": ', "application/json", 400),
+    "not an object": (b"[1, 2, 3]", "application/json", 400),
+    "missing payload": (b'{"eventType": "x"}', "application/json", 400),
+    "100,000 levels": (
+        b'{"payload": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+        "application/json",
+        400,
+    ),
+    "900 levels (parses, too deep to copy)": (
+        b'{"payload": ' + b"[" * 900 + b"]" * 900 + b"}",
+        "application/json",
+        400,
+    ),
+    "5,000-digit integer": (b'{"payload": ' + b"7" * 5000 + b"}", "application/json", 400),
+    "NaN": (b'{"payload": NaN}', "application/json", 400),
+    "invalid UTF-8": (b'{"payload": "\xff\xfe"}', "application/json", 400),
+    "wrong content type": (b'{"payload": 1}', "text/plain", 415),
+    "empty body": (b"", "application/json", 400),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_is_a_4xx_json_error_and_the_server_goes_on(glibc_server, case):
+    body, content_type, expected = BAD_INPUTS[case]
+    status, answer = post(glibc_server.base_url + "/widgets", body, content_type)
+    assert status == expected
+    assert set(answer) == {"error"} and answer["error"].endswith(".")
+    assert "\n" not in answer["error"]
+    assert get(glibc_server.base_url + "/healthz")[0] == 200
+
+
+def test_get_widgets_is_405_json(glibc_server):
+    status, answer = get(glibc_server.base_url + "/widgets")
+    assert status == 405 and "POST" in answer["error"]
+
+
+def test_unknown_path_is_404_json(glibc_server):
+    status, answer = get(glibc_server.base_url + "/nope")
+    assert status == 404 and "error" in answer
+
+
+def test_body_over_the_limit_is_413(glibc_server):
+    big = widget({"blob": "x" * 3_100_000})  # the fixture's limit is 3,000,000 bytes
+    status, answer = post(glibc_server.base_url + "/widgets", big)
+    assert status == 413 and "3000000" in answer["error"]
+    assert get(glibc_server.base_url + "/healthz")[0] == 200
+    fits = widget({"blob": "x" * 2_000_000})
+    assert post(glibc_server.base_url + "/widgets", fits)[0] == 201
+
+
+def test_default_body_limit_is_64_mib():
+    from stair_stepper.app import Settings
+
+    assert Settings.from_env({}).max_body_bytes == 64 * 1024 * 1024
+
+
+def test_sleep_ms_is_honoured():
+    with start_server("glibc", extra_args=("--sleep-ms", "300")) as server:
+        assert server.health["sleep_ms"] == 300
+        started = time.monotonic()
+        assert post(server.base_url + "/widgets", widget({"a": 1}))[0] == 201
+        assert time.monotonic() - started >= 0.3
+
+
+def test_sleep_ms_from_the_environment():
+    import os
+
+    env = dict(os.environ, SLEEP_MS="7")
+    with start_server("glibc", env=env) as server:
+        assert server.health["sleep_ms"] == 7
+
+
+@pytest.mark.parametrize("bad", ["-1", "abc", "1.5", "+3"])
+def test_bad_sleep_ms_stops_the_server_at_start_up(bad):
+    import os
+
+    done = subprocess.run(
+        [sys.executable, "-m", "stair_stepper", "serve", "--bind", "127.0.0.1:0"],
+        env=dict(os.environ, SLEEP_MS=bad),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        f"stair-stepper: SLEEP_MS must be a non-negative integer, got {bad!r}."
+    )
+
+
+def test_glibc_variant_is_proven_from_maps(glibc_server):
+    assert glibc_server.health["allocator"] == "glibc"
+    assert glibc_server.health["malloc_provider"].endswith("libc.so.6")
+    assert allocators.allocator_in_maps(glibc_server.pid) == "glibc"
+
+
+@needs_jemalloc
+def test_jemalloc_variant_is_proven_from_maps(jemalloc_server):
+    assert jemalloc_server.health["allocator"] == "jemalloc"
+    assert "libjemalloc" in jemalloc_server.health["malloc_provider"]
+    assert allocators.allocator_in_maps(jemalloc_server.pid) == "jemalloc"
+    assert any("libjemalloc" in p for p in allocators.mapped_libraries(jemalloc_server.pid))
+
+
+def test_service_never_loads_numpy_or_matplotlib(glibc_server):
+    post(glibc_server.base_url + "/widgets", widget({"a": 1}))
+    loaded = " ".join(allocators.mapped_libraries(glibc_server.pid))
+    assert "numpy" not in loaded and "matplotlib" not in loaded
+
+
+def test_memory_numbers_are_plausible_glibc(glibc_server):
+    status, mem = get(glibc_server.base_url + "/debug/memory")
+    assert status == 200 and mem["allocator"] == "glibc"
+    assert 0 < mem["live_bytes"] <= mem["held_bytes"]
+    assert mem["held_bytes"] <= mem["rss_bytes"] * 1.5
+    details = mem["details"]
+    assert details["in_use_bytes"] + details["free_in_heap_bytes"] == details["arena_bytes"]
+
+
+@needs_jemalloc
+def test_memory_numbers_are_plausible_jemalloc(jemalloc_server):
+    post(jemalloc_server.base_url + "/widgets", widget({"a": list(range(1000))}))
+    status, mem = get(jemalloc_server.base_url + "/debug/memory")
+    assert status == 200 and mem["allocator"] == "jemalloc"
+    d = mem["details"]
+    assert 0 < d["allocated_bytes"] <= d["active_bytes"] <= d["resident_bytes"] <= d["mapped_bytes"]
+    assert mem["live_bytes"] == d["allocated_bytes"] and mem["held_bytes"] == d["resident_bytes"]
+    assert d["resident_bytes"] <= mem["rss_bytes"]
+
+
+def test_trim_returns_glibc_free_space_after_a_burst_of_large_requests():
+    big = widget({"body": [{"k": "v" * 200, "n": i} for i in range(8000)]})  # ~1.8 MB
+    args = ("--sleep-ms", "200", "--python-malloc", "malloc")
+    with start_server("glibc", extra_args=args) as server:
+        url = server.base_url + "/widgets"
+        with ThreadPoolExecutor(16) as pool:
+            statuses = list(pool.map(lambda _: post(url, big)[0], range(32)))
+        assert statuses == [201] * 32
+        before = server.get("/debug/memory")
+        trimmed = server.post("/debug/trim")
+        after = server.get("/debug/memory")
+    assert trimmed["call"] == "malloc_trim(0)"
+    # The burst left free space inside glibc's heap ...
+    assert before["details"]["free_in_heap_bytes"] > 10 * 2**20
+    # ... and malloc_trim gave it back: RSS fell by most of it.
+    assert trimmed["rss_after_bytes"] < trimmed["rss_before_bytes"] - 5 * 2**20
+    assert after["rss_bytes"] < before["rss_bytes"]
+
+
+def test_offload_threads_serve_the_same_contract():
+    with start_server("glibc", extra_args=("--sleep-ms", "0", "--offload-threads", "4")) as s:
+        assert s.health["offload_threads"] == 4
+        payload = {"x": ["y"] * 100}
+        status, answer = post(s.base_url + "/widgets", widget(payload))
+        assert status == 201 and answer["size"] == len(json.dumps(payload, separators=(",", ":")))
+        assert post(s.base_url + "/widgets", b"[1]")[0] == 400
+
+
+def test_localhost_means_both_loopback_addresses():
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 on this machine")
+    with start_server("glibc", host="localhost") as server:
+        port = int(server.base_url.rsplit(":", 1)[1])
+        assert get(f"http://127.0.0.1:{port}/healthz")[0] == 200
+        try:
+            assert get(f"http://[::1]:{port}/healthz")[0] == 200
+        except OSError:
+            pytest.skip("::1 is not reachable here")
+
+
+def _serve_exit(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    import os
+
+    return subprocess.run(
+        [sys.executable, "-m", "stair_stepper", "serve", *args],
+        env=dict(os.environ, **(env or {})),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def test_port_in_use_is_one_sentence():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = _serve_exit("--bind", f"127.0.0.1:{port}")
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        f"stair-stepper: port {port} on 127.0.0.1 is already in use (127.0.0.1:{port})."
+    )
+
+
+def test_missing_allocator_library_is_one_sentence():
+    done = _serve_exit("--allocator", "jemalloc", env={"STAIR_STEPPER_JEMALLOC": "/nope/lib.so"})
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0
+    assert "STAIR_STEPPER_JEMALLOC points at /nope/lib.so" in done.stderr
+
+
+def test_uninstalled_allocator_names_the_package():
+    ghost = allocators.Allocator(
+        "ghost", "STAIR_STEPPER_GHOST", ("libghost.so.9",), "libghost9", "x"
+    )
+    with pytest.raises(allocators.UserError) as info:
+        allocators.require_library(ghost, environ={})
+    assert "apt-get install libghost9" in str(info.value)
+
+
+def test_unknown_allocator_is_rejected():
+    done = _serve_exit("--allocator", "hoard")
+    assert done.returncode == 2 and "hoard" in done.stderr
+
+
+@needs_jemalloc
+def test_refuses_to_run_under_a_wrong_label():
+    jemalloc = str(allocators.find_library(allocators.ALLOCATORS["jemalloc"]))
+    done = _serve_exit(
+        "--allocator",
+        "glibc",
+        "--bind",
+        "127.0.0.1:0",
+        env={"STAIR_STEPPER_SERVE_CHILD": "glibc", "LD_PRELOAD": jemalloc},
+    )
+    assert done.returncode == 2
+    assert "refusing to run under a wrong label" in done.stderr
+
+
+def test_several_hypercorn_workers_serve_from_their_own_pids():
+    with start_server("glibc", extra_args=("--workers", "2", "--sleep-ms", "0")) as server:
+        assert server.pid != server.process.pid
+        assert post(server.base_url + "/widgets", widget({"a": 1}))[0] == 201
