@@ -51,6 +51,53 @@ def _cmd_allocators(args: argparse.Namespace, argv: list[str]) -> int:
     return 0
 
 
+def _cmd_plans(args: argparse.Namespace, argv: list[str]) -> int:
+    from pathlib import Path
+
+    from . import plans
+
+    sizes = plans.parse_sizes(args.size)
+    if args.only:
+        sizes = {tag: n for tag, n in sizes.items() if tag in args.only.split(",")}
+    for path in plans.generate(Path(args.out), sizes, args.seed):
+        print(f"wrote {path} ({path.stat().st_size} bytes)")
+    return 0
+
+
+def _cmd_load(args: argparse.Namespace, argv: list[str]) -> int:
+    import json
+    from pathlib import Path
+
+    from . import drillfile, load
+
+    bench = drillfile.load(
+        args.benchmark, iterations=args.iterations, concurrency=args.concurrency, base=args.base
+    )
+    items = drillfile.select(bench, args.tags, args.skip_tags)
+    total = bench.total_requests(items)
+    if not args.quiet:
+        names = ", ".join(i.name for i in items)
+        print(
+            f"{bench.iterations} iterations x {len(items)} items ({names}) = {total} requests, "
+            f"concurrency {bench.concurrency}, base {args.base or bench.base}",
+            file=sys.stderr,
+        )
+    progress = None if args.quiet else load.ProgressBar()
+    result = load.run_load(
+        bench,
+        items,
+        base=args.base,
+        timeout=args.timeout,
+        progress=progress,
+        allow_non_loopback=args.allow_non_loopback,
+    )
+    if args.stats:
+        print(load.format_stats(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result.to_json(), indent=2) + "\n")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="stair-stepper",
@@ -107,6 +154,34 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("allocators", help="which allocators work here, with versions")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_cmd_allocators)
+
+    p = sub.add_parser("plans", help="generate the drill plan files (request bodies)")
+    plans_sub = p.add_subparsers(dest="plans_command", required=True, metavar="ACTION")
+    g = plans_sub.add_parser("generate", help="write plans/<tag>.yml with deterministic bodies")
+    g.add_argument("--out", default="plans", help="folder to write (default plans/)")
+    g.add_argument("--seed", type=int, default=None, help="random seed (default: the fixed one)")
+    g.add_argument(
+        "--size",
+        action="append",
+        metavar="TAG=BYTES",
+        help="add or resize a tag, e.g. huge=5mb (repeatable)",
+    )
+    g.add_argument("--only", metavar="TAGS", help="write only these tags (comma-separated)")
+    g.set_defaults(func=_cmd_plans)
+
+    p = sub.add_parser("load", help="run a drill benchmark file against a local server")
+    p.add_argument("--benchmark", "-b", required=True, help="drill benchmark file")
+    p.add_argument("--tags", help="run only items with these tags (comma-separated)")
+    p.add_argument("--skip-tags", help="skip items with these tags")
+    p.add_argument("--stats", "-s", action="store_true", help="print drill-style statistics")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress output")
+    p.add_argument("--iterations", type=int, help="override the file's iterations")
+    p.add_argument("--concurrency", type=int, help="override the file's concurrency")
+    p.add_argument("--base", help="override the file's base URL")
+    p.add_argument("--timeout", type=float, default=120.0, help="per-request timeout, seconds")
+    p.add_argument("--json", metavar="FILE", help="write the statistics as JSON")
+    p.add_argument("--allow-non-loopback", action="store_true", help=argparse.SUPPRESS)
+    p.set_defaults(func=_cmd_load)
 
     return parser
 

@@ -1,0 +1,83 @@
+"""How much CPU does the load driver cost, next to the server it loads?
+
+Starts one local server (SLEEP_MS=0, glibc, loopback only), then for each tag
+runs a bounded number of requests and reports client CPU seconds per 1,000
+requests beside the server's CPU seconds for the same requests. A second part
+compares the HTTP clients the driver could use (aiohttp, httpx) on the same
+requests, which is how the driver's client was chosen.
+
+    python bench/driver_cost.py [--iterations 200] [--concurrency 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import resource
+import time
+from pathlib import Path
+
+from stair_stepper import drillfile, load, procfs
+from stair_stepper.launch import start_server
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cpu_self() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+async def httpx_run(url: str, body: bytes, n: int, concurrency: int) -> None:
+    import httpx
+
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    headers = {"Content-Type": "application/json"}
+    async with httpx.AsyncClient(limits=limits, timeout=120) as client:
+        todo = iter(range(n))
+
+        async def worker():
+            for _ in todo:
+                (await client.post(url, content=body, headers=headers)).read()
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--iterations", type=int, default=200)
+    parser.add_argument("--concurrency", type=int, default=16)
+    args = parser.parse_args()
+    bench = drillfile.load(
+        ROOT / "benchmark.yml", iterations=args.iterations, concurrency=args.concurrency
+    )
+    print(f"{args.iterations} requests per tag, concurrency {args.concurrency}, SLEEP_MS=0\n")
+    print(f"{'tag':<8} {'client s/1k':>12} {'server s/1k':>12} {'client/server':>14}")
+    with start_server("glibc", extra_args=("--sleep-ms", "0")) as server:
+        for item in bench.items:
+            server_cpu0 = procfs.cpu_seconds(server.pid)
+            result = load.run_load(bench, (item,), base=server.base_url)
+            server_cpu = procfs.cpu_seconds(server.pid) - server_cpu0
+            n = result.overall.total
+            assert result.overall.successful == n, "requests failed; numbers would be meaningless"
+            c, s = result.client_cpu_s * 1000 / n, server_cpu * 1000 / n
+            print(f"{item.name:<8} {c:12.2f} {s:12.2f} {c / s:13.1%}")
+
+        print("\nHTTP client choice (medium bodies, same server, same requests):")
+        medium = next(i for i in bench.items if i.name == "medium")
+        url = bench.absolute_url(medium, server.base_url)
+        for name in ("aiohttp", "httpx"):
+            before, t0 = cpu_self(), time.monotonic()
+            if name == "aiohttp":
+                load.run_load(bench, (medium,), base=server.base_url)
+            else:
+                asyncio.run(httpx_run(url, medium.body.encode(), args.iterations, args.concurrency))
+            used = cpu_self() - before
+            print(
+                f"  {name:<8} {used * 1000 / args.iterations:6.2f} client CPU s per 1k requests"
+                f"  ({time.monotonic() - t0:.1f} s wall)"
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,290 @@
+"""The drill-compatible load driver and drill-style statistics.
+
+Runs a benchmark the way drill does: ``concurrency`` iterations at once, each
+running the selected plan items in order, iteration *i* delayed by drill's
+integer rampup rule. Bodies are encoded once; connections are kept alive;
+non-2xx answers and connection errors are counted as failures, never raised.
+Latencies are kept exactly (a list of floats), so a 30-second request is
+reported like any other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import math
+import resource
+import socket
+import statistics
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from .drillfile import Benchmark, RequestItem
+from .errors import UserError
+
+ProgressFn = Callable[[int, int, int], None]  # done, total, failed
+
+
+@dataclass
+class Samples:
+    """Every request's outcome for one plan item (or for all of them)."""
+
+    durations_ms: list[float] = field(default_factory=list)
+    statuses: Counter = field(default_factory=Counter)  # HTTP status, or 0 for no answer
+    errors: Counter = field(default_factory=Counter)  # exception class name -> count
+
+    def add(self, duration_ms: float, status: int, error: str | None = None) -> None:
+        self.durations_ms.append(duration_ms)
+        self.statuses[status] += 1
+        if error:
+            self.errors[error] += 1
+
+    @property
+    def total(self) -> int:
+        return len(self.durations_ms)
+
+    @property
+    def successful(self) -> int:
+        return sum(n for status, n in self.statuses.items() if 200 <= status < 300)
+
+    def figures(self) -> dict:
+        values = sorted(self.durations_ms)
+        n = len(values)
+
+        def quantile(q: float) -> float | None:
+            return values[max(0, math.ceil(q * n) - 1)] if n else None
+
+        return {
+            "total_requests": n,
+            "successful_requests": self.successful,
+            "failed_requests": n - self.successful,
+            "median_ms": statistics.median(values) if n else None,
+            "mean_ms": statistics.fmean(values) if n else None,
+            "stdev_ms": statistics.stdev(values) if n > 1 else 0.0 if n else None,
+            "p99_ms": quantile(0.99),
+            "p99_5_ms": quantile(0.995),
+            "p99_9_ms": quantile(0.999),
+            "max_ms": values[-1] if n else None,
+            "status_counts": {str(k): v for k, v in sorted(self.statuses.items())},
+            "errors": dict(self.errors),
+        }
+
+
+@dataclass
+class LoadResult:
+    started_at: float
+    finished_at: float
+    per_item: dict[str, Samples]
+    overall: Samples
+    client_cpu_s: float
+    concurrency: int
+    iterations: int
+    base: str
+
+    @property
+    def duration_s(self) -> float:
+        return self.finished_at - self.started_at
+
+    def to_json(self) -> dict:
+        figures = self.overall.figures()
+        return {
+            **figures,
+            "requests_per_second": figures["total_requests"] / self.duration_s
+            if self.duration_s > 0
+            else None,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "duration_s": self.duration_s,
+            "client_cpu_s": self.client_cpu_s,
+            "concurrency": self.concurrency,
+            "iterations": self.iterations,
+            "base": self.base,
+            "requests": {name: s.figures() for name, s in self.per_item.items()},
+        }
+
+
+def check_loopback(url: str) -> None:
+    """Refuse targets that do not resolve to loopback only (this lab never loads anything else)."""
+    host = urlsplit(url).hostname
+    if not host:
+        raise UserError(f"{url!r} has no host.")
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except socket.gaierror:
+        raise UserError(f"cannot resolve {host!r}.") from None
+    for info in infos:
+        address = ipaddress.ip_address(info[4][0].split("%")[0])
+        if not address.is_loopback:
+            raise UserError(
+                f"{host} resolves to {address}, which is not loopback; stair-stepper only loads "
+                "local servers (pass --allow-non-loopback if you really mean it)."
+            )
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    name: str
+    method: str
+    url: str
+    headers: dict[str, str]
+    body: bytes | None
+
+
+def _prepare(bench: Benchmark, items: tuple[RequestItem, ...], base: str | None) -> list[_Prepared]:
+    return [
+        _Prepared(
+            i.name,
+            i.method,
+            bench.absolute_url(i, base),
+            i.headers,
+            i.body.encode() if i.body is not None else None,
+        )
+        for i in items
+    ]
+
+
+async def _run(
+    bench: Benchmark,
+    items: tuple[RequestItem, ...],
+    *,
+    base: str | None,
+    timeout: float,
+    progress: ProgressFn | None,
+) -> LoadResult:
+    import aiohttp
+
+    prepared = _prepare(bench, items, base)
+    per_item = {p.name: Samples() for p in prepared}
+    overall = Samples()
+    total = bench.iterations * len(prepared)
+    state = {"next": 0, "done": 0, "failed": 0}
+    connector = aiohttp.TCPConnector(limit=bench.concurrency, force_close=False, ttl_dns_cache=None)
+    client_timeout = aiohttp.ClientTimeout(total=timeout)
+    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+    started = time.time()
+    t0 = time.monotonic()
+
+    async def one(session: aiohttp.ClientSession, p: _Prepared) -> None:
+        begin = time.perf_counter()
+        status, error = 0, None
+        try:
+            async with session.request(p.method, p.url, data=p.body, headers=p.headers) as resp:
+                await resp.read()
+                status = resp.status
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            error = type(exc).__name__
+        elapsed = (time.perf_counter() - begin) * 1000
+        per_item[p.name].add(elapsed, status, error)
+        overall.add(elapsed, status, error)
+        state["done"] += 1
+        if not 200 <= status < 300:
+            state["failed"] += 1
+        if progress:
+            progress(state["done"], total, state["failed"])
+
+    async def worker(session: aiohttp.ClientSession) -> None:
+        while state["next"] < bench.iterations:
+            iteration = state["next"]
+            state["next"] += 1
+            delay = bench.rampup_delay(iteration) - (time.monotonic() - t0)
+            if delay > 0:
+                await asyncio.sleep(delay)
+            for p in prepared:
+                await one(session, p)
+
+    async with aiohttp.ClientSession(
+        connector=connector, timeout=client_timeout, auto_decompress=False
+    ) as session:
+        await asyncio.gather(*(worker(session) for _ in range(bench.concurrency)))
+    finished = time.time()
+    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
+    return LoadResult(
+        started, finished, per_item, overall, cpu, bench.concurrency, bench.iterations,
+        (base or bench.base),
+    )  # fmt: skip
+
+
+def run_load(
+    bench: Benchmark,
+    items: tuple[RequestItem, ...],
+    *,
+    base: str | None = None,
+    timeout: float = 120.0,
+    progress: ProgressFn | None = None,
+    allow_non_loopback: bool = False,
+) -> LoadResult:
+    """Run the benchmark to completion (bounded: iterations × items requests)."""
+    if not allow_non_loopback:
+        for p in _prepare(bench, items, base):
+            check_loopback(p.url)
+    return asyncio.run(_run(bench, items, base=base, timeout=timeout, progress=progress))
+
+
+class ProgressBar:
+    """A one-line progress bar on a terminal; silent elsewhere."""
+
+    def __init__(self, stream=sys.stderr, enabled: bool | None = None, label: str = "") -> None:
+        self.stream = stream
+        self.enabled = stream.isatty() if enabled is None else enabled
+        self.label = label
+        self.started = time.monotonic()
+        self.last = 0.0
+
+    def __call__(self, done: int, total: int, failed: int) -> None:
+        now = time.monotonic()
+        if not self.enabled or (now - self.last < 0.25 and done < total):
+            return
+        self.last = now
+        width = 30
+        filled = int(width * done / total) if total else width
+        rate = done / (now - self.started) if now > self.started else 0.0
+        self.stream.write(
+            f"\r{self.label}[{'#' * filled}{'.' * (width - filled)}] {done}/{total} "
+            f"{rate:7.1f} req/s  {failed} failed"
+        )
+        if done >= total:
+            self.stream.write("\n")
+        self.stream.flush()
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{round(value)}ms"
+
+
+def _rows(f: dict) -> list[tuple[str, object]]:
+    return [
+        ("Total requests", f["total_requests"]),
+        ("Successful requests", f["successful_requests"]),
+        ("Failed requests", f["failed_requests"]),
+        ("Median time per request", _ms(f["median_ms"])),
+        ("Average time per request", _ms(f["mean_ms"])),
+        ("Sample standard deviation", _ms(f["stdev_ms"])),
+        ("99.0'th percentile", _ms(f["p99_ms"])),
+        ("99.5'th percentile", _ms(f["p99_5_ms"])),
+        ("99.9'th percentile", _ms(f["p99_9_ms"])),
+    ]
+
+
+def format_stats(result: LoadResult) -> str:
+    """drill's --stats layout: nine lines per request name, then the global block."""
+    lines: list[str] = []
+    for name, samples in result.per_item.items():
+        lines.append("")
+        lines.extend(f"{name:<25} {label:<25} {value}" for label, value in _rows(samples.figures()))
+    data = result.to_json()
+    rows = _rows(data)
+    rps = f"{data['requests_per_second'] or 0.0:.2f} [#/sec]"
+    global_rows = [
+        ("Time taken for tests", f"{result.duration_s:.1f} seconds"),
+        *rows[:3],
+        ("Requests per second", rps),
+        *rows[3:],
+    ]
+    lines.append("")
+    lines.extend(f"{label:<25} {value}" for label, value in global_rows)
+    return "\n".join(lines)

@@ -1,0 +1,162 @@
+"""drill's file format: tags, includes, totals and errors, against drill's own rules."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from stair_stepper import drillfile
+from stair_stepper.errors import UserError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# (item tags, --tags, --skip-tags, skipped?) — drill's tags.rs test table plus our own rows
+TAG_TABLE = [
+    ((), None, None, False),  # untagged, no filter: runs
+    ((), "tag1", None, True),  # untagged with --tags: skipped
+    ((), None, "tag1", False),
+    (("tag1", "tag2"), None, None, False),
+    (("tag1", "tag2"), "tag1", None, False),
+    (("tag1", "tag2"), "tag2", None, False),
+    (("tag1", "tag2"), "tag1,tag2", None, False),
+    (("tag1", "tag2"), "tag99", None, True),
+    (("tag1", "tag2"), None, "tag99", False),
+    (("tag1", "tag2"), None, "tag1", True),
+    (("tag1", "tag2"), None, "tag2", True),
+    (("tag1", "tag2"), "tag1", "tag2", True),  # skip wins
+    (("never", "tag2"), None, None, True),  # never skipped by default
+    (("never", "tag2"), "tag2", None, True),  # ... even when another tag is asked
+    (("never", "tag2"), "never", None, False),  # unless never is asked
+    (("always", "tag2"), "tag99", None, False),  # always runs
+    (("always", "tag2"), None, None, False),
+    (("always", "tag2"), None, "always", True),  # unless skipped
+    (("always",), None, "other", False),
+]
+
+
+@pytest.mark.parametrize(("item_tags", "tags", "skip", "skipped"), TAG_TABLE)
+def test_tag_rules_follow_drill(item_tags, tags, skip, skipped):
+    wanted = drillfile.parse_tag_list(tags)
+    skipped_tags = drillfile.parse_tag_list(skip)
+    assert drillfile.should_skip(item_tags, wanted, skipped_tags) is skipped
+
+
+def test_same_tag_in_both_lists_is_an_error():
+    bench = drillfile.load(ROOT / "benchmark.yml")
+    with pytest.raises(UserError, match="both name small"):
+        drillfile.select(bench, "small,medium", "small")
+
+
+@pytest.mark.parametrize(
+    ("tags", "skip", "names", "total"),
+    [
+        (None, None, ["tiny", "small", "medium", "large"], 10_000),
+        ("small,medium", None, ["small", "medium"], 5_000),
+        ("medium", None, ["medium"], 2_500),
+        (None, "large", ["tiny", "small", "medium"], 7_500),
+        ("tiny,large", "small", ["tiny", "large"], 5_000),
+    ],
+)
+def test_request_totals_for_tag_combinations(tags, skip, names, total):
+    bench = drillfile.load(ROOT / "benchmark.yml")
+    items = drillfile.select(bench, tags, skip)
+    assert [i.name for i in items] == names
+    assert bench.total_requests(items) == total
+
+
+def test_no_matching_item_is_an_error():
+    bench = drillfile.load(ROOT / "benchmark.yml")
+    with pytest.raises(UserError, match="no plan item"):
+        drillfile.select(bench, "nothing")
+
+
+def test_includes_resolve_relative_to_the_including_file(tmp_path, monkeypatch):
+    (tmp_path / "sub" / "deeper").mkdir(parents=True)
+    (tmp_path / "bench.yml").write_text(
+        "base: http://127.0.0.1:1\niterations: 3\nconcurrency: 2\nplan:\n"
+        "  - include: sub/a.yml\n  - name: top\n    request: {url: /top}\n"
+    )
+    (tmp_path / "sub" / "a.yml").write_text(
+        "- name: a\n  tags: [x]\n  request: {url: /a}\n- include: deeper/b.yml\n"
+    )
+    (tmp_path / "sub" / "deeper" / "b.yml").write_text("- name: b\n  request: {url: /b}\n")
+    monkeypatch.chdir(ROOT / "tests")  # somewhere else entirely
+    bench = drillfile.load(os.path.relpath(tmp_path / "bench.yml"))
+    assert [i.name for i in bench.items] == ["a", "b", "top"]
+    assert [i.name for i in drillfile.select(bench, "x")] == ["a"]  # tags inside includes count
+    assert bench.absolute_url(bench.items[0]) == "http://127.0.0.1:1/a"
+
+
+def test_the_repository_benchmark_matches_the_spec():
+    bench = drillfile.load(ROOT / "benchmark.yml")
+    assert (bench.concurrency, bench.iterations, bench.rampup) == (16, 2500, 1)
+    assert bench.base == "http://localhost:3000"
+    for item in bench.items:
+        assert item.method == "POST" and item.url == "/widgets"
+        assert item.headers == {"Content-Type": "application/json"}
+        assert item.tags == (item.name,)
+
+
+def test_rampup_uses_drills_integer_rule():
+    bench = drillfile.load(ROOT / "benchmark.yml")
+    assert [bench.rampup_delay(i) for i in (0, 1, 2499)] == [0, 0, 0]  # 1 // 2500 == 0
+    slow = drillfile.load(ROOT / "benchmark.yml", iterations=4, concurrency=2)
+    slow = drillfile.Benchmark(slow.path, slow.base, 2, 4, 10, slow.items)
+    assert [slow.rampup_delay(i) for i in range(4)] == [0, 2, 4, 6]  # 10 // 4 == 2
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "b.yml"
+    path.write_text(text)
+    return path
+
+
+HEAD = "base: http://127.0.0.1:1\niterations: 2\nconcurrency: 1\nplan:\n"
+
+
+@pytest.mark.parametrize(
+    ("plan", "message"),
+    [
+        ("  - name: x\n    assign: {key: a, value: b}\n", "'assign' is not supported"),
+        ("  - name: x\n    assert: {key: a, value: b}\n", "'assert' is not supported"),
+        ("  - name: x\n    exec: {command: ls}\n", "'exec' is not supported"),
+        (
+            "  - name: x\n    request: {url: /}\n    with_items: [1, 2]\n",
+            "'with_items' is not supported",
+        ),
+        ("  - name: x\n    request: {url: /, body: {file: a.json}}\n", "not in drill 0.8.3"),
+        ("  - name: x\n    request: {url: /, body: 'a {{ b }}'}\n", "template"),
+        ("  - include: missing.yml\n", "does not exist"),
+        ("  - name: x\n", "needs 'request' or 'include'"),
+    ],
+)
+def test_unsupported_or_broken_items_name_the_problem(tmp_path, plan, message):
+    with pytest.raises(UserError, match=message):
+        drillfile.load(_write(tmp_path, HEAD + plan))
+
+
+def test_concurrency_above_iterations_is_an_error(tmp_path):
+    path = _write(tmp_path, "base: http://x\niterations: 2\nconcurrency: 3\nplan: []\n")
+    with pytest.raises(UserError, match="concurrency"):
+        drillfile.load(path)
+
+
+def test_unreadable_and_invalid_files(tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        drillfile.load(tmp_path / "nope.yml")
+    with pytest.raises(UserError, match="not valid YAML"):
+        drillfile.load(_write(tmp_path, "plan: [\n"))
+    with pytest.raises(UserError, match="no 'plan'"):
+        drillfile.load(_write(tmp_path, "a: 1\n"))
+    folder = tmp_path / "dir.yml"
+    folder.mkdir()
+    with pytest.raises(UserError, match="cannot read"):
+        drillfile.load(folder)
+
+
+def test_self_include_is_caught(tmp_path):
+    path = _write(tmp_path, HEAD + "  - include: b.yml\n")
+    with pytest.raises(UserError, match="includes itself"):
+        drillfile.load(path)

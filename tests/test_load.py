@@ -1,0 +1,157 @@
+"""The load driver against a real service on loopback, and against misbehaving peers."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from stair_stepper import drillfile, load
+from stair_stepper.errors import UserError
+from stair_stepper.launch import start_server
+
+ROOT = Path(__file__).resolve().parent.parent
+JSON_KEYS = {
+    "total_requests", "successful_requests", "failed_requests", "requests_per_second",
+    "started_at", "finished_at", "requests",
+}  # fmt: skip
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "stair_stepper", "load", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_driver_against_the_real_service(glibc_server, tmp_path):
+    out = tmp_path / "load.json"
+    done = run_cli(
+        "--benchmark", str(ROOT / "benchmark.yml"), "--iterations", "6", "--concurrency", "3",
+        "--base", glibc_server.base_url, "--stats", "--json", str(out),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    data = json.loads(out.read_text())
+    assert set(data) >= JSON_KEYS
+    assert data["total_requests"] == data["successful_requests"] == 24
+    assert data["failed_requests"] == 0
+    assert set(data["requests"]) == {"tiny", "small", "medium", "large"}
+    assert all(r["status_counts"] == {"201": 6} for r in data["requests"].values())
+    assert data["finished_at"] > data["started_at"]
+    lines = done.stdout.splitlines()
+    for name in ("tiny", "large"):
+        assert sum(line.startswith(name) for line in lines) == 9
+    assert any(line.startswith("Time taken for tests") for line in lines)
+    assert any(line.startswith("Requests per second") for line in lines)
+    assert "[#" not in done.stderr  # not a terminal: no progress bar
+
+
+def test_tag_selection_changes_the_total(glibc_server):
+    bench = drillfile.load(ROOT / "benchmark.yml", iterations=5, concurrency=5)
+    items = drillfile.select(bench, "tiny,small")
+    result = load.run_load(bench, items, base=glibc_server.base_url)
+    assert result.overall.total == 10 and result.overall.successful == 10
+    assert set(result.per_item) == {"tiny", "small"}
+
+
+def test_long_requests_are_recorded_exactly():
+    """drill 0.9.0 panics once a request takes longer than ~3.6 s; we must not."""
+    with start_server("glibc", extra_args=("--sleep-ms", "3800")) as server:
+        bench = drillfile.load(ROOT / "benchmark.yml", iterations=2, concurrency=2)
+        items = drillfile.select(bench, "tiny")
+        result = load.run_load(bench, items, base=server.base_url)
+    figures = result.overall.figures()
+    assert figures["successful_requests"] == 2
+    assert 3800 <= figures["median_ms"] < 30_000 and figures["p99_9_ms"] >= 3800
+    assert "99.9'th percentile" in load.format_stats(result)
+
+
+class _Misbehaving(BaseHTTPRequestHandler):
+    def log_message(self, *args):  # keep test output clean
+        pass
+
+    def do_POST(self):  # noqa: N802 - http.server's naming
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        if self.server.mode == "500":
+            body = b'{"error": "boom"}'
+            self.send_response(500)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        else:  # close the connection without answering
+            self.connection.shutdown(socket.SHUT_RDWR)
+            self.close_connection = True
+
+
+@pytest.fixture(params=["500", "close"])
+def misbehaving(request):
+    """A test peer that fails on purpose; the real service never does this."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Misbehaving)
+    server.mode = request.param
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", request.param
+    server.shutdown()
+    server.server_close()
+
+
+def test_failures_are_counted_not_raised(misbehaving, tmp_path):
+    base, mode = misbehaving
+    out = tmp_path / "load.json"
+    done = run_cli(
+        "--benchmark", str(ROOT / "benchmark.yml"), "--tags", "tiny", "--iterations", "4",
+        "--concurrency", "2", "--base", base, "--timeout", "10", "--json", str(out), "--quiet",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr  # like drill: failures are reported, not fatal
+    data = json.loads(out.read_text())
+    assert data["total_requests"] == 4 and data["failed_requests"] == 4
+    if mode == "500":
+        assert data["requests"]["tiny"]["status_counts"] == {"500": 4}
+    else:
+        assert data["requests"]["tiny"]["status_counts"] == {"0": 4}
+        assert sum(data["errors"].values()) == 4
+
+
+def test_connection_refused_is_a_failure_too():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    bench = drillfile.load(ROOT / "benchmark.yml", iterations=2, concurrency=1)
+    result = load.run_load(bench, drillfile.select(bench, "tiny"), base=f"http://127.0.0.1:{port}")
+    assert result.overall.total == 2 and result.overall.successful == 0
+
+
+def test_non_loopback_targets_are_refused():
+    with pytest.raises(UserError, match="not loopback"):
+        load.check_loopback("http://192.0.2.1:3000/widgets")
+    load.check_loopback("http://localhost:3000/widgets")
+    load.check_loopback("http://[::1]:3000/widgets")
+
+
+def test_cli_errors_are_one_sentence(tmp_path):
+    done = run_cli("--benchmark", str(tmp_path / "missing.yml"))
+    assert done.returncode == 2
+    assert (
+        done.stderr.strip().startswith("stair-stepper: plan file")
+        and "Traceback" not in done.stderr
+    )
+    done = run_cli("--benchmark", str(ROOT / "benchmark.yml"), "--tags", "a", "--skip-tags", "a")
+    assert done.returncode == 2 and "both name a" in done.stderr
+
+
+def test_stats_quantiles_on_known_samples():
+    samples = load.Samples()
+    for value in range(1, 1001):
+        samples.add(float(value), 201)
+    f = samples.figures()
+    assert f["median_ms"] == 500.5 and f["mean_ms"] == 500.5
+    assert (f["p99_ms"], f["p99_5_ms"], f["p99_9_ms"], f["max_ms"]) == (990, 995, 999, 1000)
+    assert round(f["stdev_ms"], 3) == 288.819  # sample (n-1) standard deviation
