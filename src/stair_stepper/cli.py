@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from . import __version__
 from .allocators import PYTHON_MALLOC_MODES, VARIANTS
@@ -98,6 +99,71 @@ def _cmd_load(args: argparse.Namespace, argv: list[str]) -> int:
     return 0
 
 
+def _cmd_record(args: argparse.Namespace, argv: list[str]) -> int:
+    from pathlib import Path
+
+    from .record import record_command
+
+    command = args.command_line[1:] if args.command_line[:1] == ["--"] else args.command_line
+    if (args.pid is None) == (not command):
+        raise UserError("give either --pid PID or -- COMMAND ..., not both or neither.")
+    return record_command(
+        args.pid, command or None, Path(args.out), args.interval, args.duration, args.service_url
+    )
+
+
+def _cmd_experiment(args: argparse.Namespace, argv: list[str]) -> int:
+    from dataclasses import replace
+
+    from . import experiment
+
+    config = experiment.PRESETS.get(args.preset)
+    if config is None:
+        raise UserError(
+            f"unknown preset {args.preset!r}; choose one of: {', '.join(experiment.PRESETS)}."
+        )
+    overrides = {
+        "variants": tuple(a.strip() for a in args.allocators.split(","))
+        if args.allocators
+        else None,
+        "batches": args.batches,
+        "pause_s": args.pause,
+        "tags": args.tags,
+        "iterations": args.iterations,
+        "concurrency": args.concurrency,
+        "sleep_ms": args.sleep_ms,
+        "python_malloc": args.python_malloc,
+        "offload_threads": args.offload_threads,
+        "driver": args.driver,
+        "parallel": args.parallel or None,
+        "port": args.port,
+        "interval_s": args.interval,
+        "benchmark": args.benchmark or experiment.default_benchmark(),
+    }
+    config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
+    try:
+        folder = experiment.run(config, args.out)
+    except experiment.Fault as exc:
+        print(f"stair-stepper: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("stair-stepper: interrupted; partial results are kept.", file=sys.stderr)
+        return 130
+    return experiment.report(folder, plot=not args.no_plot)
+
+
+def _cmd_plot(args: argparse.Namespace, argv: list[str]) -> int:
+    from .analysis import plot
+
+    return plot.run(args.results, args.out, args.step_threshold_mb * 2**20)
+
+
+def _cmd_compare(args: argparse.Namespace, argv: list[str]) -> int:
+    from .analysis import compare
+
+    return compare.main([str(args.a), str(args.b)])
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="stair-stepper",
@@ -182,6 +248,51 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="FILE", help="write the statistics as JSON")
     p.add_argument("--allow-non-loopback", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=_cmd_load)
+
+    p = sub.add_parser("record", help="sample a process's memory into a CSV trace")
+    p.add_argument("--pid", type=int, help="process to record")
+    p.add_argument("--out", "-o", required=True, help="trace CSV to append to")
+    p.add_argument("--interval", type=float, default=0.1, help="seconds between samples")
+    p.add_argument("--duration", type=float, help="stop after this many seconds")
+    p.add_argument("--service-url", help="our service's base URL, for allocator accounting")
+    p.add_argument("command_line", nargs=argparse.REMAINDER, metavar="-- COMMAND ...")
+    p.set_defaults(func=_cmd_record)
+
+    p = sub.add_parser("experiment", help="the main job: load each allocator, record, analyse")
+    p.add_argument("--preset", default="contrast", help="contrast (default), seed, arenas, quick")
+    p.add_argument("--allocators", help=f"comma-separated variants: {', '.join(VARIANTS)}")
+    p.add_argument("--batches", type=int)
+    p.add_argument("--pause", type=float, help="seconds between batches")
+    p.add_argument("--tags", help="plan tags to run (default: the preset's)")
+    p.add_argument("--iterations", type=int, help="iterations per batch")
+    p.add_argument("--concurrency", type=int)
+    p.add_argument("--sleep-ms", type=_non_negative)
+    p.add_argument("--python-malloc", choices=PYTHON_MALLOC_MODES)
+    p.add_argument("--offload-threads", type=_non_negative)
+    p.add_argument("--driver", choices=("builtin", "drill", "auto"))
+    p.add_argument("--parallel", action="store_true", help="run the variants side by side")
+    p.add_argument("--port", type=int, help="first server port (default: a free one)")
+    p.add_argument("--interval", type=float, help="sampling interval, seconds (default 0.1)")
+    p.add_argument("--benchmark", help="drill benchmark file (default ./benchmark.yml)")
+    p.add_argument("--out", help="result folder (default results/<UTC time>-<preset>)")
+    p.add_argument("--no-plot", action="store_true", help="tables only, no figures")
+    p.set_defaults(func=_cmd_experiment)
+
+    p = sub.add_parser("plot", help="summary tables and figures from result folders")
+    p.add_argument("results", nargs="+", type=Path, help="result folder(s) or trace CSV(s)")
+    p.add_argument("-o", "--out", type=Path, help="where to write (default: each folder)")
+    p.add_argument(
+        "--step-threshold-mb",
+        type=float,
+        default=16.0,
+        help="a floor rising more than this over the previous one is a step",
+    )
+    p.set_defaults(func=_cmd_plot)
+
+    p = sub.add_parser("compare", help="two result folders side by side")
+    p.add_argument("a", type=Path)
+    p.add_argument("b", type=Path)
+    p.set_defaults(func=_cmd_compare)
 
     return parser
 

@@ -228,10 +228,17 @@ def run_load(
 class ProgressBar:
     """A one-line progress bar on a terminal; silent elsewhere."""
 
-    def __init__(self, stream=sys.stderr, enabled: bool | None = None, label: str = "") -> None:
+    def __init__(
+        self,
+        stream=sys.stderr,
+        enabled: bool | None = None,
+        label: str = "",
+        suffix: Callable[[], str] | None = None,
+    ) -> None:
         self.stream = stream
         self.enabled = stream.isatty() if enabled is None else enabled
         self.label = label
+        self.suffix = suffix
         self.started = time.monotonic()
         self.last = 0.0
 
@@ -246,6 +253,8 @@ class ProgressBar:
         self.stream.write(
             f"\r{self.label}[{'#' * filled}{'.' * (width - filled)}] {done}/{total} "
             f"{rate:7.1f} req/s  {failed} failed"
+            + (f"  {self.suffix()}" if self.suffix else "")
+            + "\x1b[K"
         )
         if done >= total:
             self.stream.write("\n")

@@ -1,0 +1,318 @@
+"""Numbers from a result folder: baseline, peak, pause floors, steps, trim (no matplotlib).
+
+Definitions (the README repeats them):
+
+- *baseline*: median RSS over the baseline phase, before any load;
+- *floor* of pause k: median RSS over the last second of pause k, i.e. what the
+  process still holds once the requests of batch k are long gone;
+- *step*: a floor higher than the one before it (the baseline counts as floor 0)
+  by more than ``step_threshold_bytes``;
+- *slope*: least-squares growth of the floors, bytes per batch;
+- *after trim*: median RSS over the last second after ``/debug/trim``;
+- *reclaimable* = last floor − after trim: memory the allocator held as free space;
+- *ratio_to_best*: a variant's median floor over the lowest median floor (the
+  median, because an idle floor can be noisy, e.g. plain jemalloc's).
+
+A bare ``stair-stepper record`` CSV has no phases: it gets baseline (first
+second), peak and last values only.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from stair_stepper.traces import (
+    BATCHES_SUFFIX,
+    Table,
+    TraceError,
+    read_batches,
+    read_trace,
+    variant_files,
+)
+
+MB = 2**20
+DEFAULT_STEP_THRESHOLD = 16 * MB
+WINDOW_S = 1.0
+
+
+class NoTraces(Exception):
+    """The folder holds nothing to analyse."""
+
+
+@dataclass
+class VariantData:
+    name: str
+    trace: Table
+    batches: Table | None
+    warnings: list[str] = field(default_factory=list)
+
+
+def load_folder(folder: Path) -> tuple[dict[str, VariantData], dict, list[str]]:
+    """Traces, batch logs and meta.json of a result folder (or one bare trace CSV)."""
+    folder = Path(folder)
+    warnings: list[str] = []
+    if folder.is_file():
+        files = {folder.name.removesuffix(".csv").removesuffix(".trace"): folder}
+        meta: dict = {}
+    elif folder.is_dir():
+        files = variant_files(folder)
+        if not files:
+            files = {p.stem: p for p in sorted(folder.glob("*.csv")) if "batches" not in p.name}
+        try:
+            meta = json.loads((folder / "meta.json").read_text())
+        except FileNotFoundError:
+            meta = {}
+        except ValueError:
+            meta = {}
+            warnings.append("meta.json is damaged; settings are not shown.")
+    else:
+        raise NoTraces(f"{folder} does not exist.")
+    data: dict[str, VariantData] = {}
+    for name, path in files.items():
+        try:
+            trace = read_trace(path)
+        except TraceError as exc:
+            warnings.append(str(exc))
+            continue
+        if len(trace) == 0:
+            warnings.append(f"{path.name} has no samples.")
+            continue
+        batches = None
+        batch_path = path.parent / f"{name}{BATCHES_SUFFIX}"
+        if batch_path.exists():
+            try:
+                batches = read_batches(batch_path)
+                warnings.extend(batches.warnings)
+            except TraceError as exc:
+                warnings.append(str(exc))
+        warnings.extend(trace.warnings)
+        data[name] = VariantData(name, trace, batches)
+    for name in meta.get("config", {}).get("variants", []):
+        if name not in data:
+            warnings.append(f"variant {name} is in meta.json but has no usable trace.")
+    if not data:
+        raise NoTraces(f"{folder} holds no stair-stepper traces.")
+    return data, meta, warnings
+
+
+def _median(values: list) -> float | None:
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def _phase_window(trace: Table, phase: str, column: str = "rss_bytes") -> float | None:
+    """Median of ``column`` over the last WINDOW_S seconds of a phase."""
+    times = [
+        t for t, p in zip(trace.column("t_s"), trace.column("phase"), strict=True) if p == phase
+    ]
+    if not times:
+        return None
+    end = times[-1]
+    values = [
+        v
+        for t, p, v in zip(
+            trace.column("t_s"), trace.column("phase"), trace.column(column), strict=True
+        )
+        if p == phase and t >= end - WINDOW_S
+    ]
+    return _median(values)
+
+
+def _slope(values: list[float]) -> float | None:
+    n = len(values)
+    if n < 2:
+        return None
+    mean_x, mean_y = (n + 1) / 2, sum(values) / n
+    num = sum((i + 1 - mean_x) * (v - mean_y) for i, v in enumerate(values))
+    den = sum((i + 1 - mean_x) ** 2 for i in range(n))
+    return num / den
+
+
+def count_steps(baseline: float | None, floors: list[float], threshold: float) -> int:
+    previous = baseline
+    steps = 0
+    for floor in floors:
+        if previous is not None and floor - previous > threshold:
+            steps += 1
+        previous = floor
+    return steps
+
+
+def pause_phases(trace: Table) -> list[str]:
+    seen: list[str] = []
+    for phase in trace.column("phase"):
+        if phase and phase.startswith("pause ") and phase not in seen:
+            seen.append(phase)
+    return sorted(seen, key=lambda p: int(p.split()[1]))
+
+
+def variant_summary(v: VariantData, threshold: float) -> dict:
+    trace = v.trace
+    rss = trace.column("rss_bytes")
+    phases = set(trace.column("phase")) - {None}
+    if phases:
+        in_baseline = zip(rss, trace.column("phase"), strict=True)
+        baseline = _median([r for r, p in in_baseline if p == "baseline"])
+    else:
+        t = trace.column("t_s")
+        baseline = _median([r for r, s in zip(rss, t, strict=True) if s - t[0] <= WINDOW_S])
+    pauses = pause_phases(trace)
+    floors = [_phase_window(trace, p) for p in pauses]
+    floors = [f for f in floors if f is not None]
+    after_trim = _phase_window(trace, "after trim")
+    last_floor = floors[-1] if floors else None
+    last_pause = pauses[-1] if pauses else None
+    return {
+        "baseline_bytes": baseline,
+        "peak_bytes": max((r for r in rss if r is not None), default=None),
+        "floors_bytes": floors,
+        "last_floor_bytes": last_floor,
+        "median_floor_bytes": _median(floors),
+        "after_trim_bytes": after_trim,
+        "reclaimable_bytes": (
+            last_floor - after_trim if last_floor is not None and after_trim is not None else None
+        ),
+        "slope_bytes_per_batch": _slope(floors),
+        "steps": count_steps(baseline, floors, threshold),
+        "last_floor_live_bytes": _phase_window(trace, last_pause, "live_bytes")
+        if last_pause
+        else None,
+        "last_floor_held_bytes": _phase_window(trace, last_pause, "held_bytes")
+        if last_pause
+        else None,
+        "last_rss_bytes": rss[-1],
+        "samples": len(trace),
+        "duration_s": trace.column("t_s")[-1],
+        "ratio_to_best": None,
+        "last_floor_ratio_to_best": None,
+    }
+
+
+def _ratios(variants: dict[str, dict], key: str, out_key: str) -> str | None:
+    present = {n: s[key] for n, s in variants.items() if s[key]}
+    if not present:
+        return None
+    best = min(present, key=present.get)
+    for s in variants.values():
+        s[out_key] = s[key] / present[best] if s[key] else None
+    return best
+
+
+def summarise(folder: Path, step_threshold: float = DEFAULT_STEP_THRESHOLD) -> dict:
+    data, meta, warnings = load_folder(folder)
+    variants = {name: variant_summary(v, step_threshold) for name, v in data.items()}
+    best = _ratios(variants, "median_floor_bytes", "ratio_to_best")
+    _ratios(variants, "last_floor_bytes", "last_floor_ratio_to_best")
+    return {
+        "variants": variants,
+        "best_variant": best,
+        "step_threshold_bytes": step_threshold,
+        "preset": meta.get("config", {}).get("preset"),
+        "config": meta.get("config", {}),
+        "provenance": meta.get("provenance", {}),
+        "status": meta.get("status"),
+        "warnings": warnings,
+    }
+
+
+def mb(value: float | None, digits: int = 0) -> str:
+    return "–" if value is None else f"{value / MB:,.{digits}f}"
+
+
+def markdown(summary: dict) -> str:
+    """The table people read (MB = 2^20 bytes), with a few sentences of interpretation."""
+    variants = summary["variants"]
+    n_floors = max((len(s["floors_bytes"]) for s in variants.values()), default=0)
+    head = ["variant", "baseline", "peak", *[f"floor {i + 1}" for i in range(n_floors)]]
+    head += ["after trim", "reclaimable", "slope/batch", "steps", "× best (median floor)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, s in variants.items():
+        floors = [mb(f) for f in s["floors_bytes"]] + ["–"] * (n_floors - len(s["floors_bytes"]))
+        ratio = f"{s['ratio_to_best']:.2f}" if s["ratio_to_best"] else "–"
+        row = [name, mb(s["baseline_bytes"]), mb(s["peak_bytes"]), *floors]
+        row += [mb(s["after_trim_bytes"]), mb(s["reclaimable_bytes"]),
+                mb(s["slope_bytes_per_batch"], 1), str(s["steps"]), ratio]  # fmt: skip
+        lines.append("| " + " | ".join(row) + " |")
+    config = summary.get("config") or {}
+    prov = summary.get("provenance") or {}
+    text = [f"# stair-stepper summary: {summary.get('preset') or 'trace'}", ""]
+    if config:
+        text.append(
+            f"Preset `{config.get('preset')}`: {config.get('batches')} batches of "
+            f"{config.get('iterations')} iterations ({config.get('tags') or 'all sizes'}), "
+            f"concurrency {config.get('concurrency')}, SLEEP_MS={config.get('sleep_ms')}, "
+            f"PYTHONMALLOC={config.get('python_malloc')}, offload threads "
+            f"{config.get('offload_threads')}, pauses {config.get('pause_s')} s. "
+            f"Python {prov.get('python')}, glibc {prov.get('glibc')}, "
+            f"{prov.get('cpu_count')} CPUs, kernel {prov.get('kernel')}."
+        )
+        text.append("")
+    text.append("All memory figures are RSS in MB (2^20 bytes).")
+    text.append("")
+    text.extend(lines)
+    text.append("")
+    text.extend(interpretation(summary))
+    if summary.get("warnings"):
+        text += ["", "Warnings:", *[f"- {w}" for w in summary["warnings"]]]
+    if summary.get("status") and summary["status"] != "complete":
+        text += ["", f"**This run did not complete: {summary['status']}.**"]
+    return "\n".join(text) + "\n"
+
+
+def interpretation(summary: dict) -> list[str]:
+    """Plain sentences for the numbers that matter; nothing that was not measured."""
+    variants = summary["variants"]
+    best = summary.get("best_variant")
+    out: list[str] = []
+    for name, s in variants.items():
+        if best and name != best and s["ratio_to_best"]:
+            out.append(
+                f"- {name}'s median pause floor is {s['ratio_to_best']:.1f}× {best}'s "
+                f"({mb(s['median_floor_bytes'])} vs {mb(variants[best]['median_floor_bytes'])} MB)."
+            )
+        if s["reclaimable_bytes"] is not None and s["last_floor_bytes"]:
+            share = s["reclaimable_bytes"] / s["last_floor_bytes"]
+            out.append(
+                f"- {name}: trimming took RSS from {mb(s['last_floor_bytes'])} to "
+                f"{mb(s['after_trim_bytes'])} MB, so {share:.0%} of its last floor was free space "
+                "the allocator held, not live data."
+            )
+        if s["last_floor_live_bytes"] and s["last_floor_held_bytes"]:
+            out.append(
+                f"- {name} at its last floor: the allocator counted "
+                f"{mb(s['last_floor_live_bytes'])} MB live in {mb(s['last_floor_held_bytes'])} MB "
+                "held."
+            )
+    return out
+
+
+def write(folder: Path, summary: dict) -> tuple[Path, Path]:
+    folder = Path(folder)
+    json_path, md_path = folder / "summary.json", folder / "summary.md"
+    json_path.write_text(json.dumps(summary, indent=2) + "\n")
+    md_path.write_text(markdown(summary))
+    return json_path, md_path
+
+
+def short_table(summary: dict) -> str:
+    """The terminal table printed after an experiment."""
+    rows = [("variant", "baseline", "peak", "floors after each pause", "after trim")]
+    for name, s in summary["variants"].items():
+        rows.append(
+            (
+                name,
+                mb(s["baseline_bytes"]),
+                mb(s["peak_bytes"]),
+                " → ".join(mb(f) for f in s["floors_bytes"]) or "–",
+                mb(s["after_trim_bytes"]),
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    lines = [
+        "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: B905
+        for r in rows
+    ]
+    return "MB (2^20 bytes) of RSS\n" + "\n".join(lines)

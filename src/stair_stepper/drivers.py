@@ -1,0 +1,131 @@
+"""One batch of load, by our built-in driver or by real drill.
+
+Both read the same benchmark file. For drill, a copy of the benchmark is
+written with the batch's base URL, iterations and concurrency (includes made
+absolute), and drill's ``--stats`` output is parsed back into the same
+figures the built-in driver returns.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from . import drillfile, load
+from .errors import UserError
+
+DRIVERS = ("builtin", "drill", "auto")
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    requests: int
+    failures: int
+    requests_per_second: float | None
+    p50_ms: float | None
+    p99_ms: float | None
+    p99_9_ms: float | None
+
+
+def resolve(driver: str) -> str:
+    """'auto' means drill when it is on PATH, else the built-in driver."""
+    if driver not in DRIVERS:
+        raise UserError(f"--driver must be one of {', '.join(DRIVERS)}, not {driver!r}.")
+    if driver == "auto":
+        return "drill" if shutil.which("drill") else "builtin"
+    if driver == "drill" and not shutil.which("drill"):
+        raise UserError("--driver drill needs drill on PATH (it is in `nix develop`).")
+    return driver
+
+
+def run_builtin(
+    bench: drillfile.Benchmark,
+    items: tuple[drillfile.RequestItem, ...],
+    base: str,
+    progress: load.ProgressFn | None = None,
+) -> BatchOutcome:
+    result = load.run_load(bench, items, base=base, progress=progress)
+    f = result.to_json()
+    return BatchOutcome(
+        f["total_requests"],
+        f["failed_requests"],
+        f["requests_per_second"],
+        f["median_ms"],
+        f["p99_ms"],
+        f["p99_9_ms"],
+    )
+
+
+def drill_benchmark_file(bench: drillfile.Benchmark, base: str, folder: Path) -> Path:
+    """A copy of the benchmark for drill: this batch's numbers, includes made absolute."""
+    doc = yaml.safe_load(bench.path.read_text())
+    doc.update(base=base, iterations=bench.iterations, concurrency=bench.concurrency)
+    for item in doc["plan"]:
+        if isinstance(item, dict) and "include" in item:
+            item["include"] = str((bench.path.parent / item["include"]).resolve())
+    path = folder / "drill-benchmark.yml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def parse_drill_stats(text: str) -> BatchOutcome:
+    """The global block of ``drill --stats`` (the lines without a request name)."""
+    figures: dict[str, str] = {}
+    for line in _ANSI.sub("", text).splitlines():
+        for label in (
+            "Total requests",
+            "Failed requests",
+            "Requests per second",
+            "Median time per request",
+            "99.0'th percentile",
+            "99.9'th percentile",
+        ):
+            if line.startswith(label):
+                figures[label] = line[len(label) :].split()[0]
+
+    def number(label: str) -> float | None:
+        raw = figures.get(label)
+        if raw is None:
+            return None
+        value = float(re.sub(r"[a-z]+$", "", raw))
+        return value / 1e6 if raw.endswith("ns") else value
+
+    if "Total requests" not in figures:
+        raise UserError("drill's output had no statistics; was it interrupted?")
+    return BatchOutcome(
+        int(number("Total requests") or 0),
+        int(number("Failed requests") or 0),
+        number("Requests per second"),
+        number("Median time per request"),
+        number("99.0'th percentile"),
+        number("99.9'th percentile"),
+    )
+
+
+def run_drill(
+    bench: drillfile.Benchmark,
+    base: str,
+    folder: Path,
+    tags: str | None,
+    log: Path,
+) -> BatchOutcome:
+    path = drill_benchmark_file(bench, base, folder)
+    command = ["drill", "--benchmark", str(path), "--stats", "--quiet"]
+    if tags:
+        command += ["--tags", tags]
+    env = dict(os.environ, NO_COLOR="1")
+    with open(log, "a") as handle:
+        done = subprocess.run(command, stdout=subprocess.PIPE, stderr=handle, text=True, env=env)
+        handle.write(done.stdout)
+    if done.returncode != 0:
+        raise UserError(f"drill exited with code {done.returncode}; its output is in {log}.")
+    return parse_drill_stats(done.stdout)

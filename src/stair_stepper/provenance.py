@@ -1,0 +1,65 @@
+"""Where a result came from: versions, machine, source revision (for meta.json)."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]  # the checkout, when run from one
+
+
+def _package_version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _git(*args: str) -> str | None:
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(ROOT), *args], capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def nixpkgs_rev(lock: Path | None = None) -> str | None:
+    lock = lock or ROOT / "flake.lock"
+    try:
+        nodes = json.loads(lock.read_text())["nodes"]
+        return nodes["nixpkgs"]["locked"]["rev"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def collect(allocator_rows: list[dict] | None = None) -> dict:
+    """Everything about this machine and build that could change a memory result."""
+    rev = _git("rev-parse", "HEAD")
+    dirty = bool(_git("status", "--porcelain", "--untracked-files=no")) if rev else None
+    return {
+        "python": sys.version.split()[0],
+        "python_implementation": platform.python_implementation(),
+        "glibc": "-".join(platform.libc_ver()) or None,
+        "allocators": {
+            row["name"]: {k: row[k] for k in ("available", "version", "library")}
+            for row in (allocator_rows or [])
+        },
+        "packages": {
+            name: _package_version(name)
+            for name in ("stair-stepper", "quart", "hypercorn", "aiohttp", "pyyaml", "matplotlib")
+        },
+        "kernel": platform.release(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "memory_bytes": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"),
+        "git_rev": rev,
+        "git_dirty": dirty,
+        "nixpkgs_rev": nixpkgs_rev(),
+    }

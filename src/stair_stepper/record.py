@@ -1,0 +1,198 @@
+"""Sample a process's memory from outside into a flushed CSV trace.
+
+The sampler reads /proc/<pid> (any process), and, when the target is our
+service, the allocator's own accounting from ``GET /debug/memory``. The HTTP
+poll runs on its own thread so that a busy server cannot stall the /proc
+samples; each row takes the newest allocator reading if it is fresh.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from . import procfs
+from .traces import TRACE_COLUMNS, RowWriter
+
+FRESH_S = 1.0  # an allocator reading older than this is left blank, not repeated
+
+
+class _AllocatorPoller(threading.Thread):
+    """Keeps the newest /debug/memory answer (one keep-alive connection)."""
+
+    def __init__(self, service_url: str, interval: float) -> None:
+        super().__init__(name="allocator-poller", daemon=True)
+        parts = urlsplit(service_url)
+        self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
+        self.interval = max(interval, 0.05)
+        self.latest: tuple[float, dict] | None = None
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        conn = None
+        while not self.stopping.is_set():
+            began = time.monotonic()
+            try:
+                if conn is None:
+                    conn = http.client.HTTPConnection(self.host, self.port, timeout=5)
+                conn.request("GET", "/debug/memory")
+                response = conn.getresponse()
+                data = json.loads(response.read())
+                if response.status == 200:
+                    self.latest = (time.monotonic(), data)
+            except (OSError, http.client.HTTPException, ValueError):
+                if conn is not None:
+                    conn.close()
+                conn = None
+            self.stopping.wait(max(0.0, self.interval - (time.monotonic() - began)))
+        if conn is not None:
+            conn.close()
+
+    def fresh(self) -> dict | None:
+        if self.latest and time.monotonic() - self.latest[0] <= FRESH_S:
+            return self.latest[1]
+        return None
+
+
+class Recorder:
+    """Samples ``pid`` every ``interval`` seconds into ``out`` until stopped or the pid exits.
+
+    ``phase`` is a free-text label written with every row; the experiment sets
+    it ("baseline", "batch 1", "pause 1", "trim" ...), which aligns batches
+    with the trace without a second clock.
+    """
+
+    def __init__(
+        self,
+        pid: int,
+        out: Path,
+        interval: float = 0.1,
+        service_url: str | None = None,
+    ) -> None:
+        self.pid = pid
+        self.out = Path(out)
+        self.interval = interval
+        self.phase = ""
+        self.t0 = time.monotonic()
+        self.last: dict | None = None
+        self.gone = False
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._poller = _AllocatorPoller(service_url, interval) if service_url else None
+        self._writer = RowWriter(self.out, TRACE_COLUMNS)
+
+    def now(self) -> float:
+        """Seconds on the trace's own clock."""
+        return time.monotonic() - self.t0
+
+    def sample(self) -> dict | None:
+        """Take and write one row; None (and ``gone``) once the process has exited."""
+        try:
+            row: dict = procfs.memory(self.pid)
+            row["cpu_s"] = procfs.cpu_seconds(self.pid)
+        except procfs.ProcessGone:
+            self.gone = True
+            return None
+        row.update(t_s=self.now(), wall_time=time.time(), phase=self.phase)
+        allocator = self._poller.fresh() if self._poller else None
+        if allocator:
+            row["live_bytes"] = allocator.get("live_bytes")
+            row["held_bytes"] = allocator.get("held_bytes")
+        self._writer.write(row)
+        self.last = row
+        self.samples += 1
+        return row
+
+    def run(self, duration: float | None = None) -> None:
+        """Sample in the calling thread until stop(), the duration, or the process exits."""
+        if self._poller and not self._poller.is_alive():
+            self._poller.start()
+        deadline = None if duration is None else self.t0 + duration
+        tick = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                if self.sample() is None:
+                    break
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+                tick += self.interval
+                delay = tick - time.monotonic()
+                if delay < 0:  # fell behind (a stalled machine): do not burst to catch up
+                    tick = time.monotonic()
+                    delay = 0
+                self._stop.wait(delay)
+        finally:
+            self._writer.close()
+            if self._poller:
+                self._poller.stopping.set()
+
+    def start(self) -> Recorder:
+        """Sample on a background thread (the experiment's way)."""
+        if self._poller:
+            self._poller.start()
+        self._thread = threading.Thread(target=self.run, name="recorder", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self._writer.close()
+        if self._poller:
+            self._poller.stopping.set()
+
+
+def record_command(
+    pid: int | None,
+    command: list[str] | None,
+    out: Path,
+    interval: float,
+    duration: float | None,
+    service_url: str | None,
+) -> int:
+    """``stair-stepper record``: sample a pid or a command it starts; a clean end either way."""
+    import subprocess
+
+    from .errors import UserError
+
+    if interval <= 0:
+        raise UserError("--interval must be positive.")
+    child = None
+    if command:
+        try:
+            child = subprocess.Popen(command)
+        except OSError as exc:
+            raise UserError(f"cannot start {command[0]}: {exc.strerror}.") from None
+        pid = child.pid
+    assert pid is not None
+    if not procfs.alive(pid):
+        raise UserError(f"there is no process {pid} to record.")
+    try:
+        recorder = Recorder(pid, out, interval, service_url)
+    except OSError as exc:
+        raise UserError(f"cannot write {out}: {exc.strerror}.") from None
+    print(f"recording pid {pid} every {interval} s into {out} (Ctrl-C stops)", file=sys.stderr)
+    try:
+        recorder.run(duration)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if child is not None and child.poll() is None:
+            child.terminate()
+            child.wait()
+    took = recorder.now()
+    if recorder.gone:
+        print(
+            f"process {pid} exited after {took:.1f} s; kept {recorder.samples} samples in {out}.",
+            file=sys.stderr,
+        )
+    else:
+        print(f"stopped after {took:.1f} s; {recorder.samples} samples in {out}.", file=sys.stderr)
+    return 0

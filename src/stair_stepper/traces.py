@@ -1,0 +1,172 @@
+"""The trace and batch CSV schemas, their writer and their reader: defined once.
+
+A trace is one row per sample, appended and flushed as it is taken, so a crash
+loses at most the row being written. The reader tolerates exactly that: a
+truncated last line is dropped with a warning, not an error.
+
+Times: ``t_s`` is seconds since the recording started (monotonic clock);
+``wall_time`` is Unix seconds. Memory is in bytes; an empty cell is unknown.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+TRACE_COLUMNS = (
+    "t_s",
+    "wall_time",
+    "phase",
+    "rss_bytes",
+    "rss_anon_bytes",
+    "peak_rss_bytes",
+    "pss_bytes",
+    "uss_bytes",
+    "cpu_s",
+    "live_bytes",
+    "held_bytes",
+)
+BATCH_COLUMNS = (
+    "batch",
+    "start_s",
+    "end_s",
+    "pause_end_s",
+    "requests",
+    "failures",
+    "requests_per_second",
+    "p50_ms",
+    "p99_ms",
+    "p99_9_ms",
+    "rss_end_batch_bytes",
+    "rss_end_pause_bytes",
+)
+FLOAT_COLUMNS = {"t_s", "wall_time", "cpu_s", "start_s", "end_s", "pause_end_s"}
+FLOAT_COLUMNS |= {"requests_per_second", "p50_ms", "p99_ms", "p99_9_ms"}
+TEXT_COLUMNS = {"phase"}
+
+TRACE_SUFFIX = ".trace.csv"
+BATCHES_SUFFIX = ".batches.csv"
+
+
+class RowWriter:
+    """Append rows to a CSV file, flushing (and fsync-ing) each one."""
+
+    def __init__(self, path: Path, columns: tuple[str, ...], fsync: bool = False) -> None:
+        self.path = Path(path)
+        self.columns = columns
+        self.fsync = fsync
+        new = not self.path.exists() or self.path.stat().st_size == 0
+        self._file = open(self.path, "a", newline="", encoding="ascii")  # noqa: SIM115
+        self._writer = csv.DictWriter(self._file, fieldnames=columns, extrasaction="ignore")
+        if new:
+            self._writer.writeheader()
+            self._file.flush()
+        self.rows = 0
+
+    def write(self, row: dict) -> None:
+        self._writer.writerow({k: _cell(row.get(k)) for k in self.columns})
+        self._file.flush()
+        if self.fsync:
+            os.fsync(self._file.fileno())
+        self.rows += 1
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+
+    def __enter__(self) -> RowWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def _parse(column: str, text: str):
+    if text == "" or text is None:
+        return None
+    if column in TEXT_COLUMNS:
+        return text
+    if column in FLOAT_COLUMNS:
+        return float(text)
+    return int(float(text))
+
+
+class TraceError(ValueError):
+    """A file that is not a trace at all (as opposed to a damaged one)."""
+
+
+@dataclass
+class Table:
+    """Rows of a CSV as columns of Python values, plus what was wrong with the file."""
+
+    path: Path
+    columns: dict[str, list] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(next(iter(self.columns.values()), []))
+
+    def column(self, name: str) -> list:
+        return self.columns.get(name, [None] * len(self))
+
+
+def read_table(path: Path, required: tuple[str, ...]) -> Table:
+    """Read a trace or batches CSV; unreadable rows are skipped and reported."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="ascii", errors="replace")
+    except OSError as exc:
+        raise TraceError(f"cannot read {path}: {exc.strerror}.") from None
+    table = Table(path)
+    if not text.strip():
+        raise TraceError(f"{path} is empty.")
+    lines = text.splitlines(keepends=True)
+    truncated = not text.endswith("\n")
+    reader = csv.reader(io.StringIO("".join(lines)))
+    header = next(reader)
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise TraceError(f"{path} is not a stair-stepper CSV (no column {missing[0]!r}).")
+    table.columns = {name: [] for name in header}
+    body = list(reader)
+    for number, cells in enumerate(body, start=2):
+        last = number == len(body) + 1
+        if len(cells) != len(header):
+            if last and truncated:
+                table.warnings.append(f"{path.name}: dropped a truncated last line.")
+            else:
+                table.warnings.append(f"{path.name}: skipped malformed line {number}.")
+            continue
+        try:
+            values = [_parse(name, cell) for name, cell in zip(header, cells, strict=True)]
+        except ValueError:
+            reason = "truncated last" if last and truncated else f"unreadable line {number}"
+            table.warnings.append(f"{path.name}: dropped {reason} line.")
+            continue
+        for name, value in zip(header, values, strict=True):
+            table.columns[name].append(value)
+    return table
+
+
+def read_trace(path: Path) -> Table:
+    return read_table(path, ("t_s", "rss_bytes"))
+
+
+def read_batches(path: Path) -> Table:
+    return read_table(path, ("batch", "start_s", "end_s"))
+
+
+def variant_files(folder: Path) -> dict[str, Path]:
+    """variant name -> trace file, in the order the variants ran (by file name)."""
+    return {p.name[: -len(TRACE_SUFFIX)]: p for p in sorted(Path(folder).glob(f"*{TRACE_SUFFIX}"))}
