@@ -3,12 +3,14 @@
 Definitions (the README repeats them):
 
 - *baseline*: median RSS over the baseline phase, before any load;
-- *floor* of pause k: median RSS over the last second of pause k, i.e. what the
-  process still holds once the requests of batch k are long gone;
+- *floor* of pause k: the lowest RSS in the last second of pause k, i.e. what the
+  process still holds once the requests of batch k are long gone (the lowest,
+  because an allocator that decays its free pages, like jemalloc, can drop
+  within that second: the floor is where it landed);
 - *step*: a floor higher than the one before it (the baseline counts as floor 0)
   by more than ``step_threshold_bytes``;
 - *slope*: least-squares growth of the floors, bytes per batch;
-- *after trim*: median RSS over the last second after ``/debug/trim``;
+- *after trim*: the lowest RSS in the last second after ``/debug/trim``;
 - *reclaimable* = last floor − after trim: memory the allocator held as free space;
 - *ratio_to_best*: a variant's median floor over the lowest median floor (the
   median, because an idle floor can be noisy, e.g. plain jemalloc's).
@@ -94,7 +96,8 @@ def load_folder(folder: Path) -> tuple[dict[str, VariantData], dict, list[str]]:
         if name not in data:
             warnings.append(f"variant {name} is in meta.json but has no usable trace.")
     if not data:
-        raise NoTraces(f"{folder} holds no stair-stepper traces.")
+        why = f": {warnings[0][:1].lower()}{warnings[0][1:]}" if warnings else "."
+        raise NoTraces(f"{folder} holds no usable stair-stepper trace{why}")
     return data, meta, warnings
 
 
@@ -103,8 +106,8 @@ def _median(values: list) -> float | None:
     return statistics.median(values) if values else None
 
 
-def _phase_window(trace: Table, phase: str, column: str = "rss_bytes") -> float | None:
-    """Median of ``column`` over the last WINDOW_S seconds of a phase."""
+def _phase_window(trace: Table, phase: str, column: str = "rss_bytes", reduce=min) -> float | None:
+    """``reduce`` (min by default) of ``column`` over the last WINDOW_S seconds of a phase."""
     times = [
         t for t, p in zip(trace.column("t_s"), trace.column("phase"), strict=True) if p == phase
     ]
@@ -116,9 +119,9 @@ def _phase_window(trace: Table, phase: str, column: str = "rss_bytes") -> float 
         for t, p, v in zip(
             trace.column("t_s"), trace.column("phase"), trace.column(column), strict=True
         )
-        if p == phase and t >= end - WINDOW_S
+        if p == phase and t >= end - WINDOW_S and v is not None
     ]
-    return _median(values)
+    return reduce(values) if values else None
 
 
 def _slope(values: list[float]) -> float | None:
@@ -177,10 +180,10 @@ def variant_summary(v: VariantData, threshold: float) -> dict:
         ),
         "slope_bytes_per_batch": _slope(floors),
         "steps": count_steps(baseline, floors, threshold),
-        "last_floor_live_bytes": _phase_window(trace, last_pause, "live_bytes")
+        "last_floor_live_bytes": _phase_window(trace, last_pause, "live_bytes", _median)
         if last_pause
         else None,
-        "last_floor_held_bytes": _phase_window(trace, last_pause, "held_bytes")
+        "last_floor_held_bytes": _phase_window(trace, last_pause, "held_bytes", _median)
         if last_pause
         else None,
         "last_rss_bytes": rss[-1],

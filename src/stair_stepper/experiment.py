@@ -14,6 +14,7 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -98,6 +99,7 @@ class VariantRun:
     port: int
     stop_event: threading.Event
     show_progress: bool
+    save_meta: Callable[[], None]
     server: launch.RunningServer | None = None
     recorder: Recorder | None = None
     info: dict = field(default_factory=dict)
@@ -138,6 +140,7 @@ class VariantRun:
             log_path=self.folder / f"{self.name}.server.log",
         )
         self.info.update(pid=self.server.pid, url=self.server.base_url, health=self.server.health)
+        self.save_meta()  # the pid is on disk before any load: nothing can be orphaned unseen
         self.recorder = Recorder(
             self.server.pid,
             self.folder / f"{self.name}{TRACE_SUFFIX}",
@@ -253,10 +256,16 @@ def run(config: Config, out: str | None = None) -> Path:
     _write_meta(folder, meta)
     stop = threading.Event()
     show_progress = sys.stderr.isatty() and not config.parallel
+    meta_lock = threading.Lock()
+
+    def save_meta() -> None:
+        with meta_lock:
+            _write_meta(folder, meta)
+
     runs = [
         VariantRun(
             name, config, folder, bench, items,
-            config.port + i if config.port else 0, stop, show_progress,
+            config.port + i if config.port else 0, stop, show_progress, save_meta,
         )
         for i, name in enumerate(config.variants)
     ]  # fmt: skip
@@ -279,7 +288,7 @@ def run(config: Config, out: str | None = None) -> Path:
             stop.set()
         finally:
             r.cleanup()
-            _write_meta(folder, meta)
+            save_meta()
 
     try:
         if config.parallel:
@@ -293,7 +302,11 @@ def run(config: Config, out: str | None = None) -> Path:
             for r in runs:
                 if stop.is_set():
                     break
-                _sequential(r, meta, folder)
+                try:
+                    r.run()
+                finally:
+                    r.cleanup()
+                    save_meta()
         if errors:
             raise errors[0]
         meta["status"] = "complete"
@@ -308,16 +321,8 @@ def run(config: Config, out: str | None = None) -> Path:
         for r in runs:
             r.cleanup()
         meta["finished_at"] = time.time()
-        _write_meta(folder, meta)
+        save_meta()
     return folder
-
-
-def _sequential(r: VariantRun, meta: dict, folder: Path) -> None:
-    try:
-        r.run()
-    finally:
-        r.cleanup()
-        _write_meta(folder, meta)
 
 
 def report(folder: Path, plot: bool = True) -> int:

@@ -1,0 +1,184 @@
+"""Analysis on synthetic traces with known answers, and on damaged input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from stair_stepper.analysis import summary as numbers
+from stair_stepper.traces import BATCH_COLUMNS, TRACE_COLUMNS, RowWriter
+
+MB = 2**20
+
+
+def synthetic_variant(folder: Path, name: str, baseline: float, floors: list[float],
+                      after_trim: float, peak: float) -> None:  # fmt: skip
+    """10 Hz trace: 2 s baseline, then per batch 1 s at ``peak`` and a 3 s pause at the floor."""
+    rows, t = [], 0.0
+    batches = []
+
+    def add(phase: str, seconds: float, mb: float, live: float | None = None) -> None:
+        nonlocal t
+        for _ in range(int(seconds * 10)):
+            rows.append({"t_s": t, "wall_time": 1e9 + t, "phase": phase,
+                         "rss_bytes": int(mb * MB), "live_bytes": int((live or mb / 2) * MB),
+                         "held_bytes": int(mb * MB)})  # fmt: skip
+            t += 0.1
+
+    add("baseline", 2, baseline)
+    for k, floor in enumerate(floors, 1):
+        start = t
+        add(f"batch {k}", 1, peak)
+        end = t
+        add(f"pause {k}", 0.5, floor + 40)  # the floor is the pause's last second
+        add(f"pause {k}", 2.5, floor, live=30)
+        batches.append({"batch": k, "start_s": start, "end_s": end, "pause_end_s": t,
+                        "requests": 10, "failures": 0})  # fmt: skip
+    add("trim", 0.1, floors[-1])
+    add("after trim", 2, after_trim)
+    with RowWriter(folder / f"{name}.trace.csv", TRACE_COLUMNS) as w:
+        for row in rows:
+            w.write(row)
+    with RowWriter(folder / f"{name}.batches.csv", BATCH_COLUMNS) as w:
+        for row in batches:
+            w.write(row)
+
+
+@pytest.fixture
+def synthetic(tmp_path):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    meta = {"config": {"preset": "synthetic", "variants": ["glibc", "jemalloc"], "batches": 3},
+            "provenance": {"python": "3.11.7", "glibc": "glibc-2.36"},
+            "status": "complete"}  # fmt: skip
+    (folder / "meta.json").write_text(json.dumps(meta))
+    synthetic_variant(folder, "glibc", 50, [200, 260, 262], 60, 400)
+    synthetic_variant(folder, "jemalloc", 50, [100, 100, 100], 70, 300)
+    return folder
+
+
+def test_known_answers(synthetic):
+    s = numbers.summarise(synthetic)
+    g, j = s["variants"]["glibc"], s["variants"]["jemalloc"]
+    assert g["baseline_bytes"] == 50 * MB and g["peak_bytes"] == 400 * MB
+    assert g["floors_bytes"] == [200 * MB, 260 * MB, 262 * MB]
+    assert g["last_floor_bytes"] == 262 * MB and g["median_floor_bytes"] == 260 * MB
+    assert g["after_trim_bytes"] == 60 * MB and g["reclaimable_bytes"] == 202 * MB
+    assert g["slope_bytes_per_batch"] == pytest.approx(31 * MB)
+    assert g["steps"] == 2  # 50→200 and 200→260 rise by more than 16 MB; 260→262 does not
+    assert j["steps"] == 1 and j["slope_bytes_per_batch"] == 0
+    assert s["best_variant"] == "jemalloc"
+    assert g["ratio_to_best"] == pytest.approx(2.6) and j["ratio_to_best"] == 1.0
+    assert g["last_floor_ratio_to_best"] == pytest.approx(2.62)
+    assert g["last_floor_live_bytes"] == 30 * MB and g["last_floor_held_bytes"] == 262 * MB
+    assert numbers.summarise(synthetic, step_threshold=100 * MB)["variants"]["glibc"]["steps"] == 1
+
+
+def test_summary_json_has_the_fixed_shape(synthetic):
+    numbers.write(synthetic, numbers.summarise(synthetic))
+    data = json.loads((synthetic / "summary.json").read_text())
+    keys = {"baseline_bytes", "peak_bytes", "floors_bytes", "last_floor_bytes",
+            "median_floor_bytes", "after_trim_bytes", "reclaimable_bytes",
+            "slope_bytes_per_batch", "steps", "ratio_to_best"}  # fmt: skip
+    for variant in data["variants"].values():
+        assert keys <= set(variant)
+    md = (synthetic / "summary.md").read_text()
+    assert "| glibc | 50 | 400 | 200 | 260 | 262 | 60 | 202 | 31.0 | 2 | 2.60 |" in md
+    assert "2.6× jemalloc's" in md
+
+
+def run_plot(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "stair_stepper", "plot", *map(str, args)],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+
+
+def assert_images(folder: Path, stems=("memory", "floors")) -> None:
+    import matplotlib.image
+
+    for stem in stems:
+        png = folder / f"{stem}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert matplotlib.image.imread(png).shape[0] > 200
+        assert ET.parse(folder / f"{stem}.svg").getroot().tag.endswith("svg")
+
+
+def test_plot_command_writes_tables_and_figures(synthetic, tmp_path):
+    out = tmp_path / "figs"
+    done = run_plot(synthetic, "-o", out)
+    assert done.returncode == 0, done.stderr
+    assert_images(out)
+    assert (out / "summary.json").exists() and (out / "summary.md").exists()
+    assert "200 → 260 → 262" in done.stdout
+
+
+def test_the_plain_script_is_the_same_implementation(synthetic, tmp_path):
+    root = Path(__file__).resolve().parent.parent
+    command = [sys.executable, "-m", "analysis.plot", str(synthetic), "-o", str(tmp_path / "o")]
+    done = subprocess.run(command, cwd=root, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert (
+        json.loads((tmp_path / "o" / "summary.json").read_text())["variants"]["glibc"]["steps"] == 2
+    )
+
+
+def test_damaged_input_still_plots_what_it_can(synthetic):
+    (synthetic / "jemalloc.trace.csv").write_text("")  # empty trace
+    with open(synthetic / "glibc.trace.csv", "a") as handle:
+        handle.write("99.0,1.0,after tr")  # truncated last line
+    meta = json.loads((synthetic / "meta.json").read_text())
+    meta["config"]["variants"].append("mimalloc")  # a variant that left nothing
+    (synthetic / "meta.json").write_text(json.dumps(meta))
+    done = run_plot(synthetic)
+    assert done.returncode == 0, done.stderr
+    assert "jemalloc.trace.csv is empty" in done.stderr
+    assert "dropped a truncated last line" in done.stderr
+    assert "variant mimalloc is in meta.json but has no usable trace" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert_images(synthetic)
+    s = json.loads((synthetic / "summary.json").read_text())
+    assert (
+        list(s["variants"]) == ["glibc"] and s["variants"]["glibc"]["after_trim_bytes"] == 60 * MB
+    )
+
+
+def test_not_a_result_folder_is_one_sentence(tmp_path):
+    done = run_plot(tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.strip() == f"stair-stepper: {tmp_path} holds no usable stair-stepper trace."
+    done = run_plot(tmp_path / "nope")
+    assert done.returncode == 2 and "does not exist" in done.stderr
+    (tmp_path / "x.csv").write_text("a,b\n1,2\n")
+    done = run_plot(tmp_path)
+    assert done.returncode == 2 and "x.csv is not a stair-stepper CSV" in done.stderr
+
+
+def test_a_bare_record_csv_gets_baseline_and_peak(tmp_path):
+    path = tmp_path / "app.csv"
+    with RowWriter(path, TRACE_COLUMNS) as w:
+        for i in range(50):
+            w.write({"t_s": i / 10, "rss_bytes": (10 + i) * MB})
+    done = run_plot(path)
+    assert done.returncode == 0, done.stderr
+    s = json.loads((tmp_path / "summary.json").read_text())["variants"]["app"]
+    assert s["peak_bytes"] == 59 * MB and s["baseline_bytes"] == 15 * MB and s["floors_bytes"] == []
+
+
+def test_several_runs_get_min_max_bands_and_compare(synthetic, tmp_path):
+    other = tmp_path / "run2"
+    other.mkdir()
+    synthetic_variant(other, "glibc", 50, [220, 280, 300], 60, 400)
+    synthetic_variant(other, "jemalloc", 50, [90, 95, 100], 70, 300)
+    out = tmp_path / "both"
+    done = run_plot(synthetic, other, "-o", out)
+    assert done.returncode == 0, done.stderr
+    assert_images(out, ("floors-runs",))
+    assert_images(out / "run2")
+    done = subprocess.run([sys.executable, "-m", "stair_stepper", "compare", str(synthetic),
+                           str(other)], capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "| glibc | 260 | 280 | 1.08 |" in done.stdout

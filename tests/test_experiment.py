@@ -1,0 +1,221 @@
+"""The experiment end to end (quick preset, real servers, real jemalloc) and its faults."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import needs_jemalloc
+
+from stair_stepper import procfs
+from stair_stepper.traces import read_batches, read_trace
+
+ROOT = Path(__file__).resolve().parent.parent
+FAKES = Path(__file__).resolve().parent / "fakes"
+TINY = ("--preset", "quick", "--allocators", "glibc", "--batches", "1", "--iterations", "4",
+        "--concurrency", "2", "--tags", "tiny", "--pause", "0.5")  # fmt: skip
+
+
+def experiment(*args: str, env: dict | None = None, timeout: float = 240):
+    return subprocess.run(
+        [sys.executable, "-m", "stair_stepper", "experiment", *args],
+        capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+        env=dict(os.environ, **(env or {})),
+    )  # fmt: skip
+
+
+def server_pids(folder: Path) -> list[int]:
+    meta = json.loads((folder / "meta.json").read_text())
+    return [v["pid"] for v in meta["variants"].values() if "pid" in v]
+
+
+def assert_no_orphans(folder: Path) -> None:
+    pids = server_pids(folder)
+    assert pids, "the run recorded no server pid"
+    for pid in pids:
+        assert not procfs.alive(pid), f"server {pid} outlived the experiment"
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    if not (
+        Path("/usr/lib/x86_64-linux-gnu/libjemalloc.so.2").exists()
+        or os.environ.get("STAIR_STEPPER_JEMALLOC")
+    ):
+        pytest.skip("libjemalloc2 is not installed")
+    folder = tmp_path_factory.mktemp("exp") / "quick"
+    done = experiment("--preset", "quick", "--allocators", "glibc,jemalloc", "--out", str(folder))
+    assert done.returncode == 0, done.stderr
+    return folder, done
+
+
+@needs_jemalloc
+def test_quick_folder_is_complete_and_parseable(quick_run):
+    folder, done = quick_run
+    names = {p.name for p in folder.iterdir()}
+    for variant in ("glibc", "jemalloc"):
+        for suffix in (".trace.csv", ".batches.csv", ".server.log", ".trim.json"):
+            assert f"{variant}{suffix}" in names
+    for name in ("meta.json", "summary.json", "summary.md", "memory.png", "memory.svg",
+                 "floors.png", "floors.svg"):  # fmt: skip
+        assert name in names
+    meta = json.loads((folder / "meta.json").read_text())
+    assert meta["status"] == "complete" and meta["config"]["preset"] == "quick"
+    prov = meta["provenance"]
+    for key in ("python", "glibc", "kernel", "cpu_count", "git_rev", "packages", "allocators"):
+        assert key in prov
+    assert prov["allocators"]["jemalloc"]["version"].startswith("5.")
+    assert prov["packages"]["quart"] and prov["packages"]["hypercorn"]
+    assert meta["variants"]["jemalloc"]["health"]["allocator"] == "jemalloc"
+    assert "floors after each pause" in done.stdout and "results:" in done.stdout
+    assert_no_orphans(folder)
+
+
+@needs_jemalloc
+def test_batch_markers_align_with_the_trace(quick_run):
+    folder, _ = quick_run
+    for variant in ("glibc", "jemalloc"):
+        trace = read_trace(folder / f"{variant}.trace.csv")
+        batches = read_batches(folder / f"{variant}.batches.csv")
+        assert batches.column("batch") == [1, 2]
+        assert batches.column("requests") == [64, 64] and batches.column("failures") == [0, 0]
+        times, phases = trace.column("t_s"), trace.column("phase")
+        for k, start, end in zip(batches.column("batch"), batches.column("start_s"),
+                                 batches.column("end_s"), strict=True):  # fmt: skip
+            inside = [t for t, p in zip(times, phases, strict=True) if p == f"batch {k}"]
+            assert inside and start - 0.2 <= inside[0] and inside[-1] <= end + 0.2
+        assert phases[0] == "baseline"
+        assert "trim" in phases or "after trim" in phases
+        after = [t for t, p in zip(times, phases, strict=True) if p == "after trim"]
+        assert after[-1] - after[0] >= 1.0  # kept recording after the trim
+        live = [v for v in trace.column("live_bytes") if v is not None]
+        assert len(live) > len(trace) // 2
+
+
+@needs_jemalloc
+def test_summary_numbers_match_the_csvs(quick_run):
+    folder, _ = quick_run
+    summary = json.loads((folder / "summary.json").read_text())
+    for variant, s in summary["variants"].items():
+        with open(folder / f"{variant}.trace.csv") as handle:
+            rss = [int(r["rss_bytes"]) for r in csv.DictReader(handle)]
+        assert s["peak_bytes"] == max(rss)
+        assert len(s["floors_bytes"]) == 2
+        assert s["baseline_bytes"] <= s["peak_bytes"]
+        assert all(s["baseline_bytes"] <= f <= s["peak_bytes"] for f in s["floors_bytes"])
+        trim = json.loads((folder / f"{variant}.trim.json").read_text())
+        assert trim["rss_after_bytes"] <= trim["rss_before_bytes"]
+
+
+def test_an_existing_result_folder_is_refused(tmp_path):
+    done = experiment(*TINY, "--out", str(tmp_path))
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        f"stair-stepper: result folder {tmp_path} already exists; choose another --out."
+    )
+
+
+def test_a_taken_port_is_one_sentence_and_leaves_nothing_running(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = experiment(*TINY, "--port", str(port), "--out", str(tmp_path / "r"))
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]
+    assert f"port {port} on 127.0.0.1 is already in use" in last and "Partial results" in last
+    assert "Traceback" not in done.stderr
+    assert json.loads((tmp_path / "r" / "meta.json").read_text())["status"].startswith("failed")
+
+
+def _start_and_wait_for_batch(folder: Path, *extra: str) -> subprocess.Popen:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "stair_stepper", "experiment", *TINY, "--sleep-ms", "3000",
+         "--out", str(folder), *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    trace = folder / "glibc.trace.csv"
+    while time.monotonic() < deadline:
+        if trace.exists() and "batch 1" in trace.read_text():
+            return process
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.1)
+    process.kill()
+    raise AssertionError("the experiment never reached batch 1")
+
+
+def test_a_server_that_dies_mid_run(tmp_path):
+    folder = tmp_path / "r"
+    process = _start_and_wait_for_batch(folder)
+    os.kill(server_pids(folder)[0], signal.SIGKILL)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 1
+    assert "the glibc server died during batch 1 (exit code -9)" in err
+    assert "Traceback" not in err
+    assert len(read_trace(folder / "glibc.trace.csv")) > 5  # rows kept
+    assert_no_orphans(folder)
+
+
+def test_ctrl_c_stops_cleanly_and_keeps_the_rows(tmp_path):
+    folder = tmp_path / "r"
+    process = _start_and_wait_for_batch(folder)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert err.strip().splitlines()[-1] == "stair-stepper: interrupted; partial results are kept."
+    assert json.loads((folder / "meta.json").read_text())["status"] == "interrupted"
+    assert len(read_trace(folder / "glibc.trace.csv")) > 5
+    assert_no_orphans(folder)
+
+
+def test_drill_driver_without_drill_is_refused(tmp_path):
+    env = {"PATH": os.path.dirname(sys.executable)}
+    done = experiment(*TINY, "--driver", "drill", "--out", str(tmp_path / "r"), env=env)
+    assert done.returncode == 2 and "needs drill on PATH" in done.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def _fake_drill_env(**extra: str) -> dict:
+    """Real drill cannot be installed here; tests/fakes/drill stands in for it."""
+    path = f"{FAKES}{os.pathsep}{os.environ['PATH']}"
+    return {"PATH": path, "FAKE_DRILL_PYTHON": sys.executable, **extra}
+
+
+def test_the_drill_driver_path(tmp_path):
+    folder = tmp_path / "r"
+    done = experiment(*TINY, "--driver", "drill", "--out", str(folder), env=_fake_drill_env())
+    assert done.returncode == 0, done.stderr
+    batches = read_batches(folder / "glibc.batches.csv")
+    assert batches.column("requests") == [4] and batches.column("failures") == [0]
+    assert (folder / "drill-benchmark.yml").exists()
+    assert json.loads((folder / "meta.json").read_text())["config"]["driver"] == "drill"
+
+
+def test_a_driver_that_fails(tmp_path):
+    folder = tmp_path / "r"
+    env = _fake_drill_env(FAKE_DRILL_EXIT="3")
+    done = experiment(*TINY, "--driver", "drill", "--out", str(folder), env=env)
+    assert done.returncode == 1
+    assert "the load driver failed in batch 1: drill exited with code 3" in done.stderr
+    assert_no_orphans(folder)
+
+
+@needs_jemalloc
+def test_parallel_runs_side_by_side(tmp_path):
+    folder = tmp_path / "r"
+    args = [a if a != "glibc" else "glibc,jemalloc" for a in TINY]
+    done = experiment(*args, "--parallel", "--out", str(folder), "--no-plot")
+    assert done.returncode == 0, done.stderr
+    t_glibc = read_trace(folder / "glibc.trace.csv").column("wall_time")
+    t_jemalloc = read_trace(folder / "jemalloc.trace.csv").column("wall_time")
+    assert t_glibc[0] < t_jemalloc[-1] and t_jemalloc[0] < t_glibc[-1]  # overlapping in time
+    assert_no_orphans(folder)

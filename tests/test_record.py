@@ -1,0 +1,106 @@
+"""The recorder on real processes: rows flushed as they come, exits handled."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+from stair_stepper.record import Recorder
+from stair_stepper.traces import TRACE_COLUMNS, RowWriter, read_trace
+
+HOLD_50MB = (
+    "import time; x = bytearray(50_000_000); x[::4096] = b'1' * len(x[::4096]); time.sleep(%s)"
+)
+
+
+def record(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "stair_stepper", "record", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_record_a_command_until_it_exits(tmp_path):
+    out = tmp_path / "trace.csv"
+    done = record("--out", str(out), "--interval", "0.05", "--", sys.executable, "-c",
+                  HOLD_50MB % 1.0)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "exited after" in done.stderr and "samples" in done.stderr
+    trace = read_trace(out)
+    assert trace.warnings == []
+    assert len(trace) >= 5
+    assert max(trace.column("rss_bytes")) > 45_000_000
+    assert all(v is not None for v in trace.column("pss_bytes"))
+    assert all(a <= b for a, b in zip(trace.column("t_s"), trace.column("t_s")[1:], strict=False))
+
+
+def test_rows_are_flushed_while_recording_and_kept_when_the_pid_vanishes(tmp_path):
+    target = subprocess.Popen([sys.executable, "-c", HOLD_50MB % 3.0])
+    out = tmp_path / "trace.csv"
+    recorder = subprocess.Popen(
+        [sys.executable, "-m", "stair_stepper", "record", "--pid", str(target.pid), "--out",
+         str(out), "--interval", "0.05"],
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        time.sleep(1.5)
+        assert recorder.poll() is None
+        seen_while_running = len(read_trace(out))  # flushed rows, recorder still running
+        assert seen_while_running >= 5
+        target.kill()
+        target.wait()
+        _, err = recorder.communicate(timeout=20)
+    finally:
+        target.kill()
+        recorder.kill()
+    assert recorder.returncode == 0
+    assert f"process {target.pid} exited" in err
+    assert len(read_trace(out)) >= seen_while_running
+
+
+def test_duration_bounds_the_recording(tmp_path):
+    target = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        done = record("--pid", str(target.pid), "--out", str(tmp_path / "t.csv"),
+                      "--duration", "0.6", "--interval", "0.1")  # fmt: skip
+    finally:
+        target.kill()
+    assert done.returncode == 0 and "stopped after" in done.stderr
+    assert 3 <= len(read_trace(tmp_path / "t.csv")) <= 12
+
+
+def test_bad_targets_are_one_sentence(tmp_path):
+    done = record("--pid", "999999999", "--out", str(tmp_path / "t.csv"))
+    assert done.returncode == 2 and done.stderr.startswith("stair-stepper: there is no process")
+    done = record("--out", str(tmp_path / "t.csv"))
+    assert done.returncode == 2 and "either --pid" in done.stderr
+    done = record("--pid", "1", "--out", str(tmp_path / "missing" / "t.csv"))
+    assert done.returncode == 2 and "cannot write" in done.stderr
+
+
+def test_allocator_accounting_from_our_service(glibc_server, tmp_path):
+    recorder = Recorder(glibc_server.pid, tmp_path / "t.csv", 0.05, glibc_server.base_url)
+    recorder.start()
+    time.sleep(1.0)
+    recorder.stop()
+    trace = read_trace(tmp_path / "t.csv")
+    live = [v for v in trace.column("live_bytes") if v is not None]
+    held = [v for v in trace.column("held_bytes") if v is not None]
+    assert len(live) >= len(trace) // 2 and all(
+        0 < a <= b for a, b in zip(live, held, strict=False)
+    )
+
+
+def test_reader_drops_a_truncated_last_line(tmp_path):
+    path = tmp_path / "t.csv"
+    with RowWriter(path, TRACE_COLUMNS) as writer:
+        for i in range(3):
+            writer.write({"t_s": i * 0.1, "wall_time": 1.0, "rss_bytes": 1000 + i, "phase": "x"})
+    with open(path, "a") as handle:
+        handle.write("0.3000,1.0,x,10")  # a crash mid-row
+    trace = read_trace(path)
+    assert trace.column("rss_bytes") == [1000, 1001, 1002]
+    assert trace.warnings == ["t.csv: dropped a truncated last line."]
