@@ -68,30 +68,36 @@ def _spans(trace, prefix: str) -> list[tuple[float, float, str]]:
 
 def memory_over_time(data: dict, summary: dict, folder: Path) -> list[Path]:
     fig, ax = plt.subplots(figsize=(11, 5.5))
+    strip = ax.get_xaxis_transform()  # x in data, y in axes fraction: the batch strips
     for i, (name, v) in enumerate(data.items()):
         color = COLORS[i % len(COLORS)]
         t = v.trace.column("t_s")
         ax.plot(t, [r / MB for r in v.trace.column("rss_bytes")], color=color, lw=1.8,
                 label=f"{_legend_label(name, summary)} — RSS")  # fmt: skip
         for column, style, label in (("held_bytes", "--", "held"), ("live_bytes", ":", "live")):
-            values = v.trace.column(column)
-            if any(x is not None for x in values):
-                scaled = [x / MB if x is not None else float("nan") for x in values]
-                ax.plot(t, scaled, color=color, lw=0.9, ls=style,
-                        label=f"{name} — allocator {label}")  # fmt: skip
+            # Only where the allocator answered (a busy server answers late): joined points.
+            points = [(x, y / MB) for x, y in zip(t, v.trace.column(column), strict=True)
+                      if y is not None]  # fmt: skip
+            if points:
+                xs, ys = zip(*points, strict=True)
+                ax.plot(xs, ys, color=color, lw=0.9, ls=style,
+                        label=f"{name} — allocator {label} (where it answered)")  # fmt: skip
         for start, end, _ in _spans(v.trace, "batch"):
-            ax.axvspan(start, end, color=color, alpha=0.07, lw=0)
+            ax.axvspan(start, end, color=color, alpha=0.06, lw=0)
+            ax.add_patch(plt.Rectangle((start, 0.005 + 0.022 * i), end - start, 0.016,
+                                       transform=strip, color=color, alpha=0.8, lw=0))  # fmt: skip
         s = summary["variants"].get(name, {})
         for (_, end, _), floor in zip(_spans(v.trace, "pause"), s.get("floors_bytes", []),
                                       strict=False):  # fmt: skip
-            ax.plot([end - numbers.WINDOW_S, end], [floor / MB] * 2, color=color, lw=3.5,
+            ax.plot([end - numbers.WINDOW_S, end], [floor / MB] * 2, color=color, lw=4,
                     solid_capstyle="butt")  # fmt: skip
         trims = _spans(v.trace, "trim") or _spans(v.trace, "after trim")
         if trims:
             ax.axvline(trims[0][0], color=color, ls="-.", lw=0.9)
-            ax.annotate("trim", (trims[0][0], ax.get_ylim()[1] * 0.02), color=color,
-                        fontsize=8, rotation=90, va="bottom", ha="right")  # fmt: skip
-    ax.set_xlabel("seconds since the variant's start (shaded: batches; thick ticks: pause floors)")
+            ax.text(trims[0][0], 0.97, f" {name} trim", transform=strip, color=color,
+                    fontsize=8, rotation=90, va="top", ha="right")  # fmt: skip
+    ax.set_xlabel("seconds since the variant's start (bars at the bottom and tint: batches; "
+                  "thick ticks: pause floors)")  # fmt: skip
     ax.set_ylabel("MB (2^20 bytes)")
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)

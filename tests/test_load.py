@@ -155,3 +155,27 @@ def test_stats_quantiles_on_known_samples():
     assert f["median_ms"] == 500.5 and f["mean_ms"] == 500.5
     assert (f["p99_ms"], f["p99_5_ms"], f["p99_9_ms"], f["max_ms"]) == (990, 995, 999, 1000)
     assert round(f["stdev_ms"], 3) == 288.819  # sample (n-1) standard deviation
+
+
+def test_progress_bar_shows_on_a_terminal_only(glibc_server):
+    import os
+    import pty
+
+    command = [sys.executable, "-m", "stair_stepper", "load", "--benchmark",
+               str(ROOT / "benchmark.yml"), "--tags", "tiny", "--iterations", "3",
+               "--concurrency", "1", "--base", glibc_server.base_url]  # fmt: skip
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: stderr is the terminal
+        os.execv(sys.executable, command)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        output += chunk
+    os.waitpid(pid, 0)
+    text = output.decode(errors="replace")
+    assert "3/3" in text and "req/s" in text and "0 failed" in text

@@ -46,7 +46,6 @@ class Config:
     parallel: bool = False
     port: int = 0
     benchmark: str = "benchmark.yml"
-    note: str = ""
 
 
 PRESETS: dict[str, Config] = {
