@@ -36,7 +36,7 @@ def _title(summary: dict, what: str) -> str:
         x
         for x in (
             f"Python {prov['python']}" if prov.get("python") else "",
-            prov.get("glibc") or "",
+            f"glibc {numbers.glibc_version(prov)}" if prov.get("glibc") else "",
         )
         if x
     )

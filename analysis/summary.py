@@ -221,6 +221,12 @@ def summarise(folder: Path, step_threshold: float = DEFAULT_STEP_THRESHOLD) -> d
     }
 
 
+def glibc_version(provenance: dict) -> str | None:
+    """'2.36' (older result folders said 'glibc-2.36')."""
+    raw = provenance.get("glibc")
+    return str(raw).removeprefix("glibc-") if raw else None
+
+
 def mb(value: float | None, digits: int = 0) -> str:
     return "–" if value is None else f"{value / MB:,.{digits}f}"
 
@@ -249,7 +255,7 @@ def markdown(summary: dict) -> str:
             f"concurrency {config.get('concurrency')}, SLEEP_MS={config.get('sleep_ms')}, "
             f"PYTHONMALLOC={config.get('python_malloc')}, offload threads "
             f"{config.get('offload_threads')}, pauses {config.get('pause_s')} s. "
-            f"Python {prov.get('python')}, glibc {prov.get('glibc')}, "
+            f"Python {prov.get('python')}, glibc {glibc_version(prov)}, "
             f"{prov.get('cpu_count')} CPUs, kernel {prov.get('kernel')}."
         )
         text.append("")

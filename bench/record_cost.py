@@ -1,9 +1,10 @@
 """What does sampling at 10 Hz cost? (target: under 1 % of a core)
 
 Starts a local glibc server (loopback only), then runs ``stair-stepper record``
-against it for DURATION seconds at 10 Hz, with allocator accounting from
-/debug/memory, and reports the recorder's CPU time (start-up included) as a
-share of one core, plus the server-side CPU the /debug/memory polls cost.
+against it for DURATION seconds at 10 Hz, first from /proc only, then with the
+allocator accounting from /debug/memory (polled at 2 Hz), and reports the
+recorder's CPU time (start-up included) as a share of one core, plus the
+server-side CPU the polls cost.
 
     python bench/record_cost.py [--duration 60] [--interval 0.1]
 """

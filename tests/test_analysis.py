@@ -54,7 +54,7 @@ def synthetic(tmp_path):
     folder = tmp_path / "run"
     folder.mkdir()
     meta = {"config": {"preset": "synthetic", "variants": ["glibc", "jemalloc"], "batches": 3},
-            "provenance": {"python": "3.11.7", "glibc": "glibc-2.36"},
+            "provenance": {"python": "3.11.7", "glibc": "2.36"},
             "status": "complete"}  # fmt: skip
     (folder / "meta.json").write_text(json.dumps(meta))
     synthetic_variant(folder, "glibc", 50, [200, 260, 262], 60, 400)

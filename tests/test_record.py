@@ -25,8 +25,8 @@ def record(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
 
 def test_record_a_command_until_it_exits(tmp_path):
     out = tmp_path / "trace.csv"
-    done = record("--out", str(out), "--interval", "0.05", "--", sys.executable, "-c",
-                  HOLD_50MB % 1.0)  # fmt: skip
+    done = record("--out", str(out), "--interval", "0.05", "--pss-interval", "0", "--",
+                  sys.executable, "-c", HOLD_50MB % 1.0)  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "exited after" in done.stderr and "samples" in done.stderr
     trace = read_trace(out)
@@ -59,6 +59,21 @@ def test_rows_are_flushed_while_recording_and_kept_when_the_pid_vanishes(tmp_pat
     assert recorder.returncode == 0
     assert f"process {target.pid} exited" in err
     assert len(read_trace(out)) >= seen_while_running
+
+
+def test_pss_is_read_at_its_own_slower_pace(tmp_path):
+    target = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        done = record("--pid", str(target.pid), "--out", str(tmp_path / "t.csv"),
+                      "--duration", "2.5", "--interval", "0.1")  # fmt: skip
+    finally:
+        target.kill()
+    assert done.returncode == 0
+    trace = read_trace(tmp_path / "t.csv")
+    pss_times = [t for t, p in zip(trace.column("t_s"), trace.column("pss_bytes"), strict=True)
+                 if p is not None]  # fmt: skip
+    assert 2 <= len(pss_times) <= 4  # once a second by default, not at 10 Hz
+    assert all(v is not None for v in trace.column("rss_bytes"))
 
 
 def test_duration_bounds_the_recording(tmp_path):

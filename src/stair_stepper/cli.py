@@ -108,7 +108,13 @@ def _cmd_record(args: argparse.Namespace, argv: list[str]) -> int:
     if (args.pid is None) == (not command):
         raise UserError("give either --pid PID or -- COMMAND ..., not both or neither.")
     return record_command(
-        args.pid, command or None, Path(args.out), args.interval, args.duration, args.service_url
+        args.pid,
+        command or None,
+        Path(args.out),
+        args.interval,
+        args.duration,
+        args.service_url,
+        args.pss_interval,
     )
 
 
@@ -255,6 +261,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--interval", type=float, default=0.1, help="seconds between samples")
     p.add_argument("--duration", type=float, help="stop after this many seconds")
     p.add_argument("--service-url", help="our service's base URL, for allocator accounting")
+    p.add_argument(
+        "--pss-interval",
+        type=float,
+        default=1.0,
+        help="seconds between PSS/USS reads (smaps_rollup is costly; default 1)",
+    )
     p.add_argument("command_line", nargs=argparse.REMAINDER, metavar="-- COMMAND ...")
     p.set_defaults(func=_cmd_record)
 

@@ -46,7 +46,7 @@ def collect(allocator_rows: list[dict] | None = None) -> dict:
     return {
         "python": sys.version.split()[0],
         "python_implementation": platform.python_implementation(),
-        "glibc": "-".join(platform.libc_ver()) or None,
+        "glibc": platform.libc_ver()[1] or None,
         "allocators": {
             row["name"]: {k: row[k] for k in ("available", "version", "library")}
             for row in (allocator_rows or [])

@@ -20,6 +20,7 @@ from . import procfs
 from .traces import TRACE_COLUMNS, RowWriter
 
 FRESH_S = 1.0  # an allocator reading older than this is left blank, not repeated
+POLL_S = 0.5  # /debug/memory at most twice a second: an HTTP round trip costs both sides CPU
 
 
 class _AllocatorPoller(threading.Thread):
@@ -73,10 +74,13 @@ class Recorder:
         out: Path,
         interval: float = 0.1,
         service_url: str | None = None,
+        pss_interval: float = 1.0,
     ) -> None:
         self.pid = pid
         self.out = Path(out)
         self.interval = interval
+        self.pss_interval = pss_interval
+        self._last_pss = -float("inf")
         self.phase = ""
         self.t0 = time.monotonic()
         self.last: dict | None = None
@@ -84,7 +88,8 @@ class Recorder:
         self.samples = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._poller = _AllocatorPoller(service_url, interval) if service_url else None
+        poll = max(interval, POLL_S)
+        self._poller = _AllocatorPoller(service_url, poll) if service_url else None
         self._writer = RowWriter(self.out, TRACE_COLUMNS)
 
     def now(self) -> float:
@@ -93,13 +98,17 @@ class Recorder:
 
     def sample(self) -> dict | None:
         """Take and write one row; None (and ``gone``) once the process has exited."""
+        now = self.now()
+        rollup = now - self._last_pss >= self.pss_interval
         try:
-            row: dict = procfs.memory(self.pid)
+            row: dict = procfs.memory(self.pid, rollup=rollup)
             row["cpu_s"] = procfs.cpu_seconds(self.pid)
         except procfs.ProcessGone:
             self.gone = True
             return None
-        row.update(t_s=self.now(), wall_time=time.time(), phase=self.phase)
+        if rollup:
+            self._last_pss = now
+        row.update(t_s=now, wall_time=time.time(), phase=self.phase)
         allocator = self._poller.fresh() if self._poller else None
         if allocator:
             row["live_bytes"] = allocator.get("live_bytes")
@@ -156,6 +165,7 @@ def record_command(
     interval: float,
     duration: float | None,
     service_url: str | None,
+    pss_interval: float = 1.0,
 ) -> int:
     """``stair-stepper record``: sample a pid or a command it starts; a clean end either way."""
     import subprocess
@@ -175,7 +185,7 @@ def record_command(
     if not procfs.alive(pid):
         raise UserError(f"there is no process {pid} to record.")
     try:
-        recorder = Recorder(pid, out, interval, service_url)
+        recorder = Recorder(pid, out, interval, service_url, pss_interval)
     except OSError as exc:
         raise UserError(f"cannot write {out}: {exc.strerror}.") from None
     print(f"recording pid {pid} every {interval} s into {out} (Ctrl-C stops)", file=sys.stderr)
