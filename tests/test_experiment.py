@@ -219,3 +219,26 @@ def test_parallel_runs_side_by_side(tmp_path):
     t_jemalloc = read_trace(folder / "jemalloc.trace.csv").column("wall_time")
     assert t_glibc[0] < t_jemalloc[-1] and t_jemalloc[0] < t_glibc[-1]  # overlapping in time
     assert_no_orphans(folder)
+
+
+def test_unknown_or_missing_allocators_fail_before_anything_starts(tmp_path):
+    done = experiment("--preset", "quick", "--allocators", "glibc,hoard", "--out",
+                      str(tmp_path / "a"))  # fmt: skip
+    assert done.returncode == 2 and "unknown allocator 'hoard'" in done.stderr
+    missing = {"STAIR_STEPPER_JEMALLOC": "/nope/libjemalloc.so"}
+    done = experiment("--preset", "quick", "--allocators", "jemalloc", "--out",
+                      str(tmp_path / "b"), env=missing)  # fmt: skip
+    assert done.returncode == 2
+    assert (
+        done.stderr.strip()
+        .splitlines()[-1]
+        .startswith("stair-stepper: STAIR_STEPPER_JEMALLOC points at /nope/libjemalloc.so")
+    )
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_unknown_preset_and_bad_tags(tmp_path):
+    done = experiment("--preset", "nope", "--out", str(tmp_path / "a"))
+    assert done.returncode == 2 and "unknown preset 'nope'" in done.stderr
+    done = experiment(*TINY[:-4], "--tags", "huge", "--out", str(tmp_path / "b"))
+    assert done.returncode == 2 and "no plan item matches" in done.stderr

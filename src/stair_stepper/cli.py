@@ -115,6 +115,7 @@ def _cmd_record(args: argparse.Namespace, argv: list[str]) -> int:
         args.duration,
         args.service_url,
         args.pss_interval,
+        args.poll_interval,
     )
 
 
@@ -144,6 +145,7 @@ def _cmd_experiment(args: argparse.Namespace, argv: list[str]) -> int:
         "parallel": args.parallel or None,
         "port": args.port,
         "interval_s": args.interval,
+        "poll_s": args.poll_interval,
         "benchmark": args.benchmark or experiment.default_benchmark(),
     }
     config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
@@ -183,7 +185,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--allocator",
         default="glibc",
-        choices=list(VARIANTS),
         metavar="VARIANT",
         help=f"allocator variant: {', '.join(VARIANTS)} (default glibc)",
     )
@@ -285,6 +286,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parallel", action="store_true", help="run the variants side by side")
     p.add_argument("--port", type=int, help="first server port (default: a free one)")
     p.add_argument("--interval", type=float, help="sampling interval, seconds (default 0.1)")
+    p.add_argument(
+        "--poll-interval",
+        type=float,
+        help="seconds between /debug/memory polls (default 0.5; see README: "
+        "the polls are idle traffic that plain jemalloc purges on)",
+    )
     p.add_argument("--benchmark", help="drill benchmark file (default ./benchmark.yml)")
     p.add_argument("--out", help="result folder (default results/<UTC time>-<preset>)")
     p.add_argument("--no-plot", action="store_true", help="tables only, no figures")

@@ -30,7 +30,9 @@ MB = 2**20
 @dataclass(frozen=True)
 class Config:
     preset: str = "contrast"
-    variants: tuple[str, ...] = ("glibc", "jemalloc")
+    # jemalloc+bg beside plain jemalloc: plain jemalloc purges only while it allocates, so
+    # its idle floor depends on idle traffic; the background thread purges regardless.
+    variants: tuple[str, ...] = ("glibc", "jemalloc", "jemalloc+bg")
     batches: int = 4
     pause_s: float = 5.0
     tags: str | None = None
@@ -43,6 +45,7 @@ class Config:
     baseline_s: float = 3.0
     after_trim_s: float = 3.0
     interval_s: float = 0.1
+    poll_s: float = 0.5
     parallel: bool = False
     port: int = 0
     benchmark: str = "benchmark.yml"
@@ -145,6 +148,7 @@ class VariantRun:
             self.folder / f"{self.name}{TRACE_SUFFIX}",
             self.config.interval_s,
             service_url=self.server.base_url,
+            poll_interval=self.config.poll_s,
         ).start()
         self.say(
             f"serving on {self.server.base_url}, pid {self.server.pid}, "

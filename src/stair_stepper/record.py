@@ -20,7 +20,11 @@ from . import procfs
 from .traces import TRACE_COLUMNS, RowWriter
 
 FRESH_S = 1.0  # an allocator reading older than this is left blank, not repeated
-POLL_S = 0.5  # /debug/memory at most twice a second: an HTTP round trip costs both sides CPU
+#: default pause between /debug/memory polls. Each poll is an HTTP round trip that costs
+#: both sides CPU, and every request allocates in the server, which is exactly what lets
+#: plain jemalloc advance its decay clock and purge while idle: the poll rate is part of
+#: the experiment (recorded in meta.json), not a detail.
+POLL_S = 0.5
 
 
 class _AllocatorPoller(threading.Thread):
@@ -75,6 +79,7 @@ class Recorder:
         interval: float = 0.1,
         service_url: str | None = None,
         pss_interval: float = 1.0,
+        poll_interval: float = POLL_S,
     ) -> None:
         self.pid = pid
         self.out = Path(out)
@@ -88,8 +93,7 @@ class Recorder:
         self.samples = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        poll = max(interval, POLL_S)
-        self._poller = _AllocatorPoller(service_url, poll) if service_url else None
+        self._poller = _AllocatorPoller(service_url, poll_interval) if service_url else None
         self._writer = RowWriter(self.out, TRACE_COLUMNS)
 
     def now(self) -> float:
@@ -166,6 +170,7 @@ def record_command(
     duration: float | None,
     service_url: str | None,
     pss_interval: float = 1.0,
+    poll_interval: float = POLL_S,
 ) -> int:
     """``stair-stepper record``: sample a pid or a command it starts; a clean end either way."""
     import subprocess
@@ -185,7 +190,7 @@ def record_command(
     if not procfs.alive(pid):
         raise UserError(f"there is no process {pid} to record.")
     try:
-        recorder = Recorder(pid, out, interval, service_url, pss_interval)
+        recorder = Recorder(pid, out, interval, service_url, pss_interval, poll_interval)
     except OSError as exc:
         raise UserError(f"cannot write {out}: {exc.strerror}.") from None
     print(f"recording pid {pid} every {interval} s into {out} (Ctrl-C stops)", file=sys.stderr)
