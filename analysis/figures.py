@@ -30,27 +30,21 @@ def _save(fig, folder: Path, stem: str) -> list[Path]:
 
 
 def _title(summary: dict, what: str) -> str:
+    """Two lines: what and which preset; then the settings every variant shared."""
     prov = summary.get("provenance") or {}
-    preset = summary.get("preset") or "trace"
-    extra = ", ".join(
-        x
-        for x in (
-            f"Python {prov['python']}" if prov.get("python") else "",
-            f"glibc {numbers.glibc_version(prov)}" if prov.get("glibc") else "",
-        )
-        if x
-    )
-    return f"{what} — preset {preset}" + (f" ({extra})" if extra else "")
-
-
-def _legend_label(name: str, summary: dict) -> str:
     c = summary.get("config") or {}
-    if not c:
-        return name
-    return (
-        f"{name} (PYTHONMALLOC={c.get('python_malloc')}, c={c.get('concurrency')}, "
-        f"sleep {c.get('sleep_ms')} ms)"
-    )
+    first = f"{what} — preset {summary.get('preset') or 'trace'}"
+    facts = []
+    if c:
+        facts.append(
+            f"PYTHONMALLOC={c.get('python_malloc')}, concurrency {c.get('concurrency')}, "
+            f"SLEEP_MS={c.get('sleep_ms')}, {c.get('tags') or 'all sizes'}"
+        )
+    if prov.get("python"):
+        facts.append(f"Python {prov['python']}")
+    if prov.get("glibc"):
+        facts.append(f"glibc {numbers.glibc_version(prov)}")
+    return first + ("\n" + "; ".join(facts) if facts else "")
 
 
 def _spans(trace, prefix: str) -> list[tuple[float, float, str]]:
@@ -73,7 +67,7 @@ def memory_over_time(data: dict, summary: dict, folder: Path) -> list[Path]:
         color = COLORS[i % len(COLORS)]
         t = v.trace.column("t_s")
         ax.plot(t, [r / MB for r in v.trace.column("rss_bytes")], color=color, lw=1.8,
-                label=f"{_legend_label(name, summary)} — RSS")  # fmt: skip
+                label=f"{name} — RSS")  # fmt: skip
         for column, style, label in (("held_bytes", "--", "held"), ("live_bytes", ":", "live")):
             # Only where the allocator answered (a busy server answers late): joined points.
             points = [(x, y / MB) for x, y in zip(t, v.trace.column(column), strict=True)
@@ -102,7 +96,7 @@ def memory_over_time(data: dict, summary: dict, folder: Path) -> list[Path]:
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
     ax.set_title(_title(summary, "Memory over time"))
-    ax.legend(fontsize=7.5, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, frameon=False)
+    ax.legend(fontsize=7.5, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=3, frameon=False)
     return _save(fig, folder, "memory")
 
 

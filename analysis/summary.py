@@ -72,6 +72,8 @@ def load_folder(folder: Path) -> tuple[dict[str, VariantData], dict, list[str]]:
             warnings.append("meta.json is damaged; settings are not shown.")
     else:
         raise NoTraces(f"{folder} does not exist.")
+    ran = [n for n in meta.get("config", {}).get("variants", []) if n in files]
+    files = {n: files[n] for n in [*ran, *(n for n in files if n not in ran)]}  # run order
     data: dict[str, VariantData] = {}
     for name, path in files.items():
         try:
@@ -254,7 +256,8 @@ def markdown(summary: dict) -> str:
             f"{config.get('iterations')} iterations ({config.get('tags') or 'all sizes'}), "
             f"concurrency {config.get('concurrency')}, SLEEP_MS={config.get('sleep_ms')}, "
             f"PYTHONMALLOC={config.get('python_malloc')}, offload threads "
-            f"{config.get('offload_threads')}, pauses {config.get('pause_s')} s. "
+            f"{config.get('offload_threads')}, pauses {config.get('pause_s')} s, "
+            f"allocator polled every {config.get('poll_s', 0.1)} s. "
             f"Python {prov.get('python')}, glibc {glibc_version(prov)}, "
             f"{prov.get('cpu_count')} CPUs, kernel {prov.get('kernel')}."
         )
