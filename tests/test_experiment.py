@@ -73,6 +73,8 @@ def test_quick_folder_is_complete_and_parseable(quick_run):
     for key in ("python", "glibc", "kernel", "cpu_count", "git_rev", "packages", "allocators"):
         assert key in prov
     assert prov["allocators"]["jemalloc"]["version"].startswith("5.")
+    lock = json.loads((ROOT / "flake.lock").read_text())
+    assert prov["nixpkgs_rev"] == lock["nodes"]["nixpkgs"]["locked"]["rev"]
     assert prov["packages"]["quart"] and prov["packages"]["hypercorn"]
     assert meta["variants"]["jemalloc"]["health"]["allocator"] == "jemalloc"
     assert "floors after each pause" in done.stdout and "results:" in done.stdout

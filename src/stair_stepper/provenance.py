@@ -31,6 +31,9 @@ def _git(*args: str) -> str | None:
 
 
 def nixpkgs_rev(lock: Path | None = None) -> str | None:
+    """The pinned nixpkgs: set by the flake's wrappers, else read from a checkout's lock."""
+    if os.environ.get("STAIR_STEPPER_NIXPKGS_REV") and lock is None:
+        return os.environ["STAIR_STEPPER_NIXPKGS_REV"]
     lock = lock or ROOT / "flake.lock"
     try:
         nodes = json.loads(lock.read_text())["nodes"]
