@@ -44,6 +44,8 @@
           ./bench
           ./benchmark.yml
           ./plans
+          ./flake.nix # the tests read the flake and its lock
+          ./flake.lock
         ];
       };
 
