@@ -98,8 +98,10 @@ def test_batch_markers_align_with_the_trace(quick_run):
         assert "trim" in phases or "after trim" in phases
         after = [t for t, p in zip(times, phases, strict=True) if p == "after trim"]
         assert after[-1] - after[0] >= 1.0  # kept recording after the trim
-        live = [v for v in trace.column("live_bytes") if v is not None]
-        assert len(live) > len(trace) // 2
+        # The allocator answers within a second whenever the server is idle (pauses).
+        idle = [v for v, p in zip(trace.column("live_bytes"), phases, strict=True)
+                if p and p.startswith("pause")]  # fmt: skip
+        assert sum(v is not None for v in idle) >= 0.8 * len(idle)
 
 
 @needs_jemalloc
@@ -244,3 +246,22 @@ def test_unknown_preset_and_bad_tags(tmp_path):
     assert done.returncode == 2 and "unknown preset 'nope'" in done.stderr
     done = experiment(*TINY[:-4], "--tags", "huge", "--out", str(tmp_path / "b"))
     assert done.returncode == 2 and "no plan item matches" in done.stderr
+
+
+def test_presets_match_their_documented_settings():
+    from stair_stepper.experiment import PRESETS
+
+    c = PRESETS["contrast"]
+    assert (c.sleep_ms, c.tags, c.concurrency, c.python_malloc, c.offload_threads) == (
+        450, None, 64, "malloc", 0,
+    )  # fmt: skip
+    assert (c.batches, c.iterations, c.pause_s) == (4, 64, 5.0)
+    s = PRESETS["seed"]
+    assert (s.sleep_ms, s.tags, s.concurrency, s.iterations, s.python_malloc) == (
+        450, "medium", 16, 2500, "pymalloc",
+    )  # fmt: skip
+    a = PRESETS["arenas"]
+    assert (a.sleep_ms, a.tags, a.concurrency, a.offload_threads, a.python_malloc) == (
+        450, "medium", 16, 16, "malloc",
+    )  # fmt: skip
+    assert PRESETS["quick"].python_malloc == "malloc" and PRESETS["quick"].batches == 2

@@ -268,6 +268,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=1.0,
         help="seconds between PSS/USS reads (smaps_rollup is costly; default 1)",
     )
+    p.add_argument(
+        "--poll-interval",
+        type=float,
+        default=0.5,
+        help="seconds between /debug/memory polls with --service-url (default 0.5)",
+    )
     p.add_argument("command_line", nargs=argparse.REMAINDER, metavar="-- COMMAND ...")
     p.set_defaults(func=_cmd_record)
 
