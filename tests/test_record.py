@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from stair_stepper.record import Recorder
 from stair_stepper.traces import TRACE_COLUMNS, RowWriter, read_trace
@@ -61,13 +62,17 @@ def test_rows_are_flushed_while_recording_and_kept_when_the_pid_vanishes(tmp_pat
     assert len(read_trace(out)) >= seen_while_running
 
 
-def test_pss_is_read_at_its_own_slower_pace(tmp_path):
+def record_a_sleeper(out: Path, *args: str) -> subprocess.CompletedProcess:
+    """Record a process that just sleeps, for a bounded time."""
     target = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
-        done = record("--pid", str(target.pid), "--out", str(tmp_path / "t.csv"),
-                      "--duration", "2.5", "--interval", "0.1")  # fmt: skip
+        return record("--pid", str(target.pid), "--out", str(out), *args)
     finally:
         target.kill()
+
+
+def test_pss_is_read_at_its_own_slower_pace(tmp_path):
+    done = record_a_sleeper(tmp_path / "t.csv", "--duration", "2.5", "--interval", "0.1")
     assert done.returncode == 0
     trace = read_trace(tmp_path / "t.csv")
     pss_times = [t for t, p in zip(trace.column("t_s"), trace.column("pss_bytes"), strict=True)
@@ -77,12 +82,7 @@ def test_pss_is_read_at_its_own_slower_pace(tmp_path):
 
 
 def test_duration_bounds_the_recording(tmp_path):
-    target = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
-    try:
-        done = record("--pid", str(target.pid), "--out", str(tmp_path / "t.csv"),
-                      "--duration", "0.6", "--interval", "0.1")  # fmt: skip
-    finally:
-        target.kill()
+    done = record_a_sleeper(tmp_path / "t.csv", "--duration", "0.6", "--interval", "0.1")
     assert done.returncode == 0 and "stopped after" in done.stderr
     assert 3 <= len(read_trace(tmp_path / "t.csv")) <= 12
 
