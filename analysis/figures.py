@@ -88,7 +88,7 @@ def memory_over_time(data: dict, summary: dict, folder: Path) -> list[Path]:
         trims = _spans(v.trace, "trim") or _spans(v.trace, "after trim")
         if trims:
             ax.axvline(trims[0][0], color=color, ls="-.", lw=0.9)
-            ax.text(trims[0][0], 0.97 - 0.13 * i, f" {name} trim", transform=strip, color=color,
+            ax.text(trims[0][0], 0.97 - 0.07 * i, "trim ", transform=strip, color=color,
                     fontsize=8, rotation=90, va="top", ha="right")  # fmt: skip
     ax.set_xlabel("seconds since the variant's start (bars at the bottom and tint: batches; "
                   "thick ticks: pause floors)")  # fmt: skip
