@@ -77,9 +77,48 @@ def test_unknown_path_is_404_json(glibc_server):
     assert status == 404 and "error" in answer
 
 
+def post_oversized(base_url: str, body: bytes) -> tuple[int, dict]:
+    """POST like a real client that keeps uploading until the server answers.
+
+    The server answers 413 from the Content-Length alone and closes; a client
+    that insists on sending everything first (urllib) may hit a broken pipe
+    before it reads that answer. So: send in chunks, stop once there is an
+    answer to read, and read it.
+    """
+    import select
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(base_url)
+    head = (
+        f"POST /widgets HTTP/1.1\r\nHost: {parts.hostname}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    with socket.create_connection((parts.hostname, parts.port), timeout=30) as sock:
+        sock.sendall(head)
+        sent = 0
+        try:
+            while sent < len(body) and not select.select([sock], [], [], 0)[0]:
+                sent += sock.send(body[sent : sent + 65536])
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        answer = b""
+        try:
+            while chunk := sock.recv(65536):
+                answer += chunk
+                if b"\r\n\r\n" in answer:
+                    header, _, rest = answer.partition(b"\r\n\r\n")
+                    length = int(header.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                    if len(rest) >= length:
+                        break
+        except ConnectionResetError:
+            pass
+    header, _, rest = answer.partition(b"\r\n\r\n")
+    return int(header.split()[1]), json.loads(rest)
+
+
 def test_body_over_the_limit_is_413(glibc_server):
     big = widget({"blob": "x" * 3_100_000})  # the fixture's limit is 3,000,000 bytes
-    status, answer = post(glibc_server.base_url + "/widgets", big)
+    status, answer = post_oversized(glibc_server.base_url, big)
     assert status == 413 and "3000000" in answer["error"]
     assert get(glibc_server.base_url + "/healthz")[0] == 200
     fits = widget({"blob": "x" * 2_000_000})
