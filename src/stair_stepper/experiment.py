@@ -149,7 +149,9 @@ class VariantRun:
             self.config.interval_s,
             service_url=self.server.base_url,
             poll_interval=self.config.poll_s,
-        ).start()
+        )
+        self.recorder.phase = "baseline"  # labelled from the very first row
+        self.recorder.start()
         self.say(
             f"serving on {self.server.base_url}, pid {self.server.pid}, "
             f"malloc from {self.server.health['malloc_provider']}"
@@ -160,7 +162,6 @@ class VariantRun:
         self.start()
         assert self.server and self.recorder
         rec = self.recorder
-        rec.phase = "baseline"
         self._wait(c.baseline_s, "the baseline")
         with RowWriter(self.folder / f"{self.name}{BATCHES_SUFFIX}", BATCH_COLUMNS) as batches:
             for batch in range(1, c.batches + 1):
