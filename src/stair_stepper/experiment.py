@@ -111,7 +111,7 @@ class VariantRun:
 
     def _rss_mb(self) -> str:
         last = self.recorder.last if self.recorder else None
-        return f"{last['rss_bytes'] / MB:.0f} MB" if last else "? MB"
+        return f"RSS {last['rss_bytes'] / MB:.0f} MB" if last else "RSS ? MB"
 
     def _check_alive(self, during: str) -> None:
         assert self.server is not None
@@ -276,7 +276,8 @@ def run(config: Config, out: str | None = None) -> Path:
     for r in runs:
         meta["variants"][r.name] = r.info
     print(
-        f"stair-stepper: {config.preset}: {', '.join(config.variants)}; {config.batches} batches "
+        f"stair-stepper: {config.preset}: {', '.join(config.variants)}; {config.batches} "
+        f"batch{'es' if config.batches != 1 else ''} "
         f"of {bench.total_requests(items)} requests ({', '.join(i.name for i in items)}), "
         f"concurrency {config.concurrency}, SLEEP_MS={config.sleep_ms}, "
         f"PYTHONMALLOC={config.python_malloc}; results in {folder}",
