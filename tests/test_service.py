@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 from conftest import get, needs_jemalloc, post
@@ -311,3 +312,26 @@ def test_several_hypercorn_workers_serve_from_their_own_pids():
     with start_server("glibc", extra_args=("--workers", "2", "--sleep-ms", "0")) as server:
         assert server.pid != server.process.pid
         assert post(server.base_url + "/widgets", widget({"a": 1}))[0] == 201
+
+
+@pytest.mark.parametrize("variant", ["mimalloc", "tcmalloc", "jemalloc+bg", "glibc+arena2"])
+def test_other_variants_are_proven_and_report_their_accounting(variant):
+    var = allocators.variant(variant)
+    if var.allocator.preloaded and allocators.find_library(var.allocator) is None:
+        pytest.skip(f"{var.allocator.package} is not installed")
+    with start_server(variant, extra_args=("--sleep-ms", "0")) as server:
+        assert server.health["allocator"] == var.allocator.name
+        assert server.health["variant"] == variant
+        assert allocators.allocator_in_maps(server.pid) == var.allocator.name
+        environ = Path(f"/proc/{server.pid}/environ").read_bytes().split(b"\0")
+        for key, value in var.env.items():
+            assert f"{key}={value}".encode() in environ
+        assert post(server.base_url + "/widgets", widget({"a": list(range(100))}))[0] == 201
+        mem = server.get("/debug/memory")
+        assert mem["held_bytes"] and mem["held_bytes"] > 0
+        if mem["live_bytes"] is not None:  # mimalloc has no cheap live count: null, not invented
+            assert 0 < mem["live_bytes"] <= mem["held_bytes"]
+        else:
+            assert variant == "mimalloc"
+        trimmed = server.post("/debug/trim")
+        assert trimmed["call"] and trimmed["rss_after_bytes"] > 0
