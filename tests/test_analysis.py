@@ -182,3 +182,18 @@ def test_several_runs_get_min_max_bands_and_compare(synthetic, tmp_path):
                            str(other)], capture_output=True, text=True)  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "| glibc | 260 | 280 | 1.08 |" in done.stdout
+
+
+def test_tables_without_matplotlib(synthetic):
+    """matplotlib is optional: without it the tables are still written, with a warning."""
+    code = (
+        "import sys; sys.modules['matplotlib'] = None\n"  # makes `import matplotlib` fail
+        "from pathlib import Path\n"
+        "from stair_stepper.analysis import plot\n"
+        f"summary, written = plot.analyse(Path({str(synthetic)!r}))\n"
+        "print(sorted(p.name for p in written)); print(summary['warnings'])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "['summary.json', 'summary.md']" in done.stdout
+    assert "matplotlib is not installed" in done.stdout
