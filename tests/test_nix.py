@@ -199,3 +199,23 @@ def test_nix_develop_has_the_tools(standin):
     assert done.returncode == 0, done.stderr
     found = done.stdout.split()
     assert [Path(p).name for p in found[:3]] == ["python", "pytest", "ruff"]
+
+
+@needs_nix
+def test_nix_run_default_is_the_experiment_with_the_pinned_workload(standin, tmp_path):
+    out = tmp_path / "run"
+    args = ["--preset", "quick", "--allocators", "glibc", "--batches", "1", "--iterations", "2",
+            "--concurrency", "1", "--tags", "tiny", "--pause", "0.2", "--no-plot",
+            "--out", str(out)]  # fmt: skip
+    for _ in range(3):
+        done = subprocess.run(
+            ["nix", "run", *nix_args(standin), f"git+file://{ROOT}", "--", *args],
+            cwd=tmp_path, env=nix_env(), capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        if "signal 9" not in done.stderr:
+            break
+    assert done.returncode == 0, done.stderr[-3000:]
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["status"] == "complete"
+    assert meta["config"]["benchmark"].startswith("/nix/store/")  # the flake's copy of the workload
+    assert (out / "glibc.trace.csv").exists() and (out / "summary.md").exists()
