@@ -162,7 +162,8 @@ def test_progress_bar_shows_on_a_terminal_only(glibc_server):
     import pty
 
     try:
-        os.close(os.openpty()[0])
+        for fd in os.openpty():
+            os.close(fd)
     except OSError:
         pytest.skip("no pseudo-terminals here (e.g. a build sandbox)")
     command = [sys.executable, "-m", "stair_stepper", "load", "--benchmark",
