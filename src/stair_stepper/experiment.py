@@ -187,8 +187,8 @@ class VariantRun:
                 failed = f", {outcome.failures} FAILED" if outcome.failures else ""
                 self.say(
                     f"batch {batch}/{c.batches}: {outcome.requests} requests{failed}, "
-                    f"{outcome.requests_per_second or 0:.1f} req/s; RSS {rss_batch / MB:.0f} MB "
-                    f"after the batch, {rss_pause / MB:.0f} MB after the pause"
+                    f"{outcome.requests_per_second or 0:.1f} req/s; RSS {_mb(rss_batch)} MB "
+                    f"after the batch, {_mb(rss_pause)} MB after the pause"
                 )
         rec.phase = "trim"
         try:
@@ -226,6 +226,10 @@ class VariantRun:
             self.recorder.stop()
         if self.server is not None:
             self.info["exit_code"] = self.server.stop()
+
+
+def _mb(value: float | None) -> str:
+    return "?" if value is None else f"{value / MB:.0f}"
 
 
 def _write_meta(folder: Path, meta: dict) -> None:
