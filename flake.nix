@@ -18,36 +18,35 @@
       ];
       forAllSystems = f: lib.genAttrs systems (system: f nixpkgs.legacyPackages.${system});
 
-      # Only what the package is built from, so editing the README rebuilds nothing.
-      packageSrc = lib.fileset.toSource {
-        root = ./.;
-        fileset = lib.fileset.unions [
-          ./pyproject.toml
-          ./src
-          ./analysis
-        ];
-      };
-      workloadSrc = lib.fileset.toSource {
-        root = ./.;
-        fileset = lib.fileset.unions [
-          ./benchmark.yml
-          ./plans
-        ];
-      };
-      testSrc = lib.fileset.toSource {
-        root = ./.;
-        fileset = lib.fileset.unions [
-          ./pyproject.toml
-          ./src
-          ./analysis
+      # Each output sees only the files it needs, so editing the README rebuilds nothing.
+      source =
+        files:
+        lib.fileset.toSource {
+          root = ./.;
+          fileset = lib.fileset.unions files;
+        };
+      packageFiles = [
+        ./pyproject.toml
+        ./src
+        ./analysis
+      ];
+      workloadFiles = [
+        ./benchmark.yml
+        ./plans
+      ];
+      packageSrc = source packageFiles;
+      workloadSrc = source workloadFiles;
+      # The tests also read the flake and its lock.
+      testSrc = source (
+        packageFiles
+        ++ workloadFiles
+        ++ [
           ./tests
           ./bench
-          ./benchmark.yml
-          ./plans
-          ./flake.nix # the tests read the flake and its lock
+          ./flake.nix
           ./flake.lock
-        ];
-      };
+        ]
+      );
 
       perSystem =
         pkgs:

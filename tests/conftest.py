@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 
@@ -20,6 +23,20 @@ needs_jemalloc = pytest.mark.skipif(
     not has_library("jemalloc"),
     reason="libjemalloc2 is not installed (apt-get install libjemalloc2)",
 )
+
+
+def cli(
+    *args: str, env: dict | None = None, timeout: float = 120, cwd=None
+) -> subprocess.CompletedProcess:
+    """Run ``python -m stair_stepper ARGS`` as a user would, output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "stair_stepper", *args],
+        env=dict(os.environ, **(env or {})),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+    )
 
 
 def post(url: str, body: bytes, content_type: str = "application/json", timeout: float = 60):

@@ -9,6 +9,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from conftest import cli
 
 from stair_stepper.analysis import summary as numbers
 from stair_stepper.traces import BATCH_COLUMNS, TRACE_COLUMNS, RowWriter
@@ -93,8 +94,7 @@ def test_summary_json_has_the_fixed_shape(synthetic):
 
 
 def run_plot(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "stair_stepper", "plot", *map(str, args)],
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    return cli("plot", *map(str, args))
 
 
 def assert_images(folder: Path, stems=("memory", "floors")) -> None:
@@ -178,8 +178,7 @@ def test_several_runs_get_min_max_bands_and_compare(synthetic, tmp_path):
     assert done.returncode == 0, done.stderr
     assert_images(out, ("floors-runs",))
     assert_images(out / "run2")
-    done = subprocess.run([sys.executable, "-m", "stair_stepper", "compare", str(synthetic),
-                           str(other)], capture_output=True, text=True)  # fmt: skip
+    done = cli("compare", str(synthetic), str(other))
     assert done.returncode == 0, done.stderr
     assert "| glibc | 260 | 280 | 1.08 |" in done.stdout
 

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import needs_jemalloc
+from conftest import cli, has_library, needs_jemalloc
 
 from stair_stepper import procfs
 from stair_stepper.traces import read_batches, read_trace
@@ -24,12 +24,8 @@ TINY = ("--preset", "quick", "--allocators", "glibc", "--batches", "1", "--itera
         "--concurrency", "2", "--tags", "tiny", "--pause", "0.5")  # fmt: skip
 
 
-def experiment(*args: str, env: dict | None = None, timeout: float = 240):
-    return subprocess.run(
-        [sys.executable, "-m", "stair_stepper", "experiment", *args],
-        capture_output=True, text=True, timeout=timeout, cwd=ROOT,
-        env=dict(os.environ, **(env or {})),
-    )  # fmt: skip
+def experiment(*args: str, env: dict | None = None):
+    return cli("experiment", *args, env=env, timeout=240, cwd=ROOT)
 
 
 def server_pids(folder: Path) -> list[int]:
@@ -46,10 +42,7 @@ def assert_no_orphans(folder: Path) -> None:
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
-    if not (
-        Path("/usr/lib/x86_64-linux-gnu/libjemalloc.so.2").exists()
-        or os.environ.get("STAIR_STEPPER_JEMALLOC")
-    ):
+    if not has_library("jemalloc"):
         pytest.skip("libjemalloc2 is not installed")
     folder = tmp_path_factory.mktemp("exp") / "quick"
     done = experiment("--preset", "quick", "--allocators", "glibc,jemalloc", "--out", str(folder))

@@ -11,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from conftest import cli
 
 from stair_stepper import drillfile, load
 from stair_stepper.errors import UserError
@@ -24,12 +25,7 @@ JSON_KEYS = {
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "stair_stepper", "load", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return cli("load", *args, timeout=300)
 
 
 def test_driver_against_the_real_service(glibc_server, tmp_path):

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import cli
 
 from stair_stepper import drillfile, plans
 from stair_stepper.errors import UserError
@@ -21,12 +20,7 @@ RECORD_FIELDS = {
 
 
 def test_committed_plans_equal_the_default_output(tmp_path):
-    done = subprocess.run(
-        [sys.executable, "-m", "stair_stepper", "plans", "generate", "--out", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = cli("plans", "generate", "--out", str(tmp_path))
     assert done.returncode == 0, done.stderr
     for tag in plans.DEFAULT_SIZES:
         assert (tmp_path / f"{tag}.yml").read_bytes() == (

@@ -7,6 +7,8 @@ import sys
 import time
 from pathlib import Path
 
+from conftest import cli
+
 from stair_stepper.record import Recorder
 from stair_stepper.traces import TRACE_COLUMNS, RowWriter, read_trace
 
@@ -15,13 +17,8 @@ HOLD_50MB = (
 )
 
 
-def record(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "stair_stepper", "record", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+def record(*args: str) -> subprocess.CompletedProcess:
+    return cli("record", *args, timeout=60)
 
 
 def test_record_a_command_until_it_exits(tmp_path):

@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from conftest import get, needs_jemalloc, post
+from conftest import cli, get, needs_jemalloc, post
 
 from stair_stepper import allocators
 from stair_stepper.launch import start_server
@@ -150,15 +149,7 @@ def test_sleep_ms_from_the_environment():
 
 @pytest.mark.parametrize("bad", ["-1", "abc", "1.5", "+3"])
 def test_bad_sleep_ms_stops_the_server_at_start_up(bad):
-    import os
-
-    done = subprocess.run(
-        [sys.executable, "-m", "stair_stepper", "serve", "--bind", "127.0.0.1:0"],
-        env=dict(os.environ, SLEEP_MS=bad),
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    done = _serve_exit("--bind", "127.0.0.1:0", env={"SLEEP_MS": bad})
     assert done.returncode == 2
     assert done.stderr.strip() == (
         f"stair-stepper: SLEEP_MS must be a non-negative integer, got {bad!r}."
@@ -252,15 +243,7 @@ def test_localhost_means_both_loopback_addresses():
 
 
 def _serve_exit(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    import os
-
-    return subprocess.run(
-        [sys.executable, "-m", "stair_stepper", "serve", *args],
-        env=dict(os.environ, **(env or {})),
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    return cli("serve", *args, env=env, timeout=30)
 
 
 def test_port_in_use_is_one_sentence():

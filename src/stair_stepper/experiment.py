@@ -290,9 +290,10 @@ def run(config: Config, out: str | None = None) -> Path:
     errors: list[BaseException] = []
 
     def guarded(r: VariantRun) -> None:
+        """One variant, always cleaned up; its failure (or Ctrl-C) stops the others."""
         try:
             r.run()
-        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+        except BaseException as exc:  # noqa: BLE001 - re-raised below, in the main thread
             errors.append(exc)
             stop.set()
         finally:
@@ -311,11 +312,7 @@ def run(config: Config, out: str | None = None) -> Path:
             for r in runs:
                 if stop.is_set():
                     break
-                try:
-                    r.run()
-                finally:
-                    r.cleanup()
-                    save_meta()
+                guarded(r)
         if errors:
             raise errors[0]
         meta["status"] = "complete"

@@ -63,8 +63,8 @@ def format_table(rows: list[dict]) -> str:
         lines.append(
             (row["name"], "yes" if row["available"] else "no", row["version"] or "-", where or "-")
         )
-    widths = [max(len(str(line[i])) for line in lines[:]) for i in range(3)]
+    widths = [max(len(str(line[i])) for line in lines) for i in range(3)]
     return "\n".join(
-        "  ".join(str(cell).ljust(widths[i]) if i < 3 else str(cell) for i, cell in enumerate(line))
+        "  ".join([*(str(c).ljust(w) for c, w in zip(line, widths, strict=False)), str(line[3])])
         for line in lines
     )

@@ -124,7 +124,7 @@ class Recorder:
 
     def run(self, duration: float | None = None) -> None:
         """Sample in the calling thread until stop(), the duration, or the process exits."""
-        if self._poller and not self._poller.is_alive():
+        if self._poller:
             self._poller.start()
         deadline = None if duration is None else self.t0 + duration
         tick = time.monotonic()
@@ -147,8 +147,6 @@ class Recorder:
 
     def start(self) -> Recorder:
         """Sample on a background thread (the experiment's way)."""
-        if self._poller:
-            self._poller.start()
         self._thread = threading.Thread(target=self.run, name="recorder", daemon=True)
         self._thread.start()
         return self
