@@ -8,6 +8,8 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 
@@ -37,6 +39,17 @@ def cli(
         timeout=timeout,
         cwd=cwd,
     )
+
+
+def assert_images(folder: Path, stems=("memory", "floors")) -> None:
+    """Each figure is a readable PNG of some size and a parseable SVG."""
+    import matplotlib.image
+
+    for stem in stems:
+        png = folder / f"{stem}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert matplotlib.image.imread(png).shape[0] > 200
+        assert ET.parse(folder / f"{stem}.svg").getroot().tag.endswith("svg")
 
 
 def post(url: str, body: bytes, content_type: str = "application/json", timeout: float = 60):

@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from conftest import cli
+from conftest import assert_images, cli
 
 from stair_stepper.analysis import summary as numbers
 from stair_stepper.traces import BATCH_COLUMNS, TRACE_COLUMNS, RowWriter
@@ -95,16 +94,6 @@ def test_summary_json_has_the_fixed_shape(synthetic):
 
 def run_plot(*args) -> subprocess.CompletedProcess:
     return cli("plot", *map(str, args))
-
-
-def assert_images(folder: Path, stems=("memory", "floors")) -> None:
-    import matplotlib.image
-
-    for stem in stems:
-        png = folder / f"{stem}.png"
-        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-        assert matplotlib.image.imread(png).shape[0] > 200
-        assert ET.parse(folder / f"{stem}.svg").getroot().tag.endswith("svg")
 
 
 def test_plot_command_writes_tables_and_figures(synthetic, tmp_path):

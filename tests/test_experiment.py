@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import cli, has_library, needs_jemalloc
+from conftest import assert_images, cli, has_library, needs_jemalloc
 
 from stair_stepper import procfs
 from stair_stepper.traces import read_batches, read_trace
@@ -60,6 +60,7 @@ def test_quick_folder_is_complete_and_parseable(quick_run):
     for name in ("meta.json", "summary.json", "summary.md", "memory.png", "memory.svg",
                  "floors.png", "floors.svg"):  # fmt: skip
         assert name in names
+    assert_images(folder)
     meta = json.loads((folder / "meta.json").read_text())
     assert meta["status"] == "complete" and meta["config"]["preset"] == "quick"
     prov = meta["provenance"]
