@@ -24,7 +24,7 @@ from quart import Quart, request
 from werkzeug.exceptions import HTTPException
 
 from . import probes
-from .errors import UserError
+from .errors import non_negative_int
 
 DEFAULT_SLEEP_MS = 150
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
@@ -35,16 +35,8 @@ ENV_MAX_BODY = "STAIR_STEPPER_MAX_BODY_BYTES"
 ENV_VARIANT = "STAIR_STEPPER_VARIANT"
 
 
-def _non_negative_int(name: str, raw: str | int | None, default: int) -> int:
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(str(raw).strip())
-    except ValueError:
-        value = -1
-    if value < 0 or str(raw).strip().startswith("+"):
-        raise UserError(f"{name} must be a non-negative integer, got {str(raw)!r}.")
-    return value
+def _non_negative_int(name: str, raw: str | None, default: int) -> int:
+    return default if raw is None or raw == "" else non_negative_int(name, raw)
 
 
 @dataclass(frozen=True)

@@ -12,17 +12,14 @@ from pathlib import Path
 
 from . import __version__
 from .allocators import PYTHON_MALLOC_MODES, VARIANTS
-from .errors import UserError
+from .errors import UserError, non_negative_int
 
 
 def _non_negative(text: str) -> int:
     try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
-    return value
+        return non_negative_int("the value", text)
+    except UserError as exc:
+        raise argparse.ArgumentTypeError(str(exc).rstrip(".")) from None
 
 
 def _cmd_serve(args: argparse.Namespace, argv: list[str]) -> int:
