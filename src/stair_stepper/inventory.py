@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 
-from . import allocators
+from . import allocators, selfexec
 from .errors import UserError
 
 
@@ -32,9 +31,10 @@ def probe_variant(var: allocators.Variant, python_malloc: str = "pymalloc") -> d
         row["problem"] = str(exc)
         return row
     row["library"] = env.get("LD_PRELOAD")
+    command, env = selfexec.python_command("stair_stepper.probes", env=env)
     try:
         done = subprocess.run(
-            [sys.executable, "-m", "stair_stepper.probes"],
+            command,
             env=env,
             capture_output=True,
             text=True,

@@ -8,10 +8,8 @@ polled until it answers, and a stop that never leaves an orphan behind.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.error
@@ -19,6 +17,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import selfexec
 from .errors import UserError
 
 
@@ -80,24 +79,13 @@ def start_server(
     """Start a server and return once ``/healthz`` answers (UserError if it never does)."""
     ready = Path(tempfile.mkdtemp(prefix="stair-stepper-")) / "ready.json"
     bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    command = [
-        sys.executable,
-        "-m",
-        "stair_stepper",
-        "serve",
-        "--allocator",
-        variant,
-        "--bind",
-        bind,
-        "--ready-file",
-        str(ready),
-        *extra_args,
-    ]
+    args = ["serve", "--allocator", variant, "--bind", bind, "--ready-file", str(ready)]
+    command, child_env = selfexec.python_command("stair_stepper", [*args, *extra_args], env)
     # The server's output goes to a file, never a pipe nobody reads (it would block).
     log_handle = open(log_path, "a+b") if log_path else tempfile.TemporaryFile()  # noqa: SIM115
     process = subprocess.Popen(
         command,
-        env=dict(os.environ if env is None else env),
+        env=child_env,
         stdout=log_handle,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,

@@ -20,7 +20,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import allocators
+from . import allocators, selfexec
 from .app import Settings
 from .errors import UserError
 
@@ -125,10 +125,6 @@ def _settings(options: ServeOptions) -> Settings:
     )
 
 
-def child_command(argv: list[str]) -> list[str]:
-    return [sys.executable, "-m", "stair_stepper", *argv]
-
-
 def serve(options: ServeOptions, argv: list[str]) -> int:
     """Entry point of ``stair-stepper serve``; ``argv`` is re-used for the re-exec."""
     var = allocators.variant(options.variant)
@@ -139,9 +135,10 @@ def serve(options: ServeOptions, argv: list[str]) -> int:
         env = allocators.server_env(var, options.python_malloc)
         env.update(settings.to_env())
         env[REEXEC_MARKER] = var.name
+        command, env = selfexec.python_command("stair_stepper", argv, env)
         sys.stdout.flush()
         sys.stderr.flush()
-        os.execve(sys.executable, child_command(argv), env)
+        os.execve(command[0], command, env)
     return _serve_here(var, settings, options)
 
 

@@ -1,0 +1,55 @@
+"""Start a module of ours in a child Python process that imports what we import.
+
+``sys.executable -m stair_stepper`` is not enough: how the parent found its
+packages is not always a property of the interpreter. nixpkgs' application
+wrapper (``wrapPythonPrograms``, pkgs/development/interpreters/python/wrap.sh
+and wrap-python.nix) runs the *bare* interpreter of the Python derivation and
+adds every dependency with ``site.addsitedir`` from a line patched into the
+script itself; its shell wrapper sets only ``PATH`` and ``PYTHONNOUSERSITE``,
+never ``PYTHONPATH``. A child started as ``sys.executable -m stair_stepper``
+there cannot import stair_stepper, Quart or Hypercorn.
+
+So every child of ours gets the parent's import path, exactly, the way
+multiprocessing's spawn start method does (``get_preparation_data`` sends
+``sys.path``): a short bootstrap (``python -c``) reads it from an environment
+variable, which it removes at once so it never leaks into grandchildren (a
+user's own server, drill), runs the ``.pth`` files of the folders its own
+interpreter would not have read (so ``site.addsitedir``-style installs behave
+as in the parent), puts the parent's path first and runs the module as
+``__main__``. This works alike for a venv, ``pip install --user``, the nixpkgs
+wrapper, ``python.withPackages`` and the dev shell's ``PYTHONPATH``; Hypercorn's
+worker processes are spawned by multiprocessing from such a child and inherit
+its ``sys.path`` the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Mapping
+
+IMPORT_PATH_VAR = "STAIR_STEPPER_IMPORT_PATH"
+
+_BOOTSTRAP = (
+    "import json,os,runpy,site,sys\n"
+    f"parent=json.loads(os.environ.pop({IMPORT_PATH_VAR!r}))\n"
+    "known={site.makepath(p)[1] for p in parent+sys.path}\n"
+    "for entry in [p for p in parent if p not in sys.path]:\n"
+    "    site.addsitedir(entry,known)\n"
+    "sys.path[:]=parent+[p for p in sys.path if p not in parent]\n"
+    "runpy.run_module(sys.argv.pop(1),run_name='__main__',alter_sys=True)\n"
+)
+
+
+def python_command(
+    module: str, args: tuple[str, ...] | list[str] = (), env: Mapping[str, str] | None = None
+) -> tuple[list[str], dict[str, str]]:
+    """``(argv, environment)`` that run ``python -m MODULE ARGS`` with our import path.
+
+    ``env`` is the child's environment without the import path (default: ours).
+    """
+    child_env = dict(os.environ if env is None else env)
+    here = [os.path.abspath(entry) if entry else os.getcwd() for entry in sys.path]
+    child_env[IMPORT_PATH_VAR] = json.dumps(here)
+    return [sys.executable, "-c", _BOOTSTRAP, module, *args], child_env
