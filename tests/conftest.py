@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import urllib.error
@@ -24,6 +25,27 @@ def has_library(name: str) -> bool:
 needs_jemalloc = pytest.mark.skipif(
     not has_library("jemalloc"),
     reason="libjemalloc2 is not installed (apt-get install libjemalloc2)",
+)
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def real_drill() -> Path | None:
+    """Real drill for tests: $STAIR_STEPPER_TEST_DRILL, drill on PATH (`nix develop`), or the
+    0.8.3 build (the version nixpkgs ships) in ../shared/tools beside the checkout."""
+    for candidate in (
+        os.environ.get("STAIR_STEPPER_TEST_DRILL"),
+        shutil.which("drill"),
+        ROOT.parent / "shared" / "tools" / "drill-0.8.3",
+    ):
+        if candidate and os.access(candidate, os.X_OK):
+            return Path(candidate).resolve()
+    return None
+
+
+needs_drill = pytest.mark.skipif(
+    real_drill() is None, reason="real drill is not here (nix develop, or ../shared/tools)"
 )
 
 

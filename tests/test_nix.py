@@ -24,7 +24,9 @@ import sys
 import time
 from pathlib import Path
 
+import nixpkgs_shape
 import pytest
+from conftest import real_drill
 
 from stair_stepper import allocators
 from stair_stepper.launch import http_json
@@ -48,6 +50,11 @@ def flake_url() -> dict:
     assert match, "flake.nix has no github nixpkgs input"
     owner, repo, ref = match.groups()
     return {"owner": owner, "repo": repo, "ref": ref, "type": "github"}
+
+
+def locked_rev() -> str:
+    lock = json.loads((ROOT / "flake.lock").read_text())
+    return lock["nodes"]["nixpkgs"]["locked"]["rev"]
 
 
 def test_flake_lock_pins_nixpkgs():
@@ -79,6 +86,9 @@ def standin(tmp_path_factory):
         pytest.skip("the flake is read from git: run from a checkout")
     folder = tmp_path_factory.mktemp("standin")
     shutil.copy(STANDIN / "flake.nix", folder / "flake.nix")
+    # nixpkgs' pieces that our code depends on, modelled once in tests/nixpkgs_shape.py.
+    bare = nixpkgs_shape.bare_interpreter(folder / "python3-bare")
+    deps = nixpkgs_shape.dependencies_site(folder / "deps-site")
 
     def lib(name: str) -> str:
         path = allocators.find_library(allocators.ALLOCATORS[name])
@@ -86,7 +96,12 @@ def standin(tmp_path_factory):
 
     ruff = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")
     host = {
-        "python": sys.executable,
+        "python": sys.executable,  # the build tool (pip), never the interpreter of an output
+        "bare": str(bare),
+        "depsSite": str(deps),
+        "shape": str(Path(nixpkgs_shape.__file__).resolve()),
+        "drill": str(real_drill() or ""),
+        "nixpkgsRev": locked_rev(),
         "pythonVersion": f"{sys.version_info.major}.{sys.version_info.minor}",
         "ruff": ruff or "/nonexistent",
         "jemalloc": lib("jemalloc"),
@@ -127,9 +142,8 @@ def test_flake_show_lists_every_output(standin):
     assert done.returncode == 0, done.stderr
     shown = json.loads(done.stdout)
     for system in ("x86_64-linux", "aarch64-linux"):
-        assert {"default", "glibc", "jemalloc", "mimalloc", "tcmalloc"} <= set(
-            shown["packages"][system]
-        )
+        assert {"default", "stair-stepper", "drill", "glibc", "jemalloc", "mimalloc",
+                "tcmalloc"} <= set(shown["packages"][system])  # fmt: skip
         assert {"default", "experiment", "glibc", "jemalloc", "mimalloc", "tcmalloc"} <= set(
             shown["apps"][system]
         )
@@ -192,13 +206,20 @@ def test_nix_run_glibc_serves_on_glibc(standin, tmp_path):
 @needs_nix
 def test_nix_develop_has_the_tools(standin):
     script = (
-        "for tool in python pytest ruff; do command -v $tool; done; "
-        "python -c 'import stair_stepper.analysis.summary'"
+        "for tool in python pytest ruff drill; do command -v $tool; done; "
+        "python -c 'import stair_stepper.analysis.summary'; "
+        'echo "benchmark=${STAIR_STEPPER_BENCHMARK:-checkout}"; '
+        "stair-stepper allocators"
     )
     done = nix(standin, "develop", "-c", "sh", "-c", script)
     assert done.returncode == 0, done.stderr
     found = done.stdout.split()
-    assert [Path(p).name for p in found[:3]] == ["python", "pytest", "ruff"]
+    assert [Path(p).name for p in found[:4]] == ["python", "pytest", "ruff", "drill"]
+    assert "benchmark=checkout" in done.stdout  # the checkout's workload runs in the dev shell
+    assert re.search(r"^jemalloc\s+yes\s.*/nix/store/", done.stdout, re.M), done.stdout
+    if real_drill():
+        version = nix(standin, "develop", "-c", "drill", "--version")
+        assert version.stdout.startswith("drill 0.8"), version.stdout + version.stderr
 
 
 @needs_nix
@@ -218,4 +239,6 @@ def test_nix_run_default_is_the_experiment_with_the_pinned_workload(standin, tmp
     meta = json.loads((out / "meta.json").read_text())
     assert meta["status"] == "complete"
     assert meta["config"]["benchmark"].startswith("/nix/store/")  # the flake's copy of the workload
+    assert meta["provenance"]["nixpkgs_rev"] == locked_rev()
+    assert meta["provenance"]["nix"] == "run through the flake"
     assert (out / "glibc.trace.csv").exists() and (out / "summary.md").exists()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import subprocess
@@ -30,16 +29,17 @@ def _git(*args: str) -> str | None:
     return done.stdout.strip() if done.returncode == 0 else None
 
 
-def nixpkgs_rev(lock: Path | None = None) -> str | None:
-    """The pinned nixpkgs: set by the flake's wrappers, else read from a checkout's lock."""
-    if os.environ.get("STAIR_STEPPER_NIXPKGS_REV") and lock is None:
-        return os.environ["STAIR_STEPPER_NIXPKGS_REV"]
-    lock = lock or ROOT / "flake.lock"
-    try:
-        nodes = json.loads(lock.read_text())["nodes"]
-        return nodes["nixpkgs"]["locked"]["rev"]
-    except (OSError, ValueError, KeyError):
-        return None
+NIXPKGS_REV_VAR = "STAIR_STEPPER_NIXPKGS_REV"
+
+
+def nixpkgs() -> dict:
+    """The nixpkgs this run used: only what the flake's wrappers or dev shell say.
+
+    A checkout's flake.lock says what a Nix run *would* use, not what this run used,
+    so a run from a venv records no revision.
+    """
+    rev = os.environ.get(NIXPKGS_REV_VAR) or None
+    return {"nixpkgs_rev": rev, "nix": "run through the flake" if rev else "not run through Nix"}
 
 
 def collect(allocator_rows: list[dict] | None = None) -> dict:
@@ -64,5 +64,5 @@ def collect(allocator_rows: list[dict] | None = None) -> dict:
         "memory_bytes": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"),
         "git_rev": rev,
         "git_dirty": dirty,
-        "nixpkgs_rev": nixpkgs_rev(),
+        **nixpkgs(),
     }

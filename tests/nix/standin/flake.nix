@@ -75,8 +75,11 @@
               chmod +x $out/bin/${name}
             '' { };
           sitePackages = "lib/python${host.pythonVersion}/site-packages";
+          # tests/nixpkgs_shape.py holds the nixpkgs behaviours modelled here, in one place.
+          shape = action: args: "${host.python} ${host.shape} ${action} --out $out ${args}";
           pythonPkgs = {
-            # The host venv already holds these; the names only need to exist.
+            # The host's dependency folder (host.depsSite) already holds these; the names only
+            # need to exist. Not modelled: each as its own derivation, propagated inputs.
             quart = "host:quart";
             hypercorn = "host:hypercorn";
             pyyaml = "host:pyyaml";
@@ -85,35 +88,47 @@
             pytest = "host:pytest";
             setuptools = "host:setuptools";
             pip = "host:pip";
+            # nixpkgs: pkgs/development/interpreters/python/mk-python-derivation.nix installs the
+            # wheel into $out/${sitePackages} and runs wrapPythonPrograms (wrap.sh) on $out/bin:
+            # the console script runs the *bare* interpreter and adds $out's and every
+            # dependency's site-packages with site.addsitedir inside the script; the shell
+            # wrapper sets PATH and PYTHONNOUSERSITE=true, and no PYTHONPATH.
             buildPythonPackage =
               { pname, version, src, ... }:
               mk "${pname}-${version}" ''
                 ${host.python} -m pip install --quiet --no-deps --no-build-isolation \
                   --no-cache-dir --target $out/${sitePackages} ${src}
+                rm -rf $out/${sitePackages}/bin
+                ${shape "wrap-application" "--interpreter ${host.bare} --site-dir $out/${sitePackages} --site-dir ${host.depsSite}"}
               '' { HOME = "/tmp"; };
-            toPythonApplication =
-              library:
-              mk "${library.name}-app" ''
-                mkdir -p $out/bin
-                printf '#!${sh}\nPYTHONPATH=%s${"\${PYTHONPATH:+:$PYTHONPATH}"} exec %s -m stair_stepper "$@"\n' \
-                  '${library}/${sitePackages}' '${host.python}' > $out/bin/stair-stepper
-                chmod +x $out/bin/stair-stepper
-              '' { };
+            # nixpkgs: pkgs/development/interpreters/python/python-packages-base.nix changes only
+            # passthru (name, pythonModule): the application is the same wrapped package.
+            toPythonApplication = library: library;
           };
-          python3 = wrapperBin "python3-host" host.python // {
+          # nixpkgs' python3: an interpreter that sees its standard library and nothing else.
+          python3 = mk "python3-bare" "mkdir -p $out/bin && ln -s ${host.bare} $out/bin/python3" { } // {
             pkgs = pythonPkgs;
             inherit sitePackages;
+            # nixpkgs: pkgs/development/interpreters/python/wrapper.nix + sitecustomize.py: an
+            # environment whose interpreter sees its packages without PYTHONPATH, and whose
+            # sys.executable is that interpreter (a child started with it sees them too).
+            # Modelled as a venv with a .pth naming the host's dependency folder; every
+            # package the function asks for is in it. pytest's command is linked as in buildEnv.
             withPackages =
               f:
-              mk "python3-host-env" ''
-                mkdir -p $out/bin
-                for name in python python3; do
-                  printf '#!${sh}\nexec %s "$@"\n' '${host.python}' > $out/bin/$name
-                done
-                printf '#!${sh}\nexec %s -m pytest "$@"\n' '${host.python}' > $out/bin/pytest
-                chmod +x $out/bin/*
+              mk "python3-bare-env" ''
+                ${shape "with-packages" "--site-dir ${host.depsSite}"}
+                printf '#!${sh}\nexec %s -m pytest "$@"\n' "$out/bin/python3" > $out/bin/pytest
+                chmod +x $out/bin/pytest
               '' { };
           };
+          # Real drill 0.8.3 (the version nixpkgs ships) when the host has it. Not modelled:
+          # overrideAttrs patches nothing here, so this drill still has upstream's histogram bound.
+          drill =
+            (if host.drill != "" then wrapperBin "drill" host.drill else placeholderBin "drill")
+            // {
+              overrideAttrs = _: drill;
+            };
         in
         {
           inherit python3;
@@ -121,8 +136,8 @@
           mimalloc = hostLib "mimalloc-host" host.mimalloc "libmimalloc.so";
           gperftools = hostLib "gperftools-host" host.tcmalloc "libtcmalloc.so";
           ruff = wrapperBin "ruff" host.ruff;
-          drill = placeholderBin "drill";
-          nixfmt = placeholderBin "nixfmt";
+          inherit drill;
+          nixfmt-tree = placeholderBin "treefmt";
           writeShellScriptBin =
             name: text:
             mk name ''
@@ -148,6 +163,9 @@
     in
     {
       inherit lib;
+      # A github input's `rev` is its locked revision; a path: input has none, so the stand-in
+      # offers the one flake.lock pins (host.nix), as `nixpkgs.rev` reads for the real input.
+      rev = host.nixpkgsRev;
       legacyPackages = lib.genAttrs [ "x86_64-linux" "aarch64-linux" ] pkgsFor;
     };
 }
