@@ -206,7 +206,7 @@ def test_the_drill_driver_path(tmp_path):
     assert done.returncode == 0, done.stderr
     batches = read_batches(folder / "glibc.batches.csv")
     assert batches.column("requests") == [4] and batches.column("failures") == [0]
-    assert (folder / "drill-benchmark.yml").exists()
+    assert (folder / "glibc.drill-benchmark.yml").exists()
     assert json.loads((folder / "meta.json").read_text())["config"]["driver"] == "drill"
 
 

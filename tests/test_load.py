@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -180,3 +181,21 @@ def test_progress_bar_shows_on_a_terminal_only(glibc_server):
     os.waitpid(pid, 0)
     text = output.decode(errors="replace")
     assert "3/3" in text and "req/s" in text and "0 failed" in text
+
+
+def test_rampup_delay_starts_when_the_iteration_gets_its_slot(tmp_path):
+    """drill's run_iteration (src/benchmark.rs) sleeps (rampup / iterations) * i seconds after
+    buffer_unordered hands iteration i a slot, not from the start of the run: with one slot,
+    rampup 4 and 2 iterations, iteration 1 waits 2 s after iteration 0 (1 s) has finished."""
+    plan = tmp_path / "b.yml"
+    plan.write_text("base: http://127.0.0.1:1\niterations: 2\nconcurrency: 1\nrampup: 4\nplan:\n"
+                    "  - name: w\n    request:\n      url: /widgets\n      method: POST\n"
+                    "      headers: {Content-Type: application/json}\n"
+                    "      body: '{\"payload\": 1}'\n")  # fmt: skip
+    bench = drillfile.load(plan)
+    with start_server("glibc", extra_args=("--sleep-ms", "1000")) as server:
+        began = time.monotonic()
+        result = load.run_load(bench, bench.items, base=server.base_url)
+        took = time.monotonic() - began
+    assert result.to_json()["successful_requests"] == 2
+    assert took >= 2.9, f"{took:.2f} s: the delay was counted from the start of the run"

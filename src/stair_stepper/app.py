@@ -24,7 +24,7 @@ from quart import Quart, request
 from werkzeug.exceptions import HTTPException
 
 from . import probes
-from .errors import non_negative_int
+from .validate import non_negative_int
 
 DEFAULT_SLEEP_MS = 150
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
@@ -33,6 +33,7 @@ ENV_SLEEP_MS = "SLEEP_MS"
 ENV_OFFLOAD = "STAIR_STEPPER_OFFLOAD_THREADS"
 ENV_MAX_BODY = "STAIR_STEPPER_MAX_BODY_BYTES"
 ENV_VARIANT = "STAIR_STEPPER_VARIANT"
+ENV_DEBUG = "STAIR_STEPPER_DEBUG_ENDPOINTS"  # "0": no /debug/* routes (serve --public)
 
 
 def _non_negative_int(name: str, raw: str | None, default: int) -> int:
@@ -45,6 +46,7 @@ class Settings:
     offload_threads: int = 0
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     variant: str | None = None
+    debug_endpoints: bool = True
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -56,6 +58,7 @@ class Settings:
                 ENV_MAX_BODY, env.get(ENV_MAX_BODY), DEFAULT_MAX_BODY_BYTES
             ),
             variant=env.get(ENV_VARIANT) or None,
+            debug_endpoints=env.get(ENV_DEBUG, "1") != "0",
         )
 
     def to_env(self) -> dict[str, str]:
@@ -66,6 +69,7 @@ class Settings:
         }
         if self.variant:
             env[ENV_VARIANT] = self.variant
+        env[ENV_DEBUG] = "1" if self.debug_endpoints else "0"
         return env
 
 
@@ -180,6 +184,9 @@ def create_app(settings: Settings | None = None) -> Quart:
             "sleep_ms": settings.sleep_ms,
             "offload_threads": settings.offload_threads,
         }
+
+    if not settings.debug_endpoints:
+        return app  # served publicly: no allocator internals, no trim for strangers
 
     @app.get("/debug/memory")
     async def debug_memory():

@@ -12,14 +12,21 @@ from pathlib import Path
 
 from . import __version__
 from .allocators import PYTHON_MALLOC_MODES, VARIANTS
-from .errors import UserError, non_negative_int
+from .errors import UserError
+from .validate import flag, non_negative_float, non_negative_int, port, positive_float, positive_int
+
+COUNT = flag(non_negative_int)  # 0, 1, 2 ...
+AT_LEAST_ONE = flag(positive_int)
+SECONDS = flag(positive_float)  # > 0
+NON_NEGATIVE = flag(non_negative_float)
+PORT = flag(port)
 
 
-def _non_negative(text: str) -> int:
-    try:
-        return non_negative_int("the value", text)
-    except UserError as exc:
-        raise argparse.ArgumentTypeError(str(exc).rstrip(".")) from None
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes are one sentence and exit 2, like every other user error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: {message.rstrip('.')}. (--help lists the options)\n")
 
 
 def _cmd_serve(args: argparse.Namespace, argv: list[str]) -> int:
@@ -35,6 +42,8 @@ def _cmd_serve(args: argparse.Namespace, argv: list[str]) -> int:
         max_body_bytes=args.max_body_bytes,
         ready_file=args.ready_file,
         access_log=args.access_log,
+        public=args.public,
+        debug_endpoints=args.debug_endpoints,
     )
     return serve(options, argv)
 
@@ -72,6 +81,8 @@ def _cmd_load(args: argparse.Namespace, argv: list[str]) -> int:
         args.benchmark, iterations=args.iterations, concurrency=args.concurrency, base=args.base
     )
     items = drillfile.select(bench, args.tags, args.skip_tags)
+    for warning in bench.warnings:
+        print(f"warning: {bench.path}: {warning}", file=sys.stderr)
     total = bench.total_requests(items)
     if not args.quiet:
         names = ", ".join(i.name for i in items)
@@ -113,6 +124,7 @@ def _cmd_record(args: argparse.Namespace, argv: list[str]) -> int:
         args.service_url,
         args.pss_interval,
         args.poll_interval,
+        args.append,
     )
 
 
@@ -154,6 +166,9 @@ def _cmd_experiment(args: argparse.Namespace, argv: list[str]) -> int:
     except KeyboardInterrupt:
         print("stair-stepper: interrupted; partial results are kept.", file=sys.stderr)
         return 130
+    except experiment.Terminated as exc:
+        print(f"stair-stepper: terminated by {exc}; partial results are kept.", file=sys.stderr)
+        return 128 + exc.signum
     return experiment.report(folder, plot=not args.no_plot)
 
 
@@ -170,7 +185,7 @@ def _cmd_compare(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="stair-stepper",
         description="Why does a Python service's memory climb in stair steps, "
         "and does swapping the allocator fix it?",
@@ -194,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--sleep-ms",
-        type=_non_negative,
+        type=COUNT,
         default=None,
         help="simulated database time per request (default: $SLEEP_MS or 150)",
     )
@@ -204,21 +219,31 @@ def build_parser() -> argparse.ArgumentParser:
         default="pymalloc",
         help="'malloc' sets PYTHONMALLOC=malloc so small objects reach the allocator",
     )
-    p.add_argument("--workers", type=int, default=1, help="Hypercorn worker processes")
+    p.add_argument("--workers", type=AT_LEAST_ONE, default=1, help="Hypercorn worker processes")
     p.add_argument(
         "--offload-threads",
-        type=_non_negative,
+        type=COUNT,
         default=None,
         help="parse/copy/serialise in N worker threads (0: on the event loop)",
     )
     p.add_argument(
         "--max-body-bytes",
-        type=_non_negative,
+        type=COUNT,
         default=None,
         help="largest accepted request body (default 64 MiB)",
     )
     p.add_argument("--ready-file", help="write pid and URLs as JSON here once listening")
     p.add_argument("--access-log", action="store_true", help="log every request to stderr")
+    p.add_argument(
+        "--public",
+        action="store_true",
+        help="allow a non-loopback --bind (then /debug/* is off unless --debug-endpoints)",
+    )
+    p.add_argument(
+        "--debug-endpoints",
+        action="store_true",
+        help="with --public: keep /debug/memory and /debug/trim on",
+    )
     p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("allocators", help="which allocators work here, with versions")
@@ -229,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     plans_sub = p.add_subparsers(dest="plans_command", required=True, metavar="ACTION")
     g = plans_sub.add_parser("generate", help="write plans/<tag>.yml with deterministic bodies")
     g.add_argument("--out", default="plans", help="folder to write (default plans/)")
-    g.add_argument("--seed", type=int, default=None, help="random seed (default: the fixed one)")
+    g.add_argument("--seed", type=COUNT, default=None, help="random seed (default: the fixed one)")
     g.add_argument(
         "--size",
         action="append",
@@ -245,29 +270,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-tags", help="skip items with these tags")
     p.add_argument("--stats", "-s", action="store_true", help="print drill-style statistics")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress output")
-    p.add_argument("--iterations", type=int, help="override the file's iterations")
-    p.add_argument("--concurrency", type=int, help="override the file's concurrency")
+    p.add_argument("--iterations", type=AT_LEAST_ONE, help="override the file's iterations")
+    p.add_argument("--concurrency", type=AT_LEAST_ONE, help="override the file's concurrency")
     p.add_argument("--base", help="override the file's base URL")
-    p.add_argument("--timeout", type=float, default=120.0, help="per-request timeout, seconds")
+    p.add_argument("--timeout", type=SECONDS, default=120.0, help="per-request timeout, seconds")
     p.add_argument("--json", metavar="FILE", help="write the statistics as JSON")
     p.add_argument("--allow-non-loopback", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=_cmd_load)
 
     p = sub.add_parser("record", help="sample a process's memory into a CSV trace")
-    p.add_argument("--pid", type=int, help="process to record")
-    p.add_argument("--out", "-o", required=True, help="trace CSV to append to")
-    p.add_argument("--interval", type=float, default=0.1, help="seconds between samples")
-    p.add_argument("--duration", type=float, help="stop after this many seconds")
+    p.add_argument("--pid", type=AT_LEAST_ONE, help="process to record")
+    p.add_argument("--out", "-o", required=True, help="trace CSV to write (must not exist)")
+    p.add_argument(
+        "--append",
+        action="store_true",
+        help="continue an existing trace (its clock goes on from the last row)",
+    )
+    p.add_argument("--interval", type=SECONDS, default=0.1, help="seconds between samples")
+    p.add_argument("--duration", type=SECONDS, help="stop after this many seconds")
     p.add_argument("--service-url", help="our service's base URL, for allocator accounting")
     p.add_argument(
         "--pss-interval",
-        type=float,
+        type=NON_NEGATIVE,
         default=1.0,
-        help="seconds between PSS/USS reads (smaps_rollup is costly; default 1)",
+        help="seconds between PSS/USS reads (smaps_rollup is costly; default 1; 0: every sample)",
     )
     p.add_argument(
         "--poll-interval",
-        type=float,
+        type=SECONDS,
         default=0.5,
         help="seconds between /debug/memory polls with --service-url (default 0.5)",
     )
@@ -277,21 +307,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("experiment", help="the main job: load each allocator, record, analyse")
     p.add_argument("--preset", default="contrast", help="contrast (default), seed, arenas, quick")
     p.add_argument("--allocators", help=f"comma-separated variants: {', '.join(VARIANTS)}")
-    p.add_argument("--batches", type=int)
-    p.add_argument("--pause", type=float, help="seconds between batches")
+    p.add_argument("--batches", type=AT_LEAST_ONE)
+    p.add_argument("--pause", type=NON_NEGATIVE, help="seconds between batches")
     p.add_argument("--tags", help="plan tags to run (default: the preset's)")
-    p.add_argument("--iterations", type=int, help="iterations per batch")
-    p.add_argument("--concurrency", type=int)
-    p.add_argument("--sleep-ms", type=_non_negative)
+    p.add_argument("--iterations", type=AT_LEAST_ONE, help="iterations per batch")
+    p.add_argument("--concurrency", type=AT_LEAST_ONE)
+    p.add_argument("--sleep-ms", type=COUNT)
     p.add_argument("--python-malloc", choices=PYTHON_MALLOC_MODES)
-    p.add_argument("--offload-threads", type=_non_negative)
+    p.add_argument("--offload-threads", type=COUNT)
     p.add_argument("--driver", choices=("builtin", "drill", "auto"))
     p.add_argument("--parallel", action="store_true", help="run the variants side by side")
-    p.add_argument("--port", type=int, help="first server port (default: a free one)")
-    p.add_argument("--interval", type=float, help="sampling interval, seconds (default 0.1)")
+    p.add_argument("--port", type=PORT, help="first server port (default: a free one)")
+    p.add_argument("--interval", type=SECONDS, help="sampling interval, seconds (default 0.1)")
     p.add_argument(
         "--poll-interval",
-        type=float,
+        type=SECONDS,
         help="seconds between /debug/memory polls (default 0.5; see README: "
         "the polls are idle traffic that plain jemalloc purges on)",
     )
@@ -305,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--out", type=Path, help="where to write (default: each folder)")
     p.add_argument(
         "--step-threshold-mb",
-        type=float,
+        type=NON_NEGATIVE,
         default=16.0,
         help="a floor rising more than this over the previous one is a step",
     )

@@ -6,8 +6,11 @@ files drives real drill and our own driver alike:
 - ``include`` paths resolve relative to the including file, and an include
   item is expanded whatever its tags (tags inside the included file count);
 - tag selection is drill's ``should_skip_item``, in its order;
-- ``concurrency`` may not exceed ``iterations``; URLs starting with ``/`` join
-  ``base``; total requests = iterations × selected items.
+- numbers as drill's ``config.rs`` reads them: ``iterations`` 1 and ``rampup`` 0
+  by default, ``concurrency`` the iteration count by default; a numeric string
+  counts, a negative or unreadable value falls back to the default (with drill's
+  warning); ``concurrency`` may not exceed ``iterations``;
+- URLs starting with ``/`` join ``base``; total requests = iterations × selected items.
 
 Only what our workload needs is supported; any other drill action is an error
 that names its key rather than something silently ignored.
@@ -62,6 +65,7 @@ class Benchmark:
     iterations: int
     rampup: int
     items: tuple[RequestItem, ...]
+    warnings: tuple[str, ...] = ()  # what drill would print about the file's numbers
 
     def absolute_url(self, item: RequestItem, base: str | None = None) -> str:
         base = (base or self.base).rstrip("/")
@@ -154,14 +158,31 @@ def _expand(items, path: Path, seen: tuple[Path, ...]) -> list[RequestItem]:
     return out
 
 
-def _positive_int(doc: dict, key: str, default: int | None, path: Path) -> int:
-    value = doc.get(key, default)
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int)
-        or value < (0 if key == "rampup" else 1)
-    ):
-        raise UserError(f"{path}: '{key}' must be a positive whole number, got {value!r}.")
+# drill's defaults and how it reads a number (src/config.rs in 0.8.3 and 0.9.0):
+# NITERATIONS = 1, NRAMPUP = 0, and concurrency defaults to the iteration count.
+DRILL_DEFAULT_ITERATIONS = 1
+DRILL_DEFAULT_RAMPUP = 0
+
+
+def _drill_number(doc: dict, key: str, default: int, warnings: list[str]) -> int:
+    """drill's ``read_i64_configuration``: an integer, or a string that parses as one; a
+    negative value ("Invalid negative … value!") or anything else falls back to the default."""
+    raw = doc.get(key)
+    value: int | None = None
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        value = raw
+    elif isinstance(raw, str):
+        try:
+            value = int(raw) if raw.lstrip("+-").isdigit() else None
+        except ValueError:
+            value = None
+        if value is None:
+            warnings.append(f"Invalid {key} value! (drill uses {default})")
+    if value is None:
+        return default
+    if value < 0:
+        warnings.append(f"Invalid negative {key} value! (drill uses {default})")
+        return default
     return value
 
 
@@ -181,14 +202,21 @@ def load(
         doc["iterations"] = iterations
     if concurrency is not None:
         doc["concurrency"] = concurrency
+    warnings: list[str] = []
+    iterations_ = _drill_number(doc, "iterations", DRILL_DEFAULT_ITERATIONS, warnings)
     bench = Benchmark(
         path=path,
         base=str(base or doc.get("base") or ""),
-        concurrency=_positive_int(doc, "concurrency", 1, path),
-        iterations=_positive_int(doc, "iterations", 1, path),
-        rampup=_positive_int(doc, "rampup", 0, path),
+        concurrency=_drill_number(doc, "concurrency", iterations_, warnings),
+        iterations=iterations_,
+        rampup=_drill_number(doc, "rampup", DRILL_DEFAULT_RAMPUP, warnings),
         items=tuple(_expand(doc["plan"], path, (path,))),
+        warnings=tuple(warnings),
     )
+    # Where drill would run nothing or panic ("Worker threads cannot be set to 0"), refuse.
+    for key in ("iterations", "concurrency"):
+        if getattr(bench, key) == 0:
+            raise UserError(f"{path}: '{key}' is 0; drill would run nothing or panic.")
     if bench.concurrency > bench.iterations:
         raise UserError(
             f"concurrency ({bench.concurrency}) is larger than iterations ({bench.iterations}); "

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from . import drillfile, load
+from . import drillfile, load, selfexec
 from .errors import UserError
 
 DRIVERS = ("builtin", "drill", "auto")
@@ -62,14 +62,19 @@ def run_builtin(
     )
 
 
-def drill_benchmark_file(bench: drillfile.Benchmark, base: str, folder: Path) -> Path:
-    """A copy of the benchmark for drill: this batch's numbers, includes made absolute."""
+def drill_benchmark_file(
+    bench: drillfile.Benchmark, base: str, folder: Path, name: str = "drill"
+) -> Path:
+    """A copy of the benchmark for drill: this batch's numbers, includes made absolute.
+
+    One file per ``name`` (variant): side by side, each drill must load its own server.
+    """
     doc = yaml.safe_load(bench.path.read_text())
     doc.update(base=base, iterations=bench.iterations, concurrency=bench.concurrency)
     for item in doc["plan"]:
         if isinstance(item, dict) and "include" in item:
             item["include"] = str((bench.path.parent / item["include"]).resolve())
-    path = folder / "drill-benchmark.yml"
+    path = folder / f"{name}.drill-benchmark.yml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
 
@@ -117,14 +122,22 @@ def run_drill(
     folder: Path,
     tags: str | None,
     log: Path,
+    name: str = "drill",
 ) -> BatchOutcome:
-    path = drill_benchmark_file(bench, base, folder)
+    path = drill_benchmark_file(bench, base, folder, name)
     command = ["drill", "--benchmark", str(path), "--stats", "--quiet"]
     if tags:
         command += ["--tags", tags]
     env = dict(os.environ, NO_COLOR="1")
     with open(log, "a") as handle:
-        done = subprocess.run(command, stdout=subprocess.PIPE, stderr=handle, text=True, env=env)
+        done = subprocess.run(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=handle,
+            text=True,
+            env=env,
+            **selfexec.child_popen_options(),
+        )
         handle.write(done.stdout)
     if done.returncode != 0:
         raise UserError(_drill_failure(done.returncode, log))

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
@@ -71,6 +73,36 @@ class Fault(Exception):
     """The run cannot go on (server died, driver failed); partial results are kept."""
 
 
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP: ends the run like Ctrl-C (a BaseException, so nothing swallows it)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class _Signals:
+    """While a run is on: SIGTERM and SIGHUP raise Terminated in the main thread, once."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+    def __enter__(self) -> _Signals:
+        self.previous: dict = {}
+        if threading.current_thread() is threading.main_thread():
+            self.previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
+        self.fired = False
+        return self
+
+    def _handle(self, signum: int, frame) -> None:
+        if not self.fired:  # a second signal must not interrupt the clean-up of the first
+            self.fired = True
+            raise Terminated(signum)
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
 def default_benchmark() -> str:
     return os.environ.get("STAIR_STEPPER_BENCHMARK") or "benchmark.yml"
 
@@ -121,6 +153,10 @@ class VariantRun:
                 f"the {self.name} server died during {during} (exit code {code}); "
                 f"its log is {self.server.log_path}."
             )
+        if self.recorder and not self.recorder.healthy():
+            why = self.recorder.error
+            reason = f"{type(why).__name__}: {why}" if why else "its thread ended"
+            raise Fault(f"the {self.name} recorder stopped during {during} ({reason}).")
 
     def _wait(self, seconds: float, during: str) -> None:
         deadline = time.monotonic() + seconds
@@ -211,7 +247,7 @@ class VariantRun:
             if c.driver == "drill":
                 return drivers.run_drill(
                     self.bench, self.server.base_url, self.folder, c.tags,
-                    self.folder / f"{self.name}.drill.log",
+                    self.folder / f"{self.name}.drill.log", self.name,
                 )  # fmt: skip
             progress = None
             if self.show_progress:
@@ -249,6 +285,8 @@ def run(config: Config, out: str | None = None) -> Path:
         config.benchmark, iterations=config.iterations, concurrency=config.concurrency
     )
     items = drillfile.select(bench, config.tags)
+    for warning in bench.warnings:
+        print(f"warning: {bench.path}: {warning}", file=sys.stderr)
     folder = result_folder(out, config.preset)
     rows = [probe_variant(allocators.VARIANTS[a]) for a in allocators.ALLOCATORS]
     meta: dict = {
@@ -300,35 +338,54 @@ def run(config: Config, out: str | None = None) -> Path:
             r.cleanup()
             save_meta()
 
-    try:
-        if config.parallel:
-            threads = [threading.Thread(target=guarded, args=(r,), daemon=True) for r in runs]
-            for t in threads:
-                t.start()
-            for t in threads:
-                while t.is_alive():
-                    t.join(0.2)
-        else:
+    with _Signals():  # SIGTERM/SIGHUP end the run like Ctrl-C, clean-up included
+        try:
+            _run_variants(config, runs, guarded, stop)
+            if errors:
+                raise errors[0]
+            meta["status"] = "complete"
+        except KeyboardInterrupt:
+            meta["status"] = "interrupted"
+            raise
+        except Terminated as exc:
+            meta["status"] = "terminated"
+            meta["signal"] = str(exc)
+            raise
+        except (Fault, UserError) as exc:
+            meta["status"] = f"failed: {exc}"
+            raise Fault(f"{exc} Partial results are kept in {folder}.") from None
+        except Exception as exc:  # a bug of ours: one line here, the traceback in a file
+            log = folder / "crash.log"
+            log.write_text("".join(traceback.format_exception(exc)))
+            why = f"{type(exc).__name__}: {exc}"
+            meta["status"] = f"crashed: {why}"
+            raise Fault(
+                f"the run crashed ({why}); the traceback is in {log}. "
+                f"Partial results are kept in {folder}."
+            ) from None
+        finally:
+            stop.set()
             for r in runs:
-                if stop.is_set():
-                    break
-                guarded(r)
-        if errors:
-            raise errors[0]
-        meta["status"] = "complete"
-    except KeyboardInterrupt:
-        meta["status"] = "interrupted"
-        raise
-    except (Fault, UserError) as exc:
-        meta["status"] = f"failed: {exc}"
-        raise Fault(f"{exc} Partial results are kept in {folder}.") from None
-    finally:
-        stop.set()
-        for r in runs:
-            r.cleanup()
-        meta["finished_at"] = time.time()
-        save_meta()
+                r.cleanup()
+            meta["finished_at"] = time.time()
+            save_meta()
     return folder
+
+
+def _run_variants(config: Config, runs: list[VariantRun], guarded, stop) -> None:
+    """Sequentially, or side by side with --parallel (the main thread keeps taking signals)."""
+    if config.parallel:
+        threads = [threading.Thread(target=guarded, args=(r,), daemon=True) for r in runs]
+        for t in threads:
+            t.start()
+        for t in threads:
+            while t.is_alive():
+                t.join(0.2)
+    else:
+        for r in runs:
+            if stop.is_set():
+                break
+            guarded(r)
 
 
 def report(folder: Path, plot: bool = True) -> int:

@@ -89,6 +89,7 @@ def start_server(
         stdout=log_handle,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
+        **selfexec.child_popen_options(),
     )
     server = None
     deadline = time.monotonic() + timeout

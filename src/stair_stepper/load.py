@@ -166,7 +166,6 @@ async def _run(
     client_timeout = aiohttp.ClientTimeout(total=timeout)
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     started = time.time()
-    t0 = time.monotonic()
 
     async def one(session: aiohttp.ClientSession, p: _Prepared) -> None:
         begin = time.perf_counter()
@@ -190,7 +189,8 @@ async def _run(
         while state["next"] < bench.iterations:
             iteration = state["next"]
             state["next"] += 1
-            delay = bench.rampup_delay(iteration) - (time.monotonic() - t0)
+            # As drill's run_iteration: the delay starts when the iteration gets its slot.
+            delay = bench.rampup_delay(iteration)
             if delay > 0:
                 await asyncio.sleep(delay)
             for p in prepared:

@@ -14,6 +14,7 @@ serves ``malloc`` in this process and its version (used by
 from __future__ import annotations
 
 import ctypes
+import functools
 import json
 import os
 from ctypes import POINTER, byref, c_char_p, c_int, c_size_t, c_uint64, c_void_p
@@ -23,13 +24,24 @@ from .allocators import identify_path
 MALLCTL_ARENAS_ALL = 4096  # jemalloc's "all arenas" index
 
 
+@functools.cache
 def _global() -> ctypes.CDLL:
-    """Symbols as the dynamic linker resolves them for this process (preloads first)."""
+    """Symbols as the dynamic linker resolves them for this process (preloads first).
+
+    Resolved once per process: every /debug/memory poll would otherwise reopen it.
+    """
     return ctypes.CDLL(None)
 
 
+@functools.cache
 def _libc() -> ctypes.CDLL:
     return ctypes.CDLL("libc.so.6")
+
+
+def _missing(exc: AttributeError) -> str:
+    """ctypes' AttributeError names the symbol the library lacks (e.g. mallinfo2 before
+    glibc 2.33, mallctl in a jemalloc built without it)."""
+    return f"not measured: {exc}"
 
 
 def malloc_provider() -> str:
@@ -251,10 +263,14 @@ def memory(allocator: str) -> dict:
     """RSS plus the allocator's accounting; unknown allocator → nulls."""
     snapshot: dict = {"allocator": allocator, "rss_bytes": rss_bytes()}
     probe = _PROBES.get(allocator)
+    unknown = {"live_bytes": None, "held_bytes": None, "details": {}}
     if probe is None:
-        snapshot.update(live_bytes=None, held_bytes=None, details={})
-    else:
+        snapshot.update(unknown, note=f"no accounting for allocator {allocator!r}")
+        return snapshot
+    try:
         snapshot.update(probe[0]())
+    except AttributeError as exc:
+        snapshot.update(unknown, note=_missing(exc))
     return snapshot
 
 
@@ -262,7 +278,12 @@ def trim(allocator: str) -> dict:
     """Ask the allocator to return free memory to the OS; report before and after."""
     before = memory(allocator)
     probe = _PROBES.get(allocator)
-    action = probe[1]() if probe else {"call": None, "returned_memory": None}
+    action: dict = {"call": None, "returned_memory": None}
+    try:
+        if probe:
+            action = probe[1]()
+    except AttributeError as exc:
+        action["note"] = _missing(exc)
     after = memory(allocator)
     return {
         **action,

@@ -17,7 +17,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from . import procfs
-from .traces import TRACE_COLUMNS, RowWriter
+from .traces import TRACE_COLUMNS, RowWriter, read_trace
 
 FRESH_S = 1.0  # an allocator reading older than this is left blank, not repeated
 #: default pause between /debug/memory polls. Each poll is an HTTP round trip that costs
@@ -69,7 +69,9 @@ class Recorder:
 
     ``phase`` is a free-text label written with every row; the experiment sets
     it ("baseline", "batch 1", "pause 1", "trim" ...), which aligns batches
-    with the trace without a second clock.
+    with the trace without a second clock. An existing, non-empty ``out`` is an
+    error (FileExistsError) unless ``append``: then the trace's clock goes on
+    from its last row, so two recordings never share a time axis.
     """
 
     def __init__(
@@ -80,6 +82,7 @@ class Recorder:
         service_url: str | None = None,
         pss_interval: float = 1.0,
         poll_interval: float = POLL_S,
+        append: bool = False,
     ) -> None:
         self.pid = pid
         self.out = Path(out)
@@ -87,14 +90,31 @@ class Recorder:
         self.pss_interval = pss_interval
         self._last_pss = -float("inf")
         self.phase = ""
-        self.t0 = time.monotonic()
+        self.t0 = time.monotonic() - self._continued_from(append)
         self.last: dict | None = None
         self.gone = False
         self.samples = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.error: BaseException | None = None  # why the sampling thread died, if it did
         self._poller = _AllocatorPoller(service_url, poll_interval) if service_url else None
         self._writer = RowWriter(self.out, TRACE_COLUMNS)
+
+    def _continued_from(self, append: bool) -> float:
+        """Where the clock starts: 0, or one interval after an appended trace's last row."""
+        if not self.out.exists() or self.out.stat().st_size == 0:
+            return 0.0
+        if not append:
+            raise FileExistsError(self.out)
+        times = [t for t in read_trace(self.out).column("t_s") if t is not None]
+        return (max(times) + self.interval) if times else 0.0
+
+    def healthy(self) -> bool:
+        """False once the sampling thread has died of an error (not of the process exiting)."""
+        if self.error is not None:
+            return False
+        thread = self._thread
+        return thread is None or thread.is_alive() or self.gone or self._stop.is_set()
 
     def now(self) -> float:
         """Seconds on the trace's own clock."""
@@ -145,9 +165,16 @@ class Recorder:
             if self._poller:
                 self._poller.stopping.set()
 
+    def _run_noting_errors(self) -> None:
+        try:
+            self.run()
+        except BaseException as exc:  # noqa: BLE001 - kept for the experiment to report
+            self.error = exc
+
     def start(self) -> Recorder:
-        """Sample on a background thread (the experiment's way)."""
-        self._thread = threading.Thread(target=self.run, name="recorder", daemon=True)
+        """Sample on a background thread (the experiment's way; see ``healthy``)."""
+        target = self._run_noting_errors
+        self._thread = threading.Thread(target=target, name="recorder", daemon=True)
         self._thread.start()
         return self
 
@@ -169,6 +196,7 @@ def record_command(
     service_url: str | None,
     pss_interval: float = 1.0,
     poll_interval: float = POLL_S,
+    append: bool = False,
 ) -> int:
     """``stair-stepper record``: sample a pid or a command it starts; a clean end either way."""
     import subprocess
@@ -177,6 +205,8 @@ def record_command(
 
     if interval <= 0:
         raise UserError("--interval must be positive.")
+    if not append and out.exists() and out.stat().st_size > 0:
+        raise UserError(f"{out} already exists; give --append to continue it, or another --out.")
     child = None
     if command:
         try:
@@ -188,7 +218,7 @@ def record_command(
     if not procfs.alive(pid):
         raise UserError(f"there is no process {pid} to record.")
     try:
-        recorder = Recorder(pid, out, interval, service_url, pss_interval, poll_interval)
+        recorder = Recorder(pid, out, interval, service_url, pss_interval, poll_interval, append)
     except OSError as exc:
         raise UserError(f"cannot write {out}: {exc.strerror}.") from None
     print(f"recording pid {pid} every {interval} s into {out} (Ctrl-C stops)", file=sys.stderr)

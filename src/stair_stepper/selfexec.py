@@ -53,3 +53,31 @@ def python_command(
     here = [os.path.abspath(entry) if entry else os.getcwd() for entry in sys.path]
     child_env[IMPORT_PATH_VAR] = json.dumps(here)
     return [sys.executable, "-c", _BOOTSTRAP, module, *args], child_env
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def die_with_parent(parent_pid: int | None = None) -> None:
+    """Ask the kernel to SIGKILL this process when its parent dies (``PR_SET_PDEATHSIG``).
+
+    Kept across ``execve`` (our LD_PRELOAD re-exec), so no path, not even a SIGKILL of
+    the experiment, leaves a server behind. If the parent is already gone, exit now.
+    """
+    import ctypes
+    import signal
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    if parent_pid is not None and os.getppid() != parent_pid:
+        os._exit(1)
+
+
+def child_popen_options() -> dict:
+    """``subprocess.Popen`` options for every long-lived child (servers, drill).
+
+    Its own session and process group (a terminal's Ctrl-C or a job runner's group
+    signal reaches only us, and we stop the child in order), and death with us.
+    """
+    parent = os.getpid()
+    return {"start_new_session": True, "preexec_fn": lambda: die_with_parent(parent)}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import ipaddress
 import json
 import logging
 import os
@@ -41,6 +42,8 @@ class ServeOptions:
     max_body_bytes: int | None = None
     ready_file: str | None = None
     access_log: bool = False
+    public: bool = False
+    debug_endpoints: bool = False
 
 
 def parse_bind(bind: str) -> tuple[str, int]:
@@ -55,6 +58,35 @@ def parse_bind(bind: str) -> tuple[str, int]:
     if not 0 <= number <= 65535:
         raise UserError(f"--bind {bind!r} has no valid port number.")
     return host, number
+
+
+def is_loopback(host: str) -> bool:
+    """True when every address ``host`` names is on this machine's loopback."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except OSError:
+        return False
+    return bool(infos) and all(ipaddress.ip_address(i[4][0]).is_loopback for i in infos)
+
+
+def check_exposure(options: ServeOptions) -> None:
+    """The service is built to waste memory and shows allocator internals: loopback only,
+    unless the user says --public (and then /debug/* only with --debug-endpoints)."""
+    exposed = [b for b in options.binds if not is_loopback(parse_bind(b)[0])]
+    if exposed and not options.public:
+        raise UserError(
+            f"--bind {exposed[0]} is not a loopback address; this service wastes memory on "
+            "purpose and has unauthenticated /debug endpoints, so it serves other machines "
+            "only with --public."
+        )
+    if options.debug_endpoints and not options.public:
+        raise UserError("--debug-endpoints goes with --public (on loopback they are always on).")
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -112,6 +144,7 @@ def url_of(sock: socket.socket) -> str:
 
 
 def _settings(options: ServeOptions) -> Settings:
+    check_exposure(options)
     env = Settings.from_env()  # validates SLEEP_MS & co. from the environment
     return Settings(
         sleep_ms=env.sleep_ms if options.sleep_ms is None else options.sleep_ms,
@@ -122,6 +155,7 @@ def _settings(options: ServeOptions) -> Settings:
             env.max_body_bytes if options.max_body_bytes is None else options.max_body_bytes
         ),
         variant=options.variant,
+        debug_endpoints=not options.public or options.debug_endpoints,
     )
 
 
@@ -153,6 +187,14 @@ def _prove_allocator(var: allocators.Variant) -> str:
             "refusing to run under a wrong label."
         )
     return provider
+
+
+def worker_app():
+    """A Hypercorn worker's app: the same service, and the worker dies with its parent."""
+    from .app import create_app
+
+    selfexec.die_with_parent()
+    return create_app()
 
 
 def _serve_here(var: allocators.Variant, settings: Settings, options: ServeOptions) -> int:
@@ -187,6 +229,13 @@ def _serve_here(var: allocators.Variant, settings: Settings, options: ServeOptio
         file=sys.stderr,
         flush=True,
     )
+    if options.public:
+        debug = "on (--debug-endpoints)" if settings.debug_endpoints else "off"
+        print(
+            f"stair-stepper: --public: reachable from other machines; /debug/* endpoints {debug}",
+            file=sys.stderr,
+            flush=True,
+        )
     if options.ready_file:
         tmp = Path(options.ready_file).with_suffix(".tmp")
         tmp.write_text(json.dumps(info))
@@ -201,6 +250,6 @@ def _serve_here(var: allocators.Variant, settings: Settings, options: ServeOptio
         from hypercorn.run import run
 
         # Workers are spawned processes: they rebuild the app from the environment.
-        config.application_path = "stair_stepper.app:create_app()"
+        config.application_path = "stair_stepper.serve:worker_app()"
         return run(config)
     return 0

@@ -1,0 +1,77 @@
+"""Every number a user can give us (flags and environment), checked in one place.
+
+Each check takes the flag's name and its text and returns the value or raises
+UserError with one sentence; ``flag(check)`` turns a check into an argparse
+``type`` so the parser reports the same sentence.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable
+
+from .errors import UserError
+
+
+def non_negative_int(name: str, text: str) -> int:
+    """A whole number >= 0 (digits only: no sign, no point)."""
+    stripped = str(text).strip()
+    if not (stripped.isascii() and stripped.isdigit()):
+        raise UserError(f"{name} must be a non-negative integer, got {str(text)!r}.")
+    return int(stripped)
+
+
+def positive_int(name: str, text: str) -> int:
+    """A whole number >= 1."""
+    stripped = str(text).strip()
+    if not (stripped.isascii() and stripped.isdigit()) or int(stripped) < 1:
+        raise UserError(f"{name} must be a whole number of at least 1, got {str(text)!r}.")
+    return int(stripped)
+
+
+def port(name: str, text: str) -> int:
+    """A TCP port, 0 (any free one) to 65535."""
+    value = non_negative_int(name, text)
+    if value > 65535:
+        raise UserError(f"{name} must be a port number from 0 to 65535, got {str(text)!r}.")
+    return value
+
+
+def _finite(name: str, text: str) -> float:
+    try:
+        value = float(str(text).strip())
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise UserError(f"{name} must be a number, got {str(text)!r}.")
+    return value
+
+
+def non_negative_float(name: str, text: str) -> float:
+    value = _finite(name, text)
+    if value < 0:
+        raise UserError(f"{name} must not be negative, got {str(text)!r}.")
+    return value
+
+
+def positive_float(name: str, text: str) -> float:
+    value = _finite(name, text)
+    if value <= 0:
+        raise UserError(f"{name} must be greater than 0, got {str(text)!r}.")
+    return value
+
+
+def flag(check: Callable[[str, str], object]) -> Callable[[str], object]:
+    """An argparse ``type`` that reports ``check``'s sentence (argparse names the flag)."""
+
+    def convert(text: str) -> object:
+        try:
+            return check("the value", text)
+        except UserError as exc:
+            raise argparse.ArgumentTypeError(
+                str(exc).removeprefix("the value ").rstrip(".")
+            ) from None
+
+    convert.__name__ = check.__name__.replace("_", " ")
+    return convert
