@@ -122,7 +122,13 @@ def create_app(settings: Settings | None = None) -> Quart:
     app.config["BODY_TIMEOUT"] = 120
     # Which allocator really serves malloc in this process (not what was asked for).
     allocator = probes.live_allocator()
-    state: dict = {"pool": None}
+    # Every request this process has answered (this one included): the experiment reads it
+    # once per pause to prove that nothing it did not send reached the service meanwhile.
+    state: dict = {"pool": None, "requests": 0}
+
+    @app.before_request
+    async def count_request() -> None:
+        state["requests"] += 1
 
     @app.before_serving
     async def start_pool() -> None:
@@ -190,7 +196,11 @@ def create_app(settings: Settings | None = None) -> Quart:
 
     @app.get("/debug/memory")
     async def debug_memory():
-        return {"pid": os.getpid(), **probes.memory(allocator)}
+        return {
+            "pid": os.getpid(),
+            "requests_served": state["requests"],
+            **probes.memory(allocator),
+        }
 
     @app.post("/debug/trim")
     async def debug_trim():

@@ -13,7 +13,15 @@ from pathlib import Path
 from . import __version__
 from .allocators import PYTHON_MALLOC_MODES, VARIANTS
 from .errors import UserError
-from .validate import flag, non_negative_float, non_negative_int, port, positive_float, positive_int
+from .validate import (
+    flag,
+    non_negative_float,
+    non_negative_int,
+    port,
+    positive_float,
+    positive_int,
+    seconds_or_auto,
+)
 
 COUNT = flag(non_negative_int)  # 0, 1, 2 ...
 AT_LEAST_ONE = flag(positive_int)
@@ -143,7 +151,9 @@ def _cmd_experiment(args: argparse.Namespace, argv: list[str]) -> int:
         if args.allocators
         else None,
         "batches": args.batches,
-        "pause_s": args.pause,
+        "pause_cap_s": args.pause_cap,
+        "idle_rps": args.idle_rps,
+        "repeat": args.repeat,
         "tags": args.tags,
         "iterations": args.iterations,
         "concurrency": args.concurrency,
@@ -158,6 +168,8 @@ def _cmd_experiment(args: argparse.Namespace, argv: list[str]) -> int:
         "benchmark": args.benchmark or experiment.default_benchmark(),
     }
     config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
+    if args.pause is not None:
+        config = replace(config, pause_s=None if args.pause == "auto" else args.pause)
     try:
         folder = experiment.run(config, args.out)
     except experiment.Fault as exc:
@@ -308,7 +320,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default="contrast", help="contrast (default), seed, arenas, quick")
     p.add_argument("--allocators", help=f"comma-separated variants: {', '.join(VARIANTS)}")
     p.add_argument("--batches", type=AT_LEAST_ONE)
-    p.add_argument("--pause", type=NON_NEGATIVE, help="seconds between batches")
+    p.add_argument(
+        "--pause",
+        type=flag(seconds_or_auto),
+        help="'auto' (default: until RSS moved < 1 MB over 2 s, at most --pause-cap) or seconds",
+    )
+    p.add_argument("--pause-cap", type=SECONDS, help="longest auto pause, seconds (default 30)")
+    p.add_argument(
+        "--idle-rps",
+        type=NON_NEGATIVE,
+        help="light requests per second during pauses (default 0: a quiet service)",
+    )
+    p.add_argument(
+        "--repeat",
+        type=AT_LEAST_ONE,
+        help="run the whole comparison N times (run-1 … run-N in one folder)",
+    )
     p.add_argument("--tags", help="plan tags to run (default: the preset's)")
     p.add_argument("--iterations", type=AT_LEAST_ONE, help="iterations per batch")
     p.add_argument("--concurrency", type=AT_LEAST_ONE)

@@ -9,6 +9,7 @@ a crash, a dead server or Ctrl-C keeps every row recorded so far.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
@@ -20,11 +21,12 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from . import allocators, drillfile, drivers, launch, load, provenance
 from .errors import UserError
 from .record import Recorder
-from .traces import BATCH_COLUMNS, BATCHES_SUFFIX, TRACE_SUFFIX, RowWriter
+from .traces import BATCH_COLUMNS, BATCHES_SUFFIX, SETTLE_WINDOW_S, TRACE_SUFFIX, RowWriter
 
 MB = 2**20
 
@@ -36,13 +38,16 @@ class Config:
     # its idle floor depends on idle traffic; the background thread purges regardless.
     variants: tuple[str, ...] = ("glibc", "jemalloc", "jemalloc+bg")
     batches: int = 4
-    pause_s: float = 5.0
+    pause_s: float | None = None  # None: --pause auto (until RSS settles, at most pause_cap_s)
+    pause_cap_s: float = 30.0
+    idle_rps: float = 0.0  # light requests per second during pauses (0: a quiet service)
     tags: str | None = None
     iterations: int = 64
     concurrency: int = 64
     sleep_ms: int = 450
     python_malloc: str = "malloc"
     offload_threads: int = 0
+    repeat: int = 1
     driver: str = "builtin"
     baseline_s: float = 3.0
     after_trim_s: float = 3.0
@@ -54,8 +59,10 @@ class Config:
 
 
 PRESETS: dict[str, Config] = {
-    # The contrast that CPython can show: small objects to the allocator, 64 requests in flight.
-    "contrast": Config(preset="contrast"),
+    # The default: glibc's staircase and the contrast, in one short run. Eight offload threads
+    # give glibc arenas to fragment, five batches show the steps, the variants run side by
+    # side (same machine conditions, a third of the wall time), pauses last until RSS settles.
+    "contrast": Config(preset="contrast", batches=5, offload_threads=8, parallel=True),
     # The original sandbox's recommendation, kept to show that pymalloc hides the difference.
     "seed": Config(
         preset="seed", tags="medium", concurrency=16, iterations=2500, python_malloc="pymalloc"
@@ -63,7 +70,7 @@ PRESETS: dict[str, Config] = {
     # Closest analogue of the Rust original: many threads, so glibc makes many arenas.
     "arenas": Config(preset="arenas", tags="medium", concurrency=16, iterations=256,
                      offload_threads=16),
-    # The contrast preset, small enough for tests and CI (about half a minute for two variants).
+    # Small enough for tests, CI and a first look (fixed 2 s pauses, sequential).
     "quick": Config(preset="quick", batches=2, pause_s=2.0, iterations=16, concurrency=16,
                     sleep_ms=100, baseline_s=1.0, after_trim_s=1.5),
 }  # fmt: skip
@@ -198,18 +205,24 @@ class VariantRun:
         self.start()
         assert self.server and self.recorder
         rec = self.recorder
+        rec.quiet()  # the baseline is idle too: no polls until it has been measured
         self._wait(c.baseline_s, "the baseline")
+        ledger = _Ledger(rec, self._read_allocator("baseline"))
         with RowWriter(self.folder / f"{self.name}{BATCHES_SUFFIX}", BATCH_COLUMNS) as batches:
             for batch in range(1, c.batches + 1):
                 rec.phase = f"batch {batch}"
+                rec.resume()
                 start = rec.now()
                 outcome = self._load(batch)
                 end = rec.now()
                 self._check_alive(f"batch {batch}")
                 rss_batch = rec.last["rss_bytes"] if rec.last else None
                 rec.phase = f"pause {batch}"
-                self._wait(c.pause_s, f"pause {batch}")
+                rec.quiet()
+                pause_s, settled, idle_sent = self._pause(batch)
                 rss_pause = rec.last["rss_bytes"] if rec.last else None
+                reading = self._read_allocator(str(batch))
+                unasked = ledger.close_pause(reading, outcome.requests)
                 batches.write(
                     {
                         "batch": batch, "start_s": start, "end_s": end, "pause_end_s": rec.now(),
@@ -217,14 +230,17 @@ class VariantRun:
                         "requests_per_second": outcome.requests_per_second,
                         "p50_ms": outcome.p50_ms, "p99_ms": outcome.p99_ms,
                         "p99_9_ms": outcome.p99_9_ms, "rss_end_batch_bytes": rss_batch,
-                        "rss_end_pause_bytes": rss_pause,
+                        "rss_end_pause_bytes": rss_pause, "pause_s": pause_s,
+                        "settled": int(settled), "pause_requests": unasked,
+                        "idle_requests_sent": idle_sent,
                     }
                 )  # fmt: skip
                 failed = f", {outcome.failures} FAILED" if outcome.failures else ""
+                how = "settled" if settled else "NOT settled"
                 self.say(
                     f"batch {batch}/{c.batches}: {outcome.requests} requests{failed}, "
                     f"{outcome.requests_per_second or 0:.1f} req/s; RSS {_mb(rss_batch)} MB "
-                    f"after the batch, {_mb(rss_pause)} MB after the pause"
+                    f"after the batch, {_mb(rss_pause)} MB after a {pause_s:.1f} s pause ({how})"
                 )
         rec.phase = "trim"
         try:
@@ -236,9 +252,43 @@ class VariantRun:
         (self.folder / f"{self.name}.trim.json").write_text(json.dumps(trim, indent=2))
         rec.phase = "after trim"
         self._wait(c.after_trim_s, "the after-trim recording")
+        self._read_allocator("after trim")
         self.say(
             f"trim: RSS {trim['rss_before_bytes'] / MB:.0f} → {trim['rss_after_bytes'] / MB:.0f} MB"
         )
+
+    def _read_allocator(self, after: str) -> dict | None:
+        """The one /debug/memory read after an idle phase, in a phase of its own ("read K"),
+        so the request cannot touch the floor it follows; held until a sample carries it."""
+        rec = self.recorder
+        assert rec is not None
+        rec.phase = f"read {after}"
+        reading = rec.poll_now()
+        taken = rec.samples
+        deadline = time.monotonic() + 1.0
+        while rec.samples == taken and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return reading
+
+    def _pause(self, batch: int) -> tuple[float, bool, int]:
+        """One pause: fixed, or until RSS settles (--pause auto, capped). No request reaches
+        the service but the idle traffic asked for; the allocator is read once, at the end.
+        Returns (length, settled, idle requests sent)."""
+        c, rec = self.config, self.recorder
+        assert rec is not None and self.server is not None
+        idle = _IdleTraffic(self.server.base_url, c.idle_rps) if c.idle_rps > 0 else None
+        start = rec.now()
+        try:
+            if c.pause_s is not None:
+                self._wait(c.pause_s, f"pause {batch}")
+            else:
+                self._wait(SETTLE_WINDOW_S, f"pause {batch}")
+                while not rec.settled_since(start) and rec.now() - start < c.pause_cap_s:
+                    self._wait(0.2, f"pause {batch}")
+        finally:
+            sent = idle.stop() if idle else 0
+        length = rec.now() - start
+        return length, rec.settled_since(start), sent
 
     def _load(self, batch: int) -> drivers.BatchOutcome:
         assert self.server is not None
@@ -264,6 +314,69 @@ class VariantRun:
             self.info["exit_code"] = self.server.stop()
 
 
+class _Ledger:
+    """Counts the requests the service answered that the experiment did not ask for.
+
+    The service counts every request it answers (``requests_served`` in /debug/memory);
+    between two end-of-pause reads it must equal the batch, the recorder's polls and the
+    idle traffic. Anything more reached it from elsewhere during the pause.
+    """
+
+    def __init__(self, recorder: Recorder, reading: dict | None) -> None:
+        self.recorder = recorder
+        self.served, self.polls = (reading or {}).get("requests_served"), recorder.polls_sent
+
+    def close_pause(self, reading: dict | None, batch_requests: int) -> int | None:
+        """Requests answered since the last read beyond the batch and the polls: during a
+        pause, exactly the idle traffic (0 at --idle-rps 0)."""
+        served, polls = (reading or {}).get("requests_served"), self.recorder.polls_sent
+        unasked = None
+        if served is not None and self.served is not None:
+            unasked = served - self.served - batch_requests - (polls - self.polls)
+        self.served, self.polls = served, polls
+        return unasked
+
+
+class _IdleTraffic(threading.Thread):
+    """Light requests (GET /healthz) at ``rps`` per second: the `--idle-rps` knob."""
+
+    def __init__(self, base_url: str, rps: float) -> None:
+        super().__init__(name="idle-traffic", daemon=True)
+        parts = urlsplit(base_url)
+        self.host, self.port, self.period = parts.hostname, parts.port, 1.0 / rps
+        self.sent = 0
+        self._stop_event = threading.Event()
+        self.start()
+
+    def run(self) -> None:
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=5)
+        tick = time.monotonic()
+        try:
+            while not self._stop_event.is_set():
+                try:
+                    self.sent += 1
+                    conn.request("GET", "/healthz")
+                    conn.getresponse().read()
+                except (OSError, http.client.HTTPException):
+                    conn.close()
+                    conn = http.client.HTTPConnection(self.host, self.port, timeout=5)
+                tick += self.period
+                self._stop_event.wait(max(0.0, tick - time.monotonic()))
+        finally:
+            conn.close()
+
+    def stop(self) -> int:
+        self._stop_event.set()
+        self.join(10)
+        return self.sent
+
+
+def _pause_words(config: Config) -> str:
+    if config.pause_s is None:
+        return f"until RSS settles (at most {config.pause_cap_s:g} s)"
+    return f"{config.pause_s:g} s"
+
+
 def _mb(value: float | None) -> str:
     return "?" if value is None else f"{value / MB:.0f}"
 
@@ -274,12 +387,21 @@ def _write_meta(folder: Path, meta: dict) -> None:
     tmp.replace(folder / "meta.json")
 
 
+RUN_PREFIX = "run-"  # a --repeat folder holds run-1 … run-N, each a complete result folder
+
+
 def run(config: Config, out: str | None = None) -> Path:
-    """Run the experiment; returns the result folder (UserError/Fault on failure)."""
+    """Run the experiment (``config.repeat`` times); returns the result folder.
+
+    UserError/Fault on failure, KeyboardInterrupt/Terminated when stopped; every run's
+    partial results are kept, and the top meta.json says how the whole ended.
+    """
     from .inventory import probe_variant
 
     for name in config.variants:
         allocators.server_env(allocators.variant(name), config.python_malloc)  # fail early
+    if config.port and config.port + len(config.variants) - 1 > 65535:
+        raise UserError(f"--port {config.port} leaves no room for {len(config.variants)} servers.")
     config = replace(config, driver=drivers.resolve(config.driver))
     bench = drillfile.load(
         config.benchmark, iterations=config.iterations, concurrency=config.concurrency
@@ -289,6 +411,52 @@ def run(config: Config, out: str | None = None) -> Path:
         print(f"warning: {bench.path}: {warning}", file=sys.stderr)
     folder = result_folder(out, config.preset)
     rows = [probe_variant(allocators.VARIANTS[a]) for a in allocators.ALLOCATORS]
+    if config.repeat == 1:
+        with _Signals():
+            return _run_once(config, folder, bench, items, rows)
+    meta: dict = {
+        "tool": "stair-stepper experiment",
+        "status": "running",
+        "started_at": time.time(),
+        "config": asdict(config),
+        "repeat": config.repeat,
+        "runs": [],
+        "provenance": provenance.collect(rows),
+    }
+    _write_meta(folder, meta)
+    with _Signals():
+        try:
+            for i in range(1, config.repeat + 1):
+                print(f"stair-stepper: run {i} of {config.repeat}", file=sys.stderr)
+                meta["runs"].append(f"{RUN_PREFIX}{i}")
+                _write_meta(folder, meta)
+                sub = folder / f"{RUN_PREFIX}{i}"
+                sub.mkdir()
+                _run_once(config, sub, bench, items, rows)
+            meta["status"] = "complete"
+        except KeyboardInterrupt:
+            meta["status"] = "interrupted"
+            raise
+        except Terminated as exc:
+            meta["status"], meta["signal"] = "terminated", str(exc)
+            raise
+        except Fault as exc:
+            meta["status"] = f"failed: {exc}"
+            raise
+        finally:
+            meta["finished_at"] = time.time()
+            _write_meta(folder, meta)
+    return folder
+
+
+def _run_once(
+    config: Config,
+    folder: Path,
+    bench: drillfile.Benchmark,
+    items: tuple[drillfile.RequestItem, ...],
+    rows: list[dict],
+) -> Path:
+    """One comparison of every variant into ``folder`` (which exists and is empty)."""
     meta: dict = {
         "tool": "stair-stepper experiment",
         "status": "running",
@@ -322,7 +490,9 @@ def run(config: Config, out: str | None = None) -> Path:
         f"batch{'es' if config.batches != 1 else ''} "
         f"of {bench.total_requests(items)} requests ({', '.join(i.name for i in items)}), "
         f"concurrency {config.concurrency}, SLEEP_MS={config.sleep_ms}, "
-        f"PYTHONMALLOC={config.python_malloc}; results in {folder}",
+        f"PYTHONMALLOC={config.python_malloc}, offload threads {config.offload_threads}, "
+        f"pauses {_pause_words(config)}, idle traffic {config.idle_rps:g} req/s"
+        f"{', side by side' if config.parallel else ''}; results in {folder}",
         file=sys.stderr,
     )
     errors: list[BaseException] = []
@@ -338,37 +508,36 @@ def run(config: Config, out: str | None = None) -> Path:
             r.cleanup()
             save_meta()
 
-    with _Signals():  # SIGTERM/SIGHUP end the run like Ctrl-C, clean-up included
-        try:
-            _run_variants(config, runs, guarded, stop)
-            if errors:
-                raise errors[0]
-            meta["status"] = "complete"
-        except KeyboardInterrupt:
-            meta["status"] = "interrupted"
-            raise
-        except Terminated as exc:
-            meta["status"] = "terminated"
-            meta["signal"] = str(exc)
-            raise
-        except (Fault, UserError) as exc:
-            meta["status"] = f"failed: {exc}"
-            raise Fault(f"{exc} Partial results are kept in {folder}.") from None
-        except Exception as exc:  # a bug of ours: one line here, the traceback in a file
-            log = folder / "crash.log"
-            log.write_text("".join(traceback.format_exception(exc)))
-            why = f"{type(exc).__name__}: {exc}"
-            meta["status"] = f"crashed: {why}"
-            raise Fault(
-                f"the run crashed ({why}); the traceback is in {log}. "
-                f"Partial results are kept in {folder}."
-            ) from None
-        finally:
-            stop.set()
-            for r in runs:
-                r.cleanup()
-            meta["finished_at"] = time.time()
-            save_meta()
+    try:
+        _run_variants(config, runs, guarded, stop)
+        if errors:
+            raise errors[0]
+        meta["status"] = "complete"
+    except KeyboardInterrupt:
+        meta["status"] = "interrupted"
+        raise
+    except Terminated as exc:
+        meta["status"] = "terminated"
+        meta["signal"] = str(exc)
+        raise
+    except (Fault, UserError) as exc:
+        meta["status"] = f"failed: {exc}"
+        raise Fault(f"{exc} Partial results are kept in {folder}.") from None
+    except Exception as exc:  # a bug of ours: one line here, the traceback in a file
+        log = folder / "crash.log"
+        log.write_text("".join(traceback.format_exception(exc)))
+        why = f"{type(exc).__name__}: {exc}"
+        meta["status"] = f"crashed: {why}"
+        raise Fault(
+            f"the run crashed ({why}); the traceback is in {log}. "
+            f"Partial results are kept in {folder}."
+        ) from None
+    finally:
+        stop.set()
+        for r in runs:
+            r.cleanup()
+        meta["finished_at"] = time.time()
+        save_meta()
     return folder
 
 

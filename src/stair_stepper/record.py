@@ -8,6 +8,7 @@ samples; each row takes the newest allocator reading if it is fresh.
 
 from __future__ import annotations
 
+import collections
 import http.client
 import json
 import sys
@@ -17,7 +18,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from . import procfs
-from .traces import TRACE_COLUMNS, RowWriter, read_trace
+from .traces import TRACE_COLUMNS, RowWriter, read_trace, settled
 
 FRESH_S = 1.0  # an allocator reading older than this is left blank, not repeated
 #: default pause between /debug/memory polls. Each poll is an HTTP round trip that costs
@@ -28,7 +29,14 @@ POLL_S = 0.5
 
 
 class _AllocatorPoller(threading.Thread):
-    """Keeps the newest /debug/memory answer (one keep-alive connection)."""
+    """Keeps the newest /debug/memory answer (one keep-alive connection).
+
+    Every poll is a request the service answers, and every request allocates: idle
+    traffic that lets plain jemalloc purge. So the experiment silences the poller while
+    the service should be idle (``quiet()``, which also waits out a poll in flight) and
+    reads the accounting once with ``poll_now()`` after the floor is taken. ``sent``
+    counts every request this poller made.
+    """
 
     def __init__(self, service_url: str, interval: float) -> None:
         super().__init__(name="allocator-poller", daemon=True)
@@ -37,26 +45,56 @@ class _AllocatorPoller(threading.Thread):
         self.interval = max(interval, 0.05)
         self.latest: tuple[float, dict] | None = None
         self.stopping = threading.Event()
+        self.active = threading.Event()
+        self.active.set()
+        self.sent = 0
+        self._busy = threading.Lock()
+        self._conn: http.client.HTTPConnection | None = None
+
+    def _get(self) -> dict | None:
+        """One GET /debug/memory on the kept-alive connection (caller holds ``_busy``)."""
+        self.sent += 1
+        try:
+            if self._conn is None:
+                self._conn = http.client.HTTPConnection(self.host, self.port, timeout=5)
+            self._conn.request("GET", "/debug/memory")
+            response = self._conn.getresponse()
+            data = json.loads(response.read())
+        except (OSError, http.client.HTTPException, ValueError):
+            if self._conn is not None:
+                self._conn.close()
+            self._conn = None
+            return None
+        if response.status != 200:
+            return None
+        self.latest = (time.monotonic(), data)
+        return data
 
     def run(self) -> None:
-        conn = None
         while not self.stopping.is_set():
+            if not self.active.wait(0.2):
+                continue
             began = time.monotonic()
-            try:
-                if conn is None:
-                    conn = http.client.HTTPConnection(self.host, self.port, timeout=5)
-                conn.request("GET", "/debug/memory")
-                response = conn.getresponse()
-                data = json.loads(response.read())
-                if response.status == 200:
-                    self.latest = (time.monotonic(), data)
-            except (OSError, http.client.HTTPException, ValueError):
-                if conn is not None:
-                    conn.close()
-                conn = None
+            with self._busy:
+                if self.active.is_set() and not self.stopping.is_set():
+                    self._get()
             self.stopping.wait(max(0.0, self.interval - (time.monotonic() - began)))
-        if conn is not None:
-            conn.close()
+        with self._busy:
+            if self._conn is not None:
+                self._conn.close()
+
+    def quiet(self) -> None:
+        """No more polls until ``resume()``; returns once no poll is in flight."""
+        self.active.clear()
+        with self._busy:
+            pass
+
+    def resume(self) -> None:
+        self.active.set()
+
+    def poll_now(self) -> dict | None:
+        with self._busy:
+            return self._get()
 
     def fresh(self) -> dict | None:
         if self.latest and time.monotonic() - self.latest[0] <= FRESH_S:
@@ -99,6 +137,7 @@ class Recorder:
         self.error: BaseException | None = None  # why the sampling thread died, if it did
         self._poller = _AllocatorPoller(service_url, poll_interval) if service_url else None
         self._writer = RowWriter(self.out, TRACE_COLUMNS)
+        self._recent: collections.deque = collections.deque(maxlen=4096)  # (t_s, rss_bytes)
 
     def _continued_from(self, append: bool) -> float:
         """Where the clock starts: 0, or one interval after an appended trace's last row."""
@@ -115,6 +154,27 @@ class Recorder:
             return False
         thread = self._thread
         return thread is None or thread.is_alive() or self.gone or self._stop.is_set()
+
+    def settled_since(self, start: float) -> bool:
+        """Has RSS settled (``traces.settled``) in the samples taken since ``start``?"""
+        recent = [(t, r) for t, r in list(self._recent) if t >= start]
+        return settled([t for t, _ in recent], [r for _, r in recent])
+
+    # The allocator accounting, on the experiment's terms (see _AllocatorPoller).
+    def quiet(self) -> None:
+        if self._poller:
+            self._poller.quiet()
+
+    def resume(self) -> None:
+        if self._poller:
+            self._poller.resume()
+
+    def poll_now(self) -> dict | None:
+        return self._poller.poll_now() if self._poller else None
+
+    @property
+    def polls_sent(self) -> int:
+        return self._poller.sent if self._poller else 0
 
     def now(self) -> float:
         """Seconds on the trace's own clock."""
@@ -138,6 +198,7 @@ class Recorder:
             row["live_bytes"] = allocator.get("live_bytes")
             row["held_bytes"] = allocator.get("held_bytes")
         self._writer.write(row)
+        self._recent.append((now, row.get("rss_bytes")))
         self.last = row
         self.samples += 1
         return row

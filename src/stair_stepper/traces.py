@@ -42,10 +42,33 @@ BATCH_COLUMNS = (
     "p99_9_ms",
     "rss_end_batch_bytes",
     "rss_end_pause_bytes",
+    "pause_s",
+    "settled",
+    "pause_requests",
+    "idle_requests_sent",
 )
-FLOAT_COLUMNS = {"t_s", "wall_time", "cpu_s", "start_s", "end_s", "pause_end_s"}
+FLOAT_COLUMNS = {"t_s", "wall_time", "cpu_s", "start_s", "end_s", "pause_end_s", "pause_s"}
 FLOAT_COLUMNS |= {"requests_per_second", "p50_ms", "p99_ms", "p99_9_ms"}
 TEXT_COLUMNS = {"phase"}
+
+# A pause's floor counts as *settled* when RSS moved less than SETTLE_BYTES over the
+# pause's last SETTLE_WINDOW_S seconds. Defined here, once: the experiment uses it to end
+# `--pause auto`, the analysis to mark floors from pauses that had not settled.
+SETTLE_WINDOW_S = 2.0
+SETTLE_BYTES = 2**20
+
+
+def settled(times: list, rss: list, window_s: float = SETTLE_WINDOW_S,
+            tolerance: float = SETTLE_BYTES) -> bool:  # fmt: skip
+    """True when the samples cover ``window_s`` and their last ``window_s`` seconds of RSS
+    span less than ``tolerance`` bytes."""
+    pairs = [(t, r) for t, r in zip(times, rss, strict=True) if t is not None and r is not None]
+    if not pairs or pairs[-1][0] - pairs[0][0] < window_s:
+        return False
+    end = pairs[-1][0]
+    recent = [r for t, r in pairs if t >= end - window_s]
+    return max(recent) - min(recent) < tolerance
+
 
 TRACE_SUFFIX = ".trace.csv"
 BATCHES_SUFFIX = ".batches.csv"

@@ -62,6 +62,13 @@ def positive_float(name: str, text: str) -> float:
     return value
 
 
+def seconds_or_auto(name: str, text: str) -> float | str:
+    """``auto`` or a number of seconds >= 0."""
+    if str(text).strip().lower() == "auto":
+        return "auto"
+    return non_negative_float(name, text)
+
+
 def flag(check: Callable[[str, str], object]) -> Callable[[str], object]:
     """An argparse ``type`` that reports ``check``'s sentence (argparse names the flag)."""
 
