@@ -81,9 +81,12 @@ def memory_over_time(data: dict, summary: dict, folder: Path) -> list[Path]:
             ax.add_patch(plt.Rectangle((start, 0.005 + 0.022 * i), end - start, 0.016,
                                        transform=strip, color=color, alpha=0.8, lw=0))  # fmt: skip
         s = summary["variants"].get(name, {})
-        for (_, end, _), floor in zip(_spans(v.trace, "pause"), s.get("floors_bytes", []),
-                                      strict=False):  # fmt: skip
-            ax.plot([end - numbers.WINDOW_S, end], [floor / MB] * 2, color=color, lw=4,
+        floors = zip(_spans(v.trace, "pause"), s.get("floors_bytes", []),
+                     s.get("floors_settled", []), strict=False)  # fmt: skip
+        for (_, end, _), floor, ok in floors:
+            # A floor from a pause that had not settled: hollow, so it is never read as one.
+            ax.plot([end - numbers.WINDOW_S, end], [floor / MB] * 2, color=color,
+                    lw=4 if ok else 1.5, ls="-" if ok else (0, (1, 1)),
                     solid_capstyle="butt")  # fmt: skip
         trims = _spans(v.trace, "trim") or _spans(v.trace, "after trim")
         if trims:
@@ -91,7 +94,7 @@ def memory_over_time(data: dict, summary: dict, folder: Path) -> list[Path]:
             ax.text(trims[0][0], 0.97 - 0.07 * i, "trim ", transform=strip, color=color,
                     fontsize=8, rotation=90, va="top", ha="right")  # fmt: skip
     ax.set_xlabel("seconds since the variant's start (bars at the bottom and tint: batches; "
-                  "thick ticks: pause floors)")  # fmt: skip
+                  "thick ticks: settled pause floors, dotted: not settled)")  # fmt: skip
     ax.set_ylabel("MB (2^20 bytes)")
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
@@ -109,16 +112,22 @@ def floors_by_batch(summary: dict, folder: Path) -> list[Path]:
     for i, (name, s) in enumerate(variants.items()):
         values = [s["baseline_bytes"], *s["floors_bytes"]]
         values += [None] * (n + 1 - len(values)) + [s["after_trim_bytes"]]
+        ok = [True, *s.get("floors_settled", [True] * n)]
+        ok += [True] * (len(values) - len(ok))
         xs = [x + (i - (len(variants) - 1) / 2) * width for x in range(len(labels))]
         heights = [v / MB if v is not None else 0 for v in values]
-        ax.bar(xs, heights, width, color=COLORS[i % len(COLORS)], label=name)
-        for x, v in zip(xs, values, strict=True):
+        bars = ax.bar(xs, heights, width, color=COLORS[i % len(COLORS)], label=name)
+        for bar, x, v, good in zip(bars, xs, values, ok, strict=True):
+            if not good:  # not settled: hatched and starred, never read as a floor
+                bar.set_hatch("///")
+                bar.set_alpha(0.45)
             if v is not None:
-                ax.text(x, v / MB, f"{v / MB:.0f}", ha="center", va="bottom", fontsize=7)
+                ax.text(x, v / MB, f"{v / MB:.0f}{'' if good else '*'}", ha="center",
+                        va="bottom", fontsize=7)  # fmt: skip
     ax.set_xticks(range(len(labels)), labels)
     ax.set_ylabel("RSS floor, MB (2^20 bytes)")
     ax.grid(axis="y", alpha=0.3)
-    ax.set_title(_title(summary, "Floors by batch"))
+    ax.set_title(_title(summary, "Floors by batch (* hatched: pause had not settled)"))
     ax.legend(fontsize=8)
     return _save(fig, folder, "floors")
 

@@ -50,9 +50,50 @@ def main(argv: list[str] | None = None) -> int:
     return run(args.results, args.out, args.step_threshold_mb * numbers.MB)
 
 
+def analyse_repeats(
+    folder: Path, out: Path | None, step_threshold: float, figures: bool = True
+) -> tuple[dict, list[Path]]:
+    """A --repeat folder: each run analysed in its own folder, then median (min–max) over
+    the runs at the top, with the floors of all runs as bands."""
+    out = Path(out or folder)
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    summaries = []
+    for run in numbers.run_folders(folder):
+        try:
+            summary, files = analyse(run, out / run.name if out != folder else None,
+                                     step_threshold, figures)  # fmt: skip
+        except numbers.NoTraces:
+            continue
+        summaries.append(summary)
+        written += files
+    result = numbers.summarise_repeats(folder, step_threshold)
+    written += list(numbers.write_repeats(out, result))
+    if figures and summaries:
+        try:
+            from stair_stepper.analysis import figures as drawing
+        except ImportError:
+            result["warnings"].append("matplotlib is not installed: no figures.")
+        else:
+            written += drawing.floors_across_runs(summaries, out)
+    return result, written
+
+
 def run(results: list[Path], out: Path | None, step_threshold: float) -> int:
     summaries = []
     for folder in results:
+        if numbers.run_folders(folder):
+            target = out / Path(folder).name if out and len(results) > 1 else out
+            try:
+                result, written = analyse_repeats(folder, target, step_threshold)
+            except numbers.NoTraces as exc:
+                print(f"stair-stepper: {exc}", file=sys.stderr)
+                return 2
+            for warning in result["warnings"]:
+                print(f"warning: {warning}", file=sys.stderr)
+            print(numbers.markdown_repeats(result))
+            print("wrote " + ", ".join(str(p) for p in written))
+            continue
         target = out / Path(folder).name if out and len(results) > 1 else out
         try:
             summary, written = analyse(folder, target, step_threshold)

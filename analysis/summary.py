@@ -7,13 +7,20 @@ Definitions (the README repeats them):
   process still holds once the requests of batch k are long gone (the lowest,
   because an allocator that decays its free pages, like jemalloc, can drop
   within that second: the floor is where it landed);
-- *step*: a floor higher than the one before it (the baseline counts as floor 0)
-  by more than ``step_threshold_bytes``;
+- *settled*: the pause's RSS moved less than 1 MB over its last 2 s
+  (``traces.settled``); a floor from a pause that had not settled is marked, and
+  the median floors and ratios use settled floors only;
+- *step*: a floor higher than the floor of the pause before it by more than
+  ``step_threshold_bytes`` (floor to floor: the rise from the baseline to the
+  first floor is the load arriving, not a step);
 - *slope*: least-squares growth of the floors, bytes per batch;
 - *after trim*: the lowest RSS in the last second after ``/debug/trim``;
 - *reclaimable* = last floor − after trim: memory the allocator held as free space;
-- *ratio_to_best*: a variant's median floor over the lowest median floor (the
+- *ratio_to_best*: a variant's median settled floor over the lowest one (the
   median, because an idle floor can be noisy, e.g. plain jemalloc's).
+
+A ``--repeat`` folder (run-1 … run-N) is summarised run by run and then as
+median (min–max) over the runs (``summarise_repeats``).
 
 A bare ``stair-stepper record`` CSV has no phases: it gets baseline (first
 second), peak and last values only.
@@ -28,10 +35,12 @@ from pathlib import Path
 
 from stair_stepper.traces import (
     BATCHES_SUFFIX,
+    RUN_PREFIX,
     Table,
     TraceError,
     read_batches,
     read_trace,
+    settled,
     variant_files,
 )
 
@@ -136,14 +145,26 @@ def _slope(values: list[float]) -> float | None:
     return num / den
 
 
-def count_steps(baseline: float | None, floors: list[float], threshold: float) -> int:
-    previous = baseline
-    steps = 0
-    for floor in floors:
-        if previous is not None and floor - previous > threshold:
-            steps += 1
-        previous = floor
-    return steps
+def count_steps(floors: list[float], threshold: float) -> int:
+    """Floor-to-floor rises larger than ``threshold`` (the baseline does not count)."""
+    return sum(1 for a, b in zip(floors, floors[1:]) if b - a > threshold)  # noqa: B905
+
+
+def _phase_values(trace: Table, phase: str, column: str) -> tuple[list, list]:
+    rows = zip(trace.column("t_s"), trace.column("phase"), trace.column(column), strict=True)
+    pairs = [(t, v) for t, p, v in rows if p == phase]
+    return [t for t, _ in pairs], [v for _, v in pairs]
+
+
+def pause_settled(v: VariantData, pause: str) -> bool:
+    """What the experiment recorded for the pause, else the same rule on the trace."""
+    k = int(pause.split()[1])
+    if v.batches is not None and "settled" in v.batches.columns:
+        for batch, flag in zip(v.batches.column("batch"), v.batches.column("settled"),
+                               strict=True):  # fmt: skip
+            if batch == k and flag is not None:
+                return bool(flag)
+    return settled(*_phase_values(v.trace, pause, "rss_bytes"))
 
 
 def pause_phases(trace: Table) -> list[str]:
@@ -164,29 +185,42 @@ def variant_summary(v: VariantData, threshold: float) -> dict:
     else:
         t = trace.column("t_s")
         baseline = _median([r for r, s in zip(rss, t, strict=True) if s - t[0] <= WINDOW_S])
-    pauses = pause_phases(trace)
+    pauses = [p for p in pause_phases(trace) if _phase_window(trace, p) is not None]
     floors = [_phase_window(trace, p) for p in pauses]
-    floors = [f for f in floors if f is not None]
+    floors_settled = [pause_settled(v, p) for p in pauses]
+    pause_lengths = [
+        (times[-1] - times[0]) if times else None
+        for times in (_phase_values(trace, p, "rss_bytes")[0] for p in pauses)
+    ]
+    settled_floors = [f for f, ok in zip(floors, floors_settled, strict=True) if ok]
     after_trim = _phase_window(trace, "after trim")
     last_floor = floors[-1] if floors else None
-    last_pause = pauses[-1] if pauses else None
+    # The allocator is read once after each pause ("read K"); older runs polled during it.
+    last_read = f"read {pauses[-1].split()[1]}" if pauses else None
+    if last_read and last_read not in phases:
+        last_read = pauses[-1]
+    unasked = v.batches.column("pause_requests") if v.batches is not None else []
     return {
         "baseline_bytes": baseline,
         "peak_bytes": max((r for r in rss if r is not None), default=None),
         "floors_bytes": floors,
+        "floors_settled": floors_settled,
+        "pause_lengths_s": pause_lengths,
+        "unasked_pause_requests": [u for u in unasked if u is not None],
         "last_floor_bytes": last_floor,
-        "median_floor_bytes": _median(floors),
+        "median_floor_bytes": _median(settled_floors),
+        "median_floor_all_bytes": _median(floors),
         "after_trim_bytes": after_trim,
         "reclaimable_bytes": (
             last_floor - after_trim if last_floor is not None and after_trim is not None else None
         ),
         "slope_bytes_per_batch": _slope(floors),
-        "steps": count_steps(baseline, floors, threshold),
-        "last_floor_live_bytes": _phase_window(trace, last_pause, "live_bytes", _median)
-        if last_pause
+        "steps": count_steps(floors, threshold),
+        "last_floor_live_bytes": _phase_window(trace, last_read, "live_bytes", _median)
+        if last_read
         else None,
-        "last_floor_held_bytes": _phase_window(trace, last_pause, "held_bytes", _median)
-        if last_pause
+        "last_floor_held_bytes": _phase_window(trace, last_read, "held_bytes", _median)
+        if last_read
         else None,
         "last_rss_bytes": rss[-1],
         "samples": len(trace),
@@ -209,6 +243,20 @@ def _ratios(variants: dict[str, dict], key: str, out_key: str) -> str | None:
 def summarise(folder: Path, step_threshold: float = DEFAULT_STEP_THRESHOLD) -> dict:
     data, meta, warnings = load_folder(folder)
     variants = {name: variant_summary(v, step_threshold) for name, v in data.items()}
+    for name, s in variants.items():
+        unsettled = [i + 1 for i, ok in enumerate(s["floors_settled"]) if not ok]
+        if unsettled:
+            lengths = ", ".join(f"{s['pause_lengths_s'][i - 1]:.1f} s" for i in unsettled)
+            warnings.append(
+                f"{name}: the floor{'s' if len(unsettled) > 1 else ''} of pause "
+                f"{', '.join(map(str, unsettled))} ({lengths}) had not settled (RSS still moving "
+                "by 1 MB or more over the last 2 s); medians and ratios use settled floors only."
+            )
+        if any(s["unasked_pause_requests"]) and not (meta.get("config") or {}).get("idle_rps"):
+            warnings.append(
+                f"{name}: requests the experiment did not send reached the service during a "
+                f"pause ({s['unasked_pause_requests']}): the floors may be disturbed."
+            )
     best = _ratios(variants, "median_floor_bytes", "ratio_to_best")
     _ratios(variants, "last_floor_bytes", "last_floor_ratio_to_best")
     return {
@@ -241,7 +289,10 @@ def markdown(summary: dict) -> str:
     head += ["after trim", "reclaimable", "slope/batch", "steps", "× best (median floor)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, s in variants.items():
-        floors = [mb(f) for f in s["floors_bytes"]] + ["–"] * (n_floors - len(s["floors_bytes"]))
+        floors = [
+            mb(f) + ("" if ok else "*")
+            for f, ok in zip(s["floors_bytes"], s["floors_settled"], strict=True)
+        ] + ["–"] * (n_floors - len(s["floors_bytes"]))
         ratio = f"{s['ratio_to_best']:.2f}" if s["ratio_to_best"] else "–"
         row = [name, mb(s["baseline_bytes"]), mb(s["peak_bytes"]), *floors]
         row += [mb(s["after_trim_bytes"]), mb(s["reclaimable_bytes"]),
@@ -256,13 +307,17 @@ def markdown(summary: dict) -> str:
             f"{config.get('iterations')} iterations ({config.get('tags') or 'all sizes'}), "
             f"concurrency {config.get('concurrency')}, SLEEP_MS={config.get('sleep_ms')}, "
             f"PYTHONMALLOC={config.get('python_malloc')}, offload threads "
-            f"{config.get('offload_threads')}, pauses {config.get('pause_s')} s, "
-            f"allocator polled every {config.get('poll_s', 0.1)} s. "
+            f"{config.get('offload_threads')}, {_pauses(config)}, idle traffic "
+            f"{config.get('idle_rps', 'polls')} req/s, "
+            f"variants {'side by side' if config.get('parallel') else 'one after another'}. "
             f"Python {prov.get('python')}, glibc {glibc_version(prov)}, "
             f"{prov.get('cpu_count')} CPUs, kernel {prov.get('kernel')}."
         )
         text.append("")
-    text.append("All memory figures are RSS in MB (2^20 bytes).")
+    text.append(
+        "All memory figures are RSS in MB (2^20 bytes). A floor marked * comes from a pause "
+        "whose RSS had not settled; medians and ratios leave it out."
+    )
     text.append("")
     text.extend(lines)
     text.append("")
@@ -272,6 +327,12 @@ def markdown(summary: dict) -> str:
     if summary.get("status") and summary["status"] != "complete":
         text += ["", f"**This run did not complete: {summary['status']}.**"]
     return "\n".join(text) + "\n"
+
+
+def _pauses(config: dict) -> str:
+    if config.get("pause_s") is None and "pause_cap_s" in config:
+        return f"pauses until RSS settled (at most {config['pause_cap_s']:g} s)"
+    return f"pauses {config.get('pause_s')} s, allocator polled every {config.get('poll_s')} s"
 
 
 def interpretation(summary: dict) -> list[str]:
@@ -328,3 +389,163 @@ def short_table(summary: dict) -> str:
         for r in rows
     ]
     return "MB (2^20 bytes) of RSS\n" + "\n".join(lines)
+
+
+# --- repeats ---------------------------------------------------------------------------
+
+REPEATED_FIELDS = (
+    "baseline_bytes",
+    "peak_bytes",
+    "median_floor_bytes",
+    "last_floor_bytes",
+    "after_trim_bytes",
+    "steps",
+)
+SPREAD_WARNING = 0.10  # (max − min) over the median, as pyperf's "may be unstable"
+
+
+def run_folders(folder: Path) -> list[Path]:
+    """The run-K folders of a --repeat result, in run order (empty for a single run)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    runs = [p for p in folder.glob(f"{RUN_PREFIX}*") if p.is_dir() and p.name[4:].isdigit()]
+    return sorted(runs, key=lambda p: int(p.name[4:]))
+
+
+def spread(values: list) -> dict | None:
+    """median, min, max and n of the values that exist."""
+    present = [v for v in values if v is not None]
+    if not present:
+        return None
+    return {"median": statistics.median(present), "min": min(present), "max": max(present),
+            "n": len(present), "values": values}  # fmt: skip
+
+
+def summarise_runs(summaries: list[dict], names: list[str] | None = None) -> dict:
+    """Median (min–max) over several runs' summaries, per variant and per ratio."""
+    names = names or list(dict.fromkeys(n for s in summaries for n in s["variants"]))
+    variants = {
+        name: {
+            key: spread([s["variants"].get(name, {}).get(key) for s in summaries])
+            for key in REPEATED_FIELDS
+        }
+        for name in names
+    }
+    ratios = {}
+    first = names[0] if names else None
+    for other in names[1:]:
+        values = []
+        for s in summaries:
+            a = s["variants"].get(first, {}).get("median_floor_bytes")
+            b = s["variants"].get(other, {}).get("median_floor_bytes")
+            values.append(a / b if a and b else None)
+        ratios[f"{first}/{other}"] = spread(values)
+    warnings = []
+    for name, fields in variants.items():
+        for key in ("median_floor_bytes", "last_floor_bytes", "after_trim_bytes"):
+            sp = fields[key]
+            if (
+                sp
+                and sp["n"] > 1
+                and sp["median"]
+                and (sp["max"] - sp["min"]) > (SPREAD_WARNING * sp["median"])
+            ):
+                warnings.append(
+                    f"{name}: {key.removesuffix('_bytes').replace('_', ' ')} varies "
+                    f"{mb(sp['min'])}–{mb(sp['max'])} MB over {sp['n']} runs (more than 10 % of "
+                    "its median): the result may be unstable; rerun, or look at what else "
+                    "the machine was doing."
+                )
+    for s in summaries:
+        warnings.extend(f"{s.get('run', '?')}: {w}" for w in s.get("warnings", []))
+    return {"variants": variants, "ratios": ratios, "runs": len(summaries), "warnings": warnings}
+
+
+def summarise_repeats(folder: Path, step_threshold: float = DEFAULT_STEP_THRESHOLD) -> dict:
+    """A --repeat folder: each run's summary, and median (min–max) over them."""
+    runs = run_folders(folder)
+    if not runs:
+        raise NoTraces(f"{folder} holds no {RUN_PREFIX}K folders.")
+    per_run = []
+    for run in runs:
+        try:
+            summary = summarise(run, step_threshold)
+        except NoTraces:
+            continue
+        summary["run"] = run.name
+        per_run.append(summary)
+    if not per_run:
+        raise NoTraces(f"{folder}: none of its runs holds a usable trace.")
+    try:
+        meta = json.loads((Path(folder) / "meta.json").read_text())
+    except (OSError, ValueError):
+        meta = {}
+    names = [n for n in (meta.get("config") or {}).get("variants", [])] or None
+    result = summarise_runs(per_run, names)
+    result.update(
+        preset=per_run[0].get("preset"),
+        config=meta.get("config") or per_run[0].get("config"),
+        provenance=meta.get("provenance") or per_run[0].get("provenance"),
+        status=meta.get("status"),
+        run_names=[s["run"] for s in per_run],
+        step_threshold_bytes=step_threshold,
+    )
+    return result
+
+
+def _spread_text(sp: dict | None, digits: int = 0, scale: float = MB) -> str:
+    if not sp:
+        return "–"
+    f = f"{{:,.{digits}f}}"
+    med, lo, hi = (f.format(sp[k] / scale) for k in ("median", "min", "max"))
+    return f"{med} ({lo}–{hi})"
+
+
+def markdown_repeats(result: dict) -> str:
+    """Each figure as median (min–max) over the runs."""
+    head = ["variant", "baseline", "peak", "median floor", "last floor", "after trim", "steps"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, f in result["variants"].items():
+        row = [name, *(_spread_text(f[k]) for k in REPEATED_FIELDS[:-1])]
+        row.append(_spread_text(f["steps"], 0, 1))
+        lines.append("| " + " | ".join(row) + " |")
+    config = result.get("config") or {}
+    text = [
+        f"# stair-stepper summary: {result.get('preset')}, {result['runs']} runs",
+        "",
+        f"Each figure is the median over {result['runs']} runs ({', '.join(result['run_names'])})"
+        ", with the lowest and highest in brackets. MB = 2^20 bytes of RSS; floors are settled "
+        "pause floors.",
+        "",
+    ]
+    if config:
+        text += [
+            f"Preset `{config.get('preset')}`: {config.get('batches')} batches of "
+            f"{config.get('iterations')} iterations, concurrency {config.get('concurrency')}, "
+            f"SLEEP_MS={config.get('sleep_ms')}, PYTHONMALLOC={config.get('python_malloc')}, "
+            f"offload threads {config.get('offload_threads')}, {_pauses(config)}, idle traffic "
+            f"{config.get('idle_rps')} req/s, variants "
+            f"{'side by side' if config.get('parallel') else 'one after another'}.",
+            "",
+        ]
+    text += lines + [""]
+    for pair, sp in result["ratios"].items():
+        if sp:
+            text.append(
+                f"- {pair}, median settled floor: {sp['median']:.2f} "
+                f"({sp['min']:.2f}–{sp['max']:.2f}, {sp['n']} runs)."
+            )
+    if result.get("warnings"):
+        text += ["", "Warnings:", *[f"- {w}" for w in result["warnings"]]]
+    if result.get("status") and result["status"] != "complete":
+        text += ["", f"**This run did not complete: {result['status']}.**"]
+    return "\n".join(text) + "\n"
+
+
+def write_repeats(folder: Path, result: dict) -> tuple[Path, Path]:
+    folder = Path(folder)
+    json_path, md_path = folder / "summary.json", folder / "summary.md"
+    json_path.write_text(json.dumps(result, indent=2) + "\n")
+    md_path.write_text(markdown_repeats(result))
+    return json_path, md_path

@@ -1,74 +1,90 @@
-"""Does the contrast preset separate glibc from jemalloc, run after run?
+"""Does the default run show the stairs and the contrast, run after run, within 5 minutes?
 
-Runs ``stair-stepper experiment --preset contrast`` RUNS times (glibc, jemalloc
-and jemalloc+bg, one after the other, loopback only) and prints, per run, the
-glibc/jemalloc and glibc/jemalloc+bg ratios of the median pause floor (robust
-to plain jemalloc's noisy idle floor) and of the last floor, plus the run's
-wall time. Target: glibc/jemalloc median-floor ratio >= 2.0 in every run, each
-run under 5 minutes on 2 cores. Extra experiment flags go after ``--``, e.g.
-``-- --poll-interval 0.1`` (the allocator polls are idle traffic; see README).
+Runs ``stair-stepper experiment`` (the default preset: glibc, jemalloc and
+jemalloc+bg side by side, settled pauses, no idle traffic, loopback only)
+``--repeat N`` times into one folder, then prints per run and as median
+(min–max):
 
-    python bench/contrast.py [--runs 3] [--out DIR] [-- experiment flags]
+- the run's wall time (target: <= 300 s each);
+- glibc's floor-to-floor rises of >= 16 MB (target: >= 3);
+- glibc/jemalloc+bg by median settled floor (target: >= 2.5);
+- glibc/jemalloc by median settled floor (no target: reported with its spread);
+
+and one verdict line per target. Extra experiment flags go after ``--``.
+
+    python bench/contrast.py [--repeat 3] [--out DIR] [-- experiment flags]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
-import time
 from datetime import UTC, datetime
 from pathlib import Path
+
+TARGETS = {"wall_s": 300.0, "rises": 3, "glibc/jemalloc+bg": 2.5}
+
+
+def spread(values: list[float], digits: int = 2) -> str:
+    f = f"{{:.{digits}f}}"
+    return (
+        f"{f.format(statistics.median(values))} ({f.format(min(values))}–{f.format(max(values))})"
+    )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--out", default=None, help="parent folder for the runs")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--out", default=None, help="result folder (default results/bench-…)")
     parser.add_argument("extra", nargs="*", help="more experiment flags, after --")
     args = parser.parse_args()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    parent = Path(args.out or f"results/bench-contrast-{stamp}")
-    rows, folders = [], []
-    for run in range(1, args.runs + 1):
-        folder = parent / f"run{run}"
-        began = time.monotonic()
-        done = subprocess.run(
-            [sys.executable, "-m", "stair_stepper", "experiment", "--preset", "contrast",
-             "--out", str(folder), *args.extra],
-            stdout=subprocess.DEVNULL,
-        )  # fmt: skip
-        took = time.monotonic() - began
-        if done.returncode != 0:
-            print(f"run {run} failed (exit {done.returncode}); see {folder}", file=sys.stderr)
-            return 1
-        v = json.loads((folder / "summary.json").read_text())["variants"]
-        rows.append((run, took, v))
-        folders.append(str(folder))
-    mb = 2**20
-    others = [n for n in rows[0][2] if n != "glibc"]
-    head = "run  wall   glibc median floor  " + "  ".join(
-        f"{n}: median floor, glibc/{n} median (last)" for n in others
-    )
-    print(head)
-    for run, took, v in rows:
-        g = v["glibc"]
-        cells = [
-            f"{v[n]['median_floor_bytes'] / mb:6.0f} MB, "
-            f"{g['median_floor_bytes'] / v[n]['median_floor_bytes']:4.2f} "
-            f"({g['last_floor_bytes'] / v[n]['last_floor_bytes']:4.2f})"
-            for n in others
-        ]
-        print(f"{run:>3}  {took / 60:4.1f}m  {g['median_floor_bytes'] / mb:14.0f} MB  "
-              + "    ".join(cells))  # fmt: skip
-    for n in others:
-        met = sum(v["glibc"]["median_floor_bytes"] / v[n]["median_floor_bytes"] >= 2.0
-                  for _, _, v in rows)  # fmt: skip
-        print(f"glibc/{n} median-floor ratio >= 2.0 in {met} of {len(rows)} runs")
-    print(f"slowest run {max(r[1] for r in rows) / 60:.1f} min")
-    subprocess.run([sys.executable, "-m", "stair_stepper", "plot", *folders, "-o", str(parent)],
-                   stdout=subprocess.DEVNULL)  # fmt: skip
+    folder = Path(args.out or f"results/bench-contrast-{stamp}")
+    done = subprocess.run(
+        [sys.executable, "-m", "stair_stepper", "experiment", "--repeat", str(args.repeat),
+         "--out", str(folder), *args.extra],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    if done.returncode != 0:
+        print(f"the experiment failed (exit {done.returncode}); see {folder}", file=sys.stderr)
+        return 1
+    rows = []
+    for run in sorted(folder.glob("run-*"), key=lambda p: int(p.name[4:])):
+        meta = json.loads((run / "meta.json").read_text())
+        v = json.loads((run / "summary.json").read_text())["variants"]
+        g = v["glibc"]["median_floor_bytes"]
+        rows.append(
+            {
+                "run": run.name,
+                "wall_s": meta["finished_at"] - meta["started_at"],
+                "rises": v["glibc"]["steps"],
+                "glibc floors MB": [round(f / 2**20) for f in v["glibc"]["floors_bytes"]],
+                "glibc/jemalloc+bg": g / v["jemalloc+bg"]["median_floor_bytes"],
+                "glibc/jemalloc": g / v["jemalloc"]["median_floor_bytes"],
+                "unsettled": sum(not ok for s in v.values() for ok in s["floors_settled"]),
+            }
+        )
+    print(f"results: {folder}")
+    for r in rows:
+        print(
+            f"{r['run']}: wall {r['wall_s']:.0f} s; glibc floors {r['glibc floors MB']} MB, "
+            f"{r['rises']} rises; glibc/jemalloc+bg {r['glibc/jemalloc+bg']:.2f}; "
+            f"glibc/jemalloc {r['glibc/jemalloc']:.2f}; unsettled floors {r['unsettled']}"
+        )
+    n = len(rows)
+    for key in ("wall_s", "rises", "glibc/jemalloc+bg", "glibc/jemalloc"):
+        print(f"{key}: {spread([r[key] for r in rows], 0 if key in ('wall_s', 'rises') else 2)}"
+              f" over {n} runs")  # fmt: skip
+    walls = sum(r["wall_s"] <= TARGETS["wall_s"] for r in rows)
+    rises = sum(r["rises"] >= TARGETS["rises"] for r in rows)
+    ratio = sum(r["glibc/jemalloc+bg"] >= TARGETS["glibc/jemalloc+bg"] for r in rows)
+    for label, met in (("wall time <= 300 s", walls), ("glibc rises >= 3", rises),
+                       ("glibc/jemalloc+bg >= 2.5", ratio)):  # fmt: skip
+        print(f"{'MET' if met == n else 'NOT MET'}: {label} in {met} of {n} runs")
+    print(f"reported: glibc/jemalloc {spread([r['glibc/jemalloc'] for r in rows])}, no target")
     return 0
 
 

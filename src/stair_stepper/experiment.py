@@ -26,7 +26,14 @@ from urllib.parse import urlsplit
 from . import allocators, drillfile, drivers, launch, load, provenance
 from .errors import UserError
 from .record import Recorder
-from .traces import BATCH_COLUMNS, BATCHES_SUFFIX, SETTLE_WINDOW_S, TRACE_SUFFIX, RowWriter
+from .traces import (
+    BATCH_COLUMNS,
+    BATCHES_SUFFIX,
+    RUN_PREFIX,
+    SETTLE_WINDOW_S,
+    TRACE_SUFFIX,
+    RowWriter,
+)
 
 MB = 2**20
 
@@ -387,9 +394,6 @@ def _write_meta(folder: Path, meta: dict) -> None:
     tmp.replace(folder / "meta.json")
 
 
-RUN_PREFIX = "run-"  # a --repeat folder holds run-1 … run-N, each a complete result folder
-
-
 def run(config: Config, out: str | None = None) -> Path:
     """Run the experiment (``config.repeat`` times); returns the result folder.
 
@@ -561,6 +565,15 @@ def report(folder: Path, plot: bool = True) -> int:
     """After a run: summary files, figures (when matplotlib is there) and the short table."""
     from .analysis import plot as analysis
 
+    if analysis.numbers.run_folders(folder):
+        result, written = analysis.analyse_repeats(
+            folder, None, analysis.numbers.DEFAULT_STEP_THRESHOLD, plot
+        )
+        print(analysis.numbers.markdown_repeats(result))
+        for warning in result["warnings"]:
+            print(f"warning: {warning}", file=sys.stderr)
+        print(f"\nresults: {folder}")
+        return 0
     summary, written = analysis.analyse(folder, figures=plot)
     print(analysis.numbers.short_table(summary))
     for line in analysis.numbers.interpretation(summary):

@@ -71,6 +71,7 @@ def settled(times: list, rss: list, window_s: float = SETTLE_WINDOW_S,
 
 
 TRACE_SUFFIX = ".trace.csv"
+RUN_PREFIX = "run-"  # experiment --repeat N: run-1 … run-N, each a complete result folder
 BATCHES_SUFFIX = ".batches.csv"
 
 
