@@ -294,3 +294,19 @@ def test_presets_match_their_documented_settings():
         450, "medium", 16, 16, "malloc",
     )  # fmt: skip
     assert PRESETS["quick"].python_malloc == "malloc" and PRESETS["quick"].batches == 2
+
+
+def test_idle_traffic_is_the_only_traffic_in_a_pause(tmp_path):
+    """--idle-rps R: about R requests a second reach the service during a pause, and they are
+    all it gets (the service's own count, read once after each pause); at 0 it gets none."""
+    folder = tmp_path / "r"
+    args = [*TINY, "--batches", "2", "--pause", "2", "--idle-rps", "5", "--no-plot"]
+    done = experiment(*args, "--out", str(folder))
+    assert done.returncode == 0, done.stderr
+    batches = read_batches(folder / "glibc.batches.csv")
+    for unasked, sent, pause in zip(batches.column("pause_requests"),
+                                    batches.column("idle_requests_sent"),
+                                    batches.column("pause_s"), strict=True):  # fmt: skip
+        assert unasked == sent  # nothing but the idle traffic
+        assert abs(sent - 5 * pause) <= 3, (sent, pause)
+    assert json.loads((folder / "meta.json").read_text())["config"]["idle_rps"] == 5

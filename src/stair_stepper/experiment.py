@@ -226,10 +226,11 @@ class VariantRun:
                 rss_batch = rec.last["rss_bytes"] if rec.last else None
                 rec.phase = f"pause {batch}"
                 rec.quiet()
+                polls_before_pause = rec.polls_sent
                 pause_s, settled, idle_sent = self._pause(batch)
                 rss_pause = rec.last["rss_bytes"] if rec.last else None
                 reading = self._read_allocator(str(batch))
-                unasked = ledger.close_pause(reading, outcome.requests)
+                unasked = ledger.close_pause(reading, outcome.requests, polls_before_pause)
                 batches.write(
                     {
                         "batch": batch, "start_s": start, "end_s": end, "pause_end_s": rec.now(),
@@ -333,13 +334,17 @@ class _Ledger:
         self.recorder = recorder
         self.served, self.polls = (reading or {}).get("requests_served"), recorder.polls_sent
 
-    def close_pause(self, reading: dict | None, batch_requests: int) -> int | None:
-        """Requests answered since the last read beyond the batch and the polls: during a
-        pause, exactly the idle traffic (0 at --idle-rps 0)."""
+    def close_pause(
+        self, reading: dict | None, batch_requests: int, polls_before_pause: int
+    ) -> int | None:
+        """Requests answered since the last read beyond the batch, the polls made before the
+        pause began and this read: what reached the service during the pause. Exactly the
+        idle traffic (0 at --idle-rps 0); a poll during the pause would count here too."""
         served, polls = (reading or {}).get("requests_served"), self.recorder.polls_sent
         unasked = None
         if served is not None and self.served is not None:
-            unasked = served - self.served - batch_requests - (polls - self.polls)
+            asked = batch_requests + (polls_before_pause - self.polls) + 1  # + this read
+            unasked = served - self.served - asked
         self.served, self.polls = served, polls
         return unasked
 
