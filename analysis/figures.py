@@ -19,32 +19,69 @@ MB = numbers.MB
 COLORS = ("#d1495b", "#00798c", "#edae49", "#66a182", "#2e4057", "#8d96a3")
 
 
-def _save(fig, folder: Path, stem: str) -> list[Path]:
+def save(fig, folder: Path, stem: str) -> list[Path]:
+    """PNG and SVG, byte for byte the same from the same data (no dates, fixed SVG ids)."""
     paths = []
+    plt.rcParams["svg.hashsalt"] = "stair-stepper"
     for ext in ("png", "svg"):
         path = Path(folder) / f"{stem}.{ext}"
-        fig.savefig(path, dpi=130 if ext == "png" else None, bbox_inches="tight")
+        metadata = {"Software": None} if ext == "png" else {"Date": None, "Creator": None}
+        fig.savefig(path, dpi=130 if ext == "png" else None, bbox_inches="tight",
+                    metadata=metadata)  # fmt: skip
         paths.append(path)
     plt.close(fig)
     return paths
 
 
 def _title(summary: dict, what: str) -> str:
-    """Two lines: what and which preset; then the settings every variant shared."""
+    """What, which preset and how the variants ran; then every setting that differs from the
+    preset (from meta.json's ``overrides``), then the main settings and the machine."""
     prov = summary.get("provenance") or {}
     c = summary.get("config") or {}
+    mode = "side by side" if c.get("parallel") else "one after another"
     first = f"{what} — preset {summary.get('preset') or 'trace'}"
+    if c:
+        first += f", variants {mode}"
+    lines = [first]
+    overrides = summary.get("overrides") or {}
+    if overrides:
+        lines.append("changed from the preset: " + ", ".join(
+            f"{k}={_setting(v)}" for k, v in overrides.items()))  # fmt: skip
     facts = []
     if c:
         facts.append(
             f"PYTHONMALLOC={c.get('python_malloc')}, concurrency {c.get('concurrency')}, "
-            f"SLEEP_MS={c.get('sleep_ms')}, {c.get('tags') or 'all sizes'}"
+            f"SLEEP_MS={c.get('sleep_ms')}, {c.get('tags') or 'all sizes'}, "
+            f"offload threads {c.get('offload_threads')}, idle {c.get('idle_rps', '–')} req/s"
         )
     if prov.get("python"):
         facts.append(f"Python {prov['python']}")
     if prov.get("glibc"):
         facts.append(f"glibc {numbers.glibc_version(prov)}")
-    return first + ("\n" + "; ".join(facts) if facts else "")
+    if facts:
+        lines.append("; ".join(facts))
+    return "\n".join(lines)
+
+
+def _setting(value) -> str:
+    if value is None:
+        return "auto"
+    if isinstance(value, list | tuple):
+        return ",".join(map(str, value))
+    return str(value)
+
+
+def with_gaps(xs: list, ys: list, max_gap: float) -> tuple[list, list]:
+    """Points with NaN inserted wherever two readings are more than ``max_gap`` apart: a line
+    is drawn only between readings that were really taken close together."""
+    out_x, out_y = [], []
+    for x, y in zip(xs, ys, strict=True):
+        if out_x and x - out_x[-1] > max_gap:
+            out_x.append(float("nan"))
+            out_y.append(float("nan"))
+        out_x.append(x)
+        out_y.append(y)
+    return out_x, out_y
 
 
 def _spans(trace, prefix: str) -> list[tuple[float, float, str]]:
@@ -60,47 +97,87 @@ def _spans(trace, prefix: str) -> list[tuple[float, float, str]]:
     return spans
 
 
-def memory_over_time(data: dict, summary: dict, folder: Path) -> list[Path]:
-    fig, ax = plt.subplots(figsize=(11, 5.5))
-    strip = ax.get_xaxis_transform()  # x in data, y in axes fraction: the batch strips
+MAX_GAP_S = 1.0  # allocator readings further apart than this are not joined by a line
+
+
+def _panel(ax, name: str, v, s: dict, color: str) -> None:
+    """One variant: RSS, allocator held and live, batches, settled floors, the trim."""
+    t = v.trace.column("t_s")
+    ax.plot(t, [r / MB for r in v.trace.column("rss_bytes")], color=color, lw=1.8, label="RSS")
+    for column, style, label in (("held_bytes", "--", "allocator held"),
+                                 ("live_bytes", ":", "allocator live")):  # fmt: skip
+        points = [(x, y / MB) for x, y in zip(t, v.trace.column(column), strict=True)
+                  if y is not None]  # fmt: skip
+        if not points:
+            continue
+        xs, ys = with_gaps([p[0] for p in points], [p[1] for p in points], MAX_GAP_S)
+        ax.plot(xs, ys, color=color, lw=1.0, ls=style, label=label, gid=column)
+        # A reading with no neighbour close by (the one read after each pause) is a marker:
+        # no line leads to it, and it must still show.
+        lone = [(x, y) for i, (x, y) in enumerate(points)
+                if all(abs(x - points[j][0]) > MAX_GAP_S for j in (i - 1, i + 1)
+                       if 0 <= j < len(points))]  # fmt: skip
+        if lone:
+            ax.plot([p[0] for p in lone], [p[1] for p in lone], ls="none", marker="o", ms=4,
+                    color=color, mfc="white" if column == "live_bytes" else color)  # fmt: skip
+    for start, end, _ in _spans(v.trace, "batch"):
+        ax.axvspan(start, end, color=color, alpha=0.08, lw=0)
+    floors = zip(_spans(v.trace, "pause"), s.get("floors_bytes", []),
+                 s.get("floors_settled", []), strict=False)  # fmt: skip
+    for (_, end, _), floor, ok in floors:
+        # A floor from a pause that had not settled is dotted: never read as a floor.
+        ax.plot([end - numbers.WINDOW_S, end], [floor / MB] * 2, color="black",
+                lw=4 if ok else 1.5, ls="-" if ok else (0, (1, 1)),
+                solid_capstyle="butt")  # fmt: skip
+    trims = _spans(v.trace, "trim") or _spans(v.trace, "after trim")
+    if trims:
+        ax.axvline(trims[0][0], color="black", ls="-.", lw=0.9)
+        ax.text(trims[0][0], 0.95, " trim", transform=ax.get_xaxis_transform(), fontsize=9,
+                va="top")  # fmt: skip
+    ax.text(0.005, 0.95, name, transform=ax.transAxes, fontsize=12, fontweight="bold",
+            color=color, va="top")  # fmt: skip
+    ax.grid(alpha=0.3)
+    ax.set_ylabel("MB")
+
+
+def memory_figure(data: dict, summary: dict):
+    """One panel per variant (shared y axis), for slides: readable at 100 % on a laptop."""
+    n = max(1, len(data))
+    fig, axes = plt.subplots(n, 1, figsize=(12, 2.4 * n + 1.6), sharex=True, sharey=True,
+                             squeeze=False)  # fmt: skip
     for i, (name, v) in enumerate(data.items()):
-        color = COLORS[i % len(COLORS)]
-        t = v.trace.column("t_s")
-        ax.plot(t, [r / MB for r in v.trace.column("rss_bytes")], color=color, lw=1.8,
-                label=f"{name} — RSS")  # fmt: skip
-        for column, style, label in (("held_bytes", "--", "held"), ("live_bytes", ":", "live")):
-            # Only where the allocator answered (a busy server answers late): joined points.
-            points = [(x, y / MB) for x, y in zip(t, v.trace.column(column), strict=True)
-                      if y is not None]  # fmt: skip
-            if points:
-                xs, ys = zip(*points, strict=True)
-                ax.plot(xs, ys, color=color, lw=0.9, ls=style,
-                        label=f"{name} — allocator {label} (where it answered)")  # fmt: skip
-        for start, end, _ in _spans(v.trace, "batch"):
-            ax.axvspan(start, end, color=color, alpha=0.06, lw=0)
-            ax.add_patch(plt.Rectangle((start, 0.005 + 0.022 * i), end - start, 0.016,
-                                       transform=strip, color=color, alpha=0.8, lw=0))  # fmt: skip
-        s = summary["variants"].get(name, {})
-        floors = zip(_spans(v.trace, "pause"), s.get("floors_bytes", []),
-                     s.get("floors_settled", []), strict=False)  # fmt: skip
-        for (_, end, _), floor, ok in floors:
-            # A floor from a pause that had not settled: hollow, so it is never read as one.
-            ax.plot([end - numbers.WINDOW_S, end], [floor / MB] * 2, color=color,
-                    lw=4 if ok else 1.5, ls="-" if ok else (0, (1, 1)),
-                    solid_capstyle="butt")  # fmt: skip
-        trims = _spans(v.trace, "trim") or _spans(v.trace, "after trim")
-        if trims:
-            ax.axvline(trims[0][0], color=color, ls="-.", lw=0.9)
-            ax.text(trims[0][0], 0.97 - 0.07 * i, "trim ", transform=strip, color=color,
-                    fontsize=8, rotation=90, va="top", ha="right")  # fmt: skip
-    ax.set_xlabel("seconds since the variant's start (bars at the bottom and tint: batches; "
-                  "thick ticks: settled pause floors, dotted: not settled)")  # fmt: skip
-    ax.set_ylabel("MB (2^20 bytes)")
+        _panel(axes[i][0], name, v, summary["variants"].get(name, {}), COLORS[i % len(COLORS)])
+    axes[0][0].set_ylim(bottom=0)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=10, frameon=False,
+               bbox_to_anchor=(0.5, -0.01))  # fmt: skip
+    axes[-1][0].set_xlabel("seconds since the variant's start — tint: batches; black ticks: "
+                           "settled pause floors (dotted: not settled)")  # fmt: skip
+    fig.suptitle(_title(summary, "Memory over time (MB = 2^20 bytes)"), fontsize=11)
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    return fig
+
+
+def rss_overlay_figure(data: dict, summary: dict):
+    """RSS of every variant on one axis, to compare them at a glance."""
+    fig, ax = plt.subplots(figsize=(12, 5))
+    for i, (name, v) in enumerate(data.items()):
+        ax.plot(v.trace.column("t_s"), [r / MB for r in v.trace.column("rss_bytes")],
+                color=COLORS[i % len(COLORS)], lw=1.8, label=name)  # fmt: skip
+    ax.set_xlabel("seconds since the variant's start")
+    ax.set_ylabel("RSS, MB (2^20 bytes)")
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
-    ax.set_title(_title(summary, "Memory over time"))
-    ax.legend(fontsize=7.5, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=3, frameon=False)
-    return _save(fig, folder, "memory")
+    ax.legend(fontsize=10)
+    ax.set_title(_title(summary, "RSS over time"), fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def memory_over_time(data: dict, summary: dict, folder: Path) -> list[Path]:
+    return save(memory_figure(data, summary), folder, "memory") + save(
+        rss_overlay_figure(data, summary), folder, "memory-rss"
+    )
 
 
 def floors_by_batch(summary: dict, folder: Path) -> list[Path]:
@@ -129,7 +206,7 @@ def floors_by_batch(summary: dict, folder: Path) -> list[Path]:
     ax.grid(axis="y", alpha=0.3)
     ax.set_title(_title(summary, "Floors by batch (* hatched: pause had not settled)"))
     ax.legend(fontsize=8)
-    return _save(fig, folder, "floors")
+    return save(fig, folder, "floors")
 
 
 def floors_across_runs(
@@ -163,7 +240,34 @@ def floors_across_runs(
     ax.grid(alpha=0.3)
     ax.set_title(f"Floors across {len(summaries)} runs")
     ax.legend(fontsize=8)
-    return _save(fig, folder, stem)
+    return save(fig, folder, stem)
+
+
+def floors_against_idle(table: dict, folder: Path, stem: str = "idle-traffic") -> list[Path]:
+    """Median settled floor (band: min–max over the runs) against idle requests per second.
+
+    ``table``: idle rate -> a --repeat summary's ``variants``."""
+    fig, ax = plt.subplots(figsize=(10, 5))
+    rates = sorted(table)
+    positions = range(len(rates))
+    names = [n for n in ("jemalloc", "jemalloc+bg") if all(n in table[r] for r in rates)]
+    for i, name in enumerate(names):
+        color = COLORS[1 + 1 * i]
+        spreads = [table[r][name]["median_floor_bytes"] for r in rates]
+        lows, highs = [sp["min"] / MB for sp in spreads], [sp["max"] / MB for sp in spreads]
+        ax.fill_between(positions, lows, highs, color=color, alpha=0.2, lw=0)
+        ax.plot(positions, [sp["median"] / MB for sp in spreads], marker="o", color=color,
+                label=f"{name} (median of {spreads[0]['n']} runs; band: min–max)")  # fmt: skip
+    ax.set_xticks(positions, [f"{r:g}" for r in rates])
+    ax.set_xlabel("idle traffic during the pauses, requests per second (GET /healthz)")
+    ax.set_ylabel("median settled pause floor, MB (2^20 bytes)")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.set_title("Plain jemalloc gives memory back only while requests arrive;\n"
+                 "with its background thread it does not wait")  # fmt: skip
+    ax.legend(fontsize=10)
+    fig.tight_layout()
+    return save(fig, folder, stem)
 
 
 def draw_all(data: dict, summary: dict, folder: Path) -> list[Path]:

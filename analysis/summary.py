@@ -38,6 +38,7 @@ from stair_stepper.traces import (
     RUN_PREFIX,
     Table,
     TraceError,
+    companion,
     read_batches,
     read_trace,
     settled,
@@ -94,7 +95,7 @@ def load_folder(folder: Path) -> tuple[dict[str, VariantData], dict, list[str]]:
             warnings.append(f"{path.name} has no samples.")
             continue
         batches = None
-        batch_path = path.parent / f"{name}{BATCHES_SUFFIX}"
+        batch_path = companion(path, BATCHES_SUFFIX)
         if batch_path.exists():
             try:
                 batches = read_batches(batch_path)
@@ -265,6 +266,7 @@ def summarise(folder: Path, step_threshold: float = DEFAULT_STEP_THRESHOLD) -> d
         "step_threshold_bytes": step_threshold,
         "preset": meta.get("config", {}).get("preset"),
         "config": meta.get("config", {}),
+        "overrides": meta.get("overrides", {}),
         "provenance": meta.get("provenance", {}),
         "status": meta.get("status"),
         "warnings": warnings,
@@ -486,6 +488,7 @@ def summarise_repeats(folder: Path, step_threshold: float = DEFAULT_STEP_THRESHO
     result.update(
         preset=per_run[0].get("preset"),
         config=meta.get("config") or per_run[0].get("config"),
+        overrides=meta.get("overrides") or per_run[0].get("overrides") or {},
         provenance=meta.get("provenance") or per_run[0].get("provenance"),
         status=meta.get("status"),
         run_names=[s["run"] for s in per_run],
@@ -494,7 +497,8 @@ def summarise_repeats(folder: Path, step_threshold: float = DEFAULT_STEP_THRESHO
     return result
 
 
-def _spread_text(sp: dict | None, digits: int = 0, scale: float = MB) -> str:
+def spread_text(sp: dict | None, digits: int = 0, scale: float = MB) -> str:
+    """``median (min–max)`` of a ``spread``, in MB unless ``scale`` says otherwise."""
     if not sp:
         return "–"
     f = f"{{:,.{digits}f}}"
@@ -502,14 +506,26 @@ def _spread_text(sp: dict | None, digits: int = 0, scale: float = MB) -> str:
     return f"{med} ({lo}–{hi})"
 
 
-def markdown_repeats(result: dict) -> str:
-    """Each figure as median (min–max) over the runs."""
+def repeats_table(result: dict) -> str:
+    """The table and ratio lines of a --repeat result: median (min–max) over its runs."""
     head = ["variant", "baseline", "peak", "median floor", "last floor", "after trim", "steps"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, f in result["variants"].items():
-        row = [name, *(_spread_text(f[k]) for k in REPEATED_FIELDS[:-1])]
-        row.append(_spread_text(f["steps"], 0, 1))
+        row = [name, *(spread_text(f[k]) for k in REPEATED_FIELDS[:-1])]
+        row.append(spread_text(f["steps"], 0, 1))
         lines.append("| " + " | ".join(row) + " |")
+    lines.append("")
+    for pair, sp in result["ratios"].items():
+        if sp:
+            lines.append(
+                f"- {pair}, median settled floor: {sp['median']:.2f} "
+                f"({sp['min']:.2f}–{sp['max']:.2f}, {sp['n']} runs)."
+            )
+    return "\n".join(lines) + "\n"
+
+
+def markdown_repeats(result: dict) -> str:
+    """Each figure as median (min–max) over the runs."""
     config = result.get("config") or {}
     text = [
         f"# stair-stepper summary: {result.get('preset')}, {result['runs']} runs",
@@ -529,13 +545,7 @@ def markdown_repeats(result: dict) -> str:
             f"{'side by side' if config.get('parallel') else 'one after another'}.",
             "",
         ]
-    text += lines + [""]
-    for pair, sp in result["ratios"].items():
-        if sp:
-            text.append(
-                f"- {pair}, median settled floor: {sp['median']:.2f} "
-                f"({sp['min']:.2f}–{sp['max']:.2f}, {sp['n']} runs)."
-            )
+    text.append(repeats_table(result))
     if result.get("warnings"):
         text += ["", "Warnings:", *[f"- {w}" for w in result["warnings"]]]
     if result.get("status") and result["status"] != "complete":

@@ -235,3 +235,18 @@ def test_record_refuses_an_existing_trace_unless_append(tmp_path):
     times = read_trace(out).column("t_s")
     assert len(times) > rows
     assert all(a < b for a, b in zip(times, times[1:], strict=False))  # the clock went on
+
+
+def test_sigterm_stops_side_by_side_variants_without_waiting_for_their_batches(tmp_path):
+    """A batch of 20 iterations at 3 s each, two at a time, lasts 30 s: a stop must not wait."""
+    folder = tmp_path / "r"
+    process = _start_and_wait_for_batch(folder, "--parallel", "--allocators", "glibc,glibc+arena2",
+                                        "--iterations", "20")  # fmt: skip
+    began = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    took = time.monotonic() - began
+    assert process.returncode == 143, err
+    assert took < 12, f"took {took:.1f} s to stop"
+    assert json.loads((folder / "meta.json").read_text())["status"] == "terminated"
+    assert_no_orphans(folder)

@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import subprocess
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,8 +50,9 @@ def run_builtin(
     items: tuple[drillfile.RequestItem, ...],
     base: str,
     progress: load.ProgressFn | None = None,
+    cancel: threading.Event | None = None,
 ) -> BatchOutcome:
-    result = load.run_load(bench, items, base=base, progress=progress)
+    result = load.run_load(bench, items, base=base, progress=progress, cancel=cancel)
     f = result.to_json()
     return BatchOutcome(
         f["total_requests"],
@@ -123,25 +125,31 @@ def run_drill(
     tags: str | None,
     log: Path,
     name: str = "drill",
+    cancel: threading.Event | None = None,
 ) -> BatchOutcome:
     path = drill_benchmark_file(bench, base, folder, name)
     command = ["drill", "--benchmark", str(path), "--stats", "--quiet"]
     if tags:
         command += ["--tags", tags]
     env = dict(os.environ, NO_COLOR="1")
-    with open(log, "a") as handle:
-        done = subprocess.run(
-            command,
-            stdout=subprocess.PIPE,
-            stderr=handle,
-            text=True,
-            env=env,
-            **selfexec.child_popen_options(),
-        )
-        handle.write(done.stdout)
-    if done.returncode != 0:
-        raise UserError(_drill_failure(done.returncode, log))
-    return parse_drill_stats(done.stdout)
+    out = log.with_suffix(".stdout")
+    with open(log, "a") as err, open(out, "w+") as stdout:
+        process = subprocess.Popen(command, stdout=stdout, stderr=err, text=True, env=env,
+                                   **selfexec.child_popen_options())  # fmt: skip
+        while process.poll() is None:
+            if cancel is not None and cancel.wait(0.2):
+                process.terminate()  # stopping: drill has no partial statistics to give
+                process.wait()
+                raise UserError("drill was stopped before the batch ended.")
+            if cancel is None:
+                process.wait()
+        stdout.seek(0)
+        text = stdout.read()
+        err.write(text)
+    out.unlink(missing_ok=True)
+    if process.returncode != 0:
+        raise UserError(_drill_failure(process.returncode, log))
+    return parse_drill_stats(text)
 
 
 # drill 0.8.3 and 0.9.0 record latencies in microseconds into a histogram bounded at 3,600,000

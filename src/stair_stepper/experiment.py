@@ -117,6 +117,16 @@ class _Signals:
             signal.signal(sig, handler)
 
 
+def overrides(config: Config) -> dict:
+    """The settings that differ from the preset's (figure titles say them)."""
+    preset = PRESETS.get(config.preset)
+    if preset is None:
+        return {}
+    base, mine = asdict(preset), asdict(config)
+    skip = {"benchmark", "port", "driver"}  # where the files are, not what was measured
+    return {k: v for k, v in mine.items() if k not in skip and v != base[k]}
+
+
 def default_benchmark() -> str:
     return os.environ.get("STAIR_STEPPER_BENCHMARK") or "benchmark.yml"
 
@@ -305,13 +315,15 @@ class VariantRun:
             if c.driver == "drill":
                 return drivers.run_drill(
                     self.bench, self.server.base_url, self.folder, c.tags,
-                    self.folder / f"{self.name}.drill.log", self.name,
+                    self.folder / f"{self.name}.drill.log", self.name, self.stop_event,
                 )  # fmt: skip
             progress = None
             if self.show_progress:
                 label = f"[{self.name}] batch {batch}/{c.batches} "
                 progress = load.ProgressBar(label=label, suffix=self._rss_mb)
-            return drivers.run_builtin(self.bench, self.items, self.server.base_url, progress)
+            return drivers.run_builtin(
+                self.bench, self.items, self.server.base_url, progress, self.stop_event
+            )
         except UserError as exc:
             raise Fault(f"the load driver failed in batch {batch}: {exc}") from None
 
@@ -428,6 +440,7 @@ def run(config: Config, out: str | None = None) -> Path:
         "status": "running",
         "started_at": time.time(),
         "config": asdict(config),
+        "overrides": overrides(config),
         "repeat": config.repeat,
         "runs": [],
         "provenance": provenance.collect(rows),
@@ -471,6 +484,7 @@ def _run_once(
         "status": "running",
         "started_at": time.time(),
         "config": asdict(config),
+        "overrides": overrides(config),
         "requests_per_batch": bench.total_requests(items),
         "items": [i.name for i in items],
         "provenance": provenance.collect(rows),

@@ -17,6 +17,7 @@ import resource
 import socket
 import statistics
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -154,6 +155,7 @@ async def _run(
     base: str | None,
     timeout: float,
     progress: ProgressFn | None,
+    cancel: threading.Event | None = None,
 ) -> LoadResult:
     import aiohttp
 
@@ -186,7 +188,7 @@ async def _run(
             progress(state["done"], total, state["failed"])
 
     async def worker(session: aiohttp.ClientSession) -> None:
-        while state["next"] < bench.iterations:
+        while state["next"] < bench.iterations and not (cancel and cancel.is_set()):
             iteration = state["next"]
             state["next"] += 1
             # As drill's run_iteration: the delay starts when the iteration gets its slot.
@@ -217,12 +219,16 @@ def run_load(
     timeout: float = 120.0,
     progress: ProgressFn | None = None,
     allow_non_loopback: bool = False,
+    cancel: threading.Event | None = None,
 ) -> LoadResult:
-    """Run the benchmark to completion (bounded: iterations × items requests)."""
+    """Run the benchmark to completion (bounded: iterations × items requests), or until
+    ``cancel`` is set: then no new iteration starts and the requests in flight finish."""
     if not allow_non_loopback:
         for p in _prepare(bench, items, base):
             check_loopback(p.url)
-    return asyncio.run(_run(bench, items, base=base, timeout=timeout, progress=progress))
+    return asyncio.run(
+        _run(bench, items, base=base, timeout=timeout, progress=progress, cancel=cancel)
+    )
 
 
 class ProgressBar:

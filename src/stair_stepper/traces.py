@@ -11,6 +11,7 @@ Times: ``t_s`` is seconds since the recording started (monotonic clock);
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import os
 from dataclasses import dataclass, field
@@ -149,9 +150,13 @@ def read_table(path: Path, required: tuple[str, ...]) -> Table:
     """Read a trace or batches CSV; unreadable rows are skipped and reported."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="ascii", errors="replace")
-    except OSError as exc:
-        raise TraceError(f"cannot read {path}: {exc.strerror}.") from None
+        if path.suffix == ".gz":  # published folders keep their traces compressed
+            with gzip.open(path, "rt", encoding="ascii", errors="replace") as handle:
+                text = handle.read()
+        else:
+            text = path.read_text(encoding="ascii", errors="replace")
+    except (OSError, EOFError) as exc:
+        raise TraceError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}.") from None
     table = Table(path)
     if not text.strip():
         raise TraceError(f"{path} is empty.")
@@ -192,5 +197,20 @@ def read_batches(path: Path) -> Table:
 
 
 def variant_files(folder: Path) -> dict[str, Path]:
-    """variant name -> trace file, in the order the variants ran (by file name)."""
-    return {p.name[: -len(TRACE_SUFFIX)]: p for p in sorted(Path(folder).glob(f"*{TRACE_SUFFIX}"))}
+    """variant name -> trace file (``.csv`` or compressed ``.csv.gz``), sorted by name."""
+    files = {}
+    for suffix in (TRACE_SUFFIX + ".gz", TRACE_SUFFIX):
+        for p in sorted(Path(folder).glob(f"*{suffix}")):
+            files[p.name[: -len(suffix)]] = p
+    return dict(sorted(files.items()))
+
+
+def companion(trace: Path, suffix: str) -> Path:
+    """The file beside a trace for the same variant (e.g. its batches), compressed or not."""
+    name = trace.name.removesuffix(".gz").removesuffix(TRACE_SUFFIX)
+    plain = trace.parent / f"{name}{suffix}"
+    return (
+        plain
+        if plain.exists() or not plain.with_name(plain.name + ".gz").exists()
+        else (plain.with_name(plain.name + ".gz"))
+    )

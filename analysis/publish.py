@@ -1,0 +1,183 @@
+"""`./dev docs` (``python -m analysis.publish``): the README's result tables and the figures in
+docs/ rebuilt from the complete result folders in docs/results/.
+
+Every number the README quotes from a measurement sits between
+``<!-- published:NAME -->`` and ``<!-- /published:NAME -->`` and is written here,
+from the folders named in ``PUBLISHED``; tests/test_published.py checks that
+the README holds exactly what this derives, so text and data cannot drift.
+A folder measured on a dirty tree, or whose measuring code (``MEASURING``) has
+changed since its recorded revision, is refused unless ``--allow-stale``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from stair_stepper.analysis import summary as numbers
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = Path("docs/results")
+# README block -> result folders under docs/results (each a --repeat folder)
+PUBLISHED = {
+    "contrast": ["contrast"],
+    "idle": ["idle-0", "idle-0.2", "idle-1", "idle-5"],
+    "pymalloc": ["pymalloc"],
+    "arenas": ["arenas"],
+}
+MEASURING = ("src", "analysis", "benchmark.yml", "plans")
+BLOCK = re.compile(r"(<!-- published:(\S+) -->\n)(.*?)(<!-- /published:\2 -->)", re.S)
+
+
+class Stale(Exception):
+    """A published result no longer matches the code that would measure it now."""
+
+
+def _git(root: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True)
+
+
+def provenance_problems(folder: Path, root: Path = ROOT) -> list[str]:
+    """Why ``folder`` cannot be published as the current method's result (empty: it can)."""
+    try:
+        prov = json.loads((folder / "meta.json").read_text()).get("provenance") or {}
+    except (OSError, ValueError):
+        return [f"{folder} has no readable meta.json."]
+    rev = prov.get("git_rev")
+    if not rev:
+        return [f"{folder} records no git revision."]
+    if prov.get("git_dirty"):
+        return [f"{folder} was measured on a tree with uncommitted changes (at {rev[:10]})."]
+    changed = _git(root, "diff", "--name-only", rev, "--", *MEASURING)
+    if changed.returncode != 0:
+        return [f"{folder} was measured at {rev[:10]}, which this checkout does not have."]
+    files = changed.stdout.split()
+    if files:
+        return [
+            f"{folder} was measured at {rev[:10]}; its measuring code has changed since: "
+            + ", ".join(files[:12])
+            + (f" and {len(files) - 12} more" if len(files) > 12 else "")
+            + "."
+        ]
+    return []
+
+
+def _repeat(folder: Path) -> dict:
+    return numbers.summarise_repeats(folder)
+
+
+def _revision_line(folders: list[Path]) -> str:
+    revs, runs = set(), 0
+    for folder in folders:
+        meta = json.loads((folder / "meta.json").read_text())
+        revs.add((meta.get("provenance") or {}).get("git_rev", "?")[:10])
+        runs += len(numbers.run_folders(folder))
+    names = ", ".join(f"`docs/results/{f.name}/`" for f in folders)
+    return f"Data: {names} ({runs} runs), measured at revision {', '.join(sorted(revs))}."
+
+
+def contrast_block(folders: list[Path]) -> str:
+    result = _repeat(folders[0])
+    return numbers.repeats_table(result) + "\n" + _revision_line(folders) + "\n"
+
+
+def idle_block(folders: list[Path]) -> str:
+    lines = [
+        "| idle requests/s during pauses | jemalloc: median settled floor, MB | "
+        "jemalloc+bg: median settled floor, MB |",
+        "|---|---|---|",
+    ]
+    for folder in folders:
+        result = _repeat(folder)
+        rate = result["config"]["idle_rps"]
+        cells = [numbers.spread_text(result["variants"][v]["median_floor_bytes"])
+                 for v in ("jemalloc", "jemalloc+bg")]  # fmt: skip
+        lines.append(f"| {rate:g} | {cells[0]} | {cells[1]} |")
+    return "\n".join(lines) + "\n\n" + _revision_line(folders) + "\n"
+
+
+BLOCKS = {"contrast": contrast_block, "idle": idle_block, "pymalloc": contrast_block,
+          "arenas": contrast_block}  # fmt: skip
+
+
+def build_blocks(
+    root: Path = ROOT, allow_stale: bool = False, git_root: Path = ROOT
+) -> dict[str, str]:
+    """README block name -> its text, from the committed folders under ``root``."""
+    blocks = {}
+    for name, folder_names in PUBLISHED.items():
+        folders = [root / RESULTS / f for f in folder_names]
+        missing = [f for f in folders if not f.is_dir()]
+        if missing:
+            raise Stale(f"{missing[0]} does not exist; run the benchmark that makes it.")
+        if not allow_stale:
+            problems = [p for f in folders for p in provenance_problems(f, git_root)]
+            if problems:
+                raise Stale(problems[0])
+        blocks[name] = BLOCKS[name](folders)
+    return blocks
+
+
+def rewrite(readme: str, blocks: dict[str, str]) -> str:
+    """The README with every published block replaced by its derived text."""
+
+    def replace(match: re.Match) -> str:
+        name = match.group(2)
+        if name not in blocks:
+            return match.group(0)
+        return match.group(1) + blocks[name] + match.group(4)
+
+    return BLOCK.sub(replace, readme)
+
+
+def figures(root: Path = ROOT) -> list[Path]:
+    """docs/<name>-memory.png (first run), docs/<name>-floors-runs.png, docs/idle-traffic.png."""
+    from stair_stepper.analysis import figures as drawing
+
+    docs = root / "docs"
+    written: list[Path] = []
+    for name in ("contrast", "pymalloc", "arenas"):
+        folder = root / RESULTS / name
+        runs = numbers.run_folders(folder)
+        data, _, _ = numbers.load_folder(runs[0])
+        summary = numbers.summarise(runs[0])
+        written += drawing.save(drawing.memory_figure(data, summary), docs, f"{name}-memory")
+        summaries = [numbers.summarise(r) for r in runs]
+        written += drawing.floors_across_runs(summaries, docs, f"{name}-floors-runs")
+    idle = {}
+    for folder_name in PUBLISHED["idle"]:
+        result = _repeat(root / RESULTS / folder_name)
+        idle[result["config"]["idle_rps"]] = result["variants"]
+    written += drawing.floors_against_idle(idle, docs)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="./dev docs", description=__doc__.splitlines()[0])
+    parser.add_argument("--allow-stale", action="store_true",
+                        help="publish results whose measuring code has changed since")  # fmt: skip
+    parser.add_argument("--no-figures", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        blocks = build_blocks(ROOT, args.allow_stale)
+    except Stale as exc:
+        print(f"stair-stepper docs: {exc} (--allow-stale publishes it anyway)", file=sys.stderr)
+        return 2
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    new = rewrite(text, blocks)
+    if new != text:
+        readme.write_text(new)
+    print(f"README.md: {len(blocks)} result blocks {'updated' if new != text else 'unchanged'}")
+    if not args.no_figures:
+        for path in figures(ROOT):
+            print(f"wrote {path.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,70 @@
+"""Plain jemalloc returns memory only while requests keep arriving: floors against idle traffic.
+
+For each idle rate R (requests per second of GET /healthz during the pauses; 0 is a
+quiet service), runs ``stair-stepper experiment --allocators jemalloc,jemalloc+bg
+--idle-rps R --repeat N`` (the default preset otherwise: side by side, settled
+pauses, loopback only) and prints each variant's median settled floor as median
+(min–max) over the N runs, then draws ``idle-traffic.png/.svg`` in the output folder.
+
+    python bench/idle_traffic.py [--rates 0,0.2,1,5] [--repeat 3] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+VARIANTS = ("jemalloc", "jemalloc+bg")
+MB = 2**20
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rates", default="0,0.2,1,5")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--out", default=None)
+    parser.add_argument("extra", nargs="*", help="more experiment flags, after --")
+    args = parser.parse_args()
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    parent = Path(args.out or f"results/bench-idle-{stamp}")
+    rates = [float(r) for r in args.rates.split(",")]
+    table: dict[float, dict] = {}
+    for rate in rates:
+        folder = parent / f"idle-{rate:g}"
+        done = subprocess.run(
+            [sys.executable, "-m", "stair_stepper", "experiment", "--allocators",
+             ",".join(VARIANTS), "--idle-rps", f"{rate:g}", "--repeat", str(args.repeat),
+             "--out", str(folder), *args.extra],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        if done.returncode != 0:
+            print(f"R={rate:g} failed (exit {done.returncode}); see {folder}", file=sys.stderr)
+            return 1
+        table[rate] = json.loads((folder / "summary.json").read_text())["variants"]
+    print(f"results: {parent}")
+    print("median settled floor, MB: median (min–max) over", args.repeat, "runs")
+    print("idle req/s  " + "  ".join(f"{v:>22}" for v in VARIANTS))
+    for rate, variants in table.items():
+        cells = []
+        for v in VARIANTS:
+            sp = variants[v]["median_floor_bytes"]
+            cells.append(f"{sp['median'] / MB:.0f} ({sp['min'] / MB:.0f}–{sp['max'] / MB:.0f})")
+        print(f"{rate:>10g}  " + "  ".join(f"{c:>22}" for c in cells))
+    draw(table, parent)
+    return 0
+
+
+def draw(table: dict[float, dict], folder: Path) -> None:
+    try:
+        from stair_stepper.analysis import figures
+    except ImportError:  # matplotlib is the [analysis] extra
+        return
+    figures.floors_against_idle(table, folder)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,141 @@
+"""Published numbers come from committed raw data, and the figures do not mislead."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+from pathlib import Path
+
+import pytest
+from test_analysis import synthetic_variant
+
+from stair_stepper.analysis import publish
+from stair_stepper.analysis import summary as numbers
+from stair_stepper.traces import TRACE_COLUMNS, RowWriter
+
+ROOT = Path(__file__).resolve().parent.parent
+MB = 2**20
+
+
+def test_every_published_readme_block_is_what_the_data_says():
+    """Edit a cell of a README result table by hand and this fails."""
+    blocks = publish.build_blocks(ROOT, allow_stale=True)
+    readme = (ROOT / "README.md").read_text()
+    assert set(blocks) == set(publish.PUBLISHED)
+    for name, text in blocks.items():
+        marker = f"<!-- published:{name} -->\n"
+        assert marker in readme, f"README has no {name} block"
+        start = readme.index(marker) + len(marker)
+        end = readme.index(f"<!-- /published:{name} -->")
+        assert readme[start:end] == text, f"README's {name} block differs from docs/results"
+    assert publish.rewrite(readme, blocks) == readme
+
+
+def test_a_hand_edited_cell_is_caught():
+    blocks = publish.build_blocks(ROOT, allow_stale=True)
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("<!-- published:contrast -->")
+    row = readme.index("| glibc |", start)
+    cell = readme.index("|", row + 9) + 2  # the first number after the variant name
+    edited = readme[:cell] + "9" + readme[cell + 1 :]
+    assert publish.rewrite(edited, blocks) != edited  # regeneration puts the data back
+
+
+def test_published_results_are_complete_and_small():
+    results = ROOT / publish.RESULTS
+    total = sum(p.stat().st_size for p in results.rglob("*") if p.is_file())
+    assert total < 15 * MB
+    for folders in publish.PUBLISHED.values():
+        for name in folders:
+            runs = numbers.run_folders(results / name)
+            assert len(runs) >= 3, f"{name}: fewer than 3 runs"
+            for run in runs:
+                meta = json.loads((run / "meta.json").read_text())
+                assert meta["status"] == "complete"
+                for variant in meta["config"]["variants"]:
+                    for suffix in (".trace.csv.gz", ".batches.csv", ".trim.json"):
+                        assert (run / f"{variant}{suffix}").exists(), (run, variant, suffix)
+
+
+def _git(*args: str) -> str:
+    return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True,
+                          check=True).stdout.strip()  # fmt: skip
+
+
+def _folder_at(tmp_path: Path, rev: str, dirty: bool = False) -> Path:
+    folder = tmp_path / f"at-{rev[:7]}{'-dirty' if dirty else ''}"
+    folder.mkdir()
+    (folder / "meta.json").write_text(json.dumps({"provenance": {"git_rev": rev,
+                                                                 "git_dirty": dirty}}))  # fmt: skip
+    return folder
+
+
+@pytest.mark.skipif(not (ROOT / ".git").exists(), reason="needs the git history of a checkout")
+def test_results_measured_by_other_code_are_refused(tmp_path):
+    first = _git("rev-list", "--max-parents=0", "HEAD").splitlines()[-1]
+    problems = publish.provenance_problems(_folder_at(tmp_path, first), ROOT)
+    assert len(problems) == 1 and "its measuring code has changed since" in problems[0]
+    assert "src/stair_stepper/" in problems[0]  # says which files differ
+    dirty = publish.provenance_problems(_folder_at(tmp_path, _git("rev-parse", "HEAD"), True))
+    assert "uncommitted changes" in dirty[0]
+    head = publish.provenance_problems(_folder_at(tmp_path, _git("rev-parse", "HEAD")), ROOT)
+    changed_here = _git("diff", "--name-only", "HEAD", "--", *publish.MEASURING)
+    assert (head == []) is (changed_here == "")
+
+
+def test_publish_refuses_stale_results_with_one_sentence(tmp_path, monkeypatch):
+    root = tmp_path / "checkout"
+    folder = root / publish.RESULTS / "contrast"
+    folder.mkdir(parents=True)
+    first = _git("rev-list", "--max-parents=0", "HEAD").splitlines()[-1]
+    (folder / "meta.json").write_text(json.dumps({"provenance": {"git_rev": first}}))
+    monkeypatch.setattr(publish, "PUBLISHED", {"contrast": ["contrast"]})
+    with pytest.raises(publish.Stale, match="has changed since"):
+        publish.build_blocks(root)
+
+
+def test_no_line_is_drawn_across_missing_allocator_readings(tmp_path):
+    from stair_stepper.analysis import figures
+
+    folder = tmp_path / "gap"
+    folder.mkdir()
+    with RowWriter(folder / "glibc.trace.csv", TRACE_COLUMNS) as w:
+        for i in range(300):  # 30 s at 10 Hz; the allocator did not answer from 10 s to 20 s
+            t = i / 10
+            held = None if 10 <= t < 20 else 100 * MB
+            w.write({"t_s": t, "phase": "batch 1", "rss_bytes": 120 * MB, "held_bytes": held,
+                     "live_bytes": None if held is None else 50 * MB})  # fmt: skip
+    data, _, _ = numbers.load_folder(folder)
+    fig = figures.memory_figure(data, numbers.summarise(folder))
+    lines = [line for ax in fig.axes for line in ax.get_lines() if line.get_gid() == "held_bytes"]
+    assert lines
+    xs = list(lines[0].get_xdata())
+    finite = [(a, b) for a, b in zip(xs, xs[1:], strict=False)
+              if not (math.isnan(a) or math.isnan(b))]  # fmt: skip
+    assert finite and max(b - a for a, b in finite) <= figures.MAX_GAP_S
+    assert any(math.isnan(x) for x in xs)  # the gap is a gap
+    assert min(x for x in xs if not math.isnan(x)) == 0 and max(xs) == pytest.approx(29.9)
+
+
+def test_figures_are_byte_for_byte_stable(tmp_path):
+    from stair_stepper.analysis import plot
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    synthetic_variant(folder, "glibc", 50, [200, 260, 262], 60, 400)
+    first, second = tmp_path / "a", tmp_path / "b"
+    plot.analyse(folder, first)
+    plot.analyse(folder, second)
+    for path in sorted(first.iterdir()):
+        assert path.read_bytes() == (second / path.name).read_bytes(), path.name
+
+
+def test_the_title_names_every_setting_changed_from_the_preset(tmp_path):
+    from stair_stepper.analysis import figures
+
+    summary = {"preset": "contrast", "config": {"parallel": True, "offload_threads": 2},
+               "overrides": {"offload_threads": 2, "pause_s": None}}  # fmt: skip
+    title = figures._title(summary, "Memory over time")
+    assert "variants side by side" in title
+    assert "changed from the preset: offload_threads=2, pause_s=auto" in title
