@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from stair_stepper.analysis import summary as numbers
+from stair_stepper.analysis import summary
 
 FIELDS = (
     ("median floor", "median_floor_bytes"),
@@ -16,37 +16,83 @@ FIELDS = (
 )
 
 
+def figures_of(folder: Path) -> tuple[dict, str, int]:
+    """variant -> key -> (median, min, max): one run (min = max), or a --repeat folder."""
+    if summary.run_folders(folder):
+        result = summary.summarise_repeats(folder)
+        table = {
+            name: {
+                key: (sp["median"], sp["min"], sp["max"]) if sp else None
+                for key, sp in fields.items()
+            }
+            for name, fields in result["variants"].items()
+        }
+        return table, result.get("preset"), result["runs"]
+    one = summary.summarise(folder)
+    table = {
+        name: {
+            key: (v[key], v[key], v[key]) if v.get(key) is not None else None for _, key in FIELDS
+        }
+        for name, v in one["variants"].items()
+    }
+    return table, one.get("preset"), 1
+
+
+def _cell(value: tuple | None, runs: int) -> str:
+    if value is None:
+        return "–"
+    if runs == 1:
+        return summary.mb(value[0])
+    return f"{summary.mb(value[0])} ({summary.mb(value[1])}–{summary.mb(value[2])})"
+
+
 def compare(a: Path, b: Path) -> str:
-    sa, sb = numbers.summarise(a), numbers.summarise(b)
-    names = list(dict.fromkeys([*sa["variants"], *sb["variants"]]))
+    """B against A per variant; with repeats, a change whose run ranges overlap is
+    "within noise" rather than a ratio that looks like a finding."""
+    ta, preset_a, runs_a = figures_of(a)
+    tb, preset_b, runs_b = figures_of(b)
+    names = list(dict.fromkeys([*ta, *tb]))
     head = ["variant"]
     for label, _ in FIELDS:
         head += [f"{label} A", f"{label} B", "B/A"]
     lines = [
-        f"A = {a} (preset {sa.get('preset')}), B = {b} (preset {sb.get('preset')}); "
-        "MB = 2^20 bytes",
+        f"A = {a} (preset {preset_a}, {runs_a} run{'s' if runs_a > 1 else ''}), "
+        f"B = {b} (preset {preset_b}, {runs_b} run{'s' if runs_b > 1 else ''}); "
+        "MB = 2^20 bytes; with repeats: median (min–max)",
         "",
         "| " + " | ".join(head) + " |",
         "|" + "---|" * len(head),
     ]
     for name in names:
-        va, vb = sa["variants"].get(name, {}), sb["variants"].get(name, {})
+        va, vb = ta.get(name, {}), tb.get(name, {})
         row = [name]
         for _, key in FIELDS:
             x, y = va.get(key), vb.get(key)
-            row += [numbers.mb(x), numbers.mb(y), f"{y / x:.2f}" if x and y else "–"]
+            ratio = "–"
+            if x and y and x[0] and y[0]:
+                overlap = runs_a > 1 and runs_b > 1 and x[1] <= y[2] and y[1] <= x[2]
+                ratio = "within noise" if overlap else f"{y[0] / x[0]:.2f}"
+            row += [_cell(x, runs_a), _cell(y, runs_b), ratio]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
 
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The `compare` command line, defined once (``stair-stepper compare`` and ``python -m``)."""
+    parser.add_argument("a", type=Path, help="result folder A")
+    parser.add_argument("b", type=Path, help="result folder B")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="stair-stepper compare", description=__doc__)
-    parser.add_argument("a", type=Path)
-    parser.add_argument("b", type=Path)
-    args = parser.parse_args(argv)
+    add_arguments(parser)
+    return run_args(parser.parse_args(argv))
+
+
+def run_args(args: argparse.Namespace) -> int:
     try:
         print(compare(args.a, args.b))
-    except numbers.NoTraces as exc:
+    except summary.NoTraces as exc:
         print(f"stair-stepper: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -11,11 +11,12 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
+import statistics  # noqa: E402
+
 import matplotlib.pyplot as plt  # noqa: E402
 
-from . import summary as numbers  # noqa: E402
+from .summary import MB, WINDOW_S, glibc_version  # noqa: E402
 
-MB = numbers.MB
 COLORS = ("#d1495b", "#00798c", "#edae49", "#66a182", "#2e4057", "#8d96a3")
 
 
@@ -26,8 +27,7 @@ def save(fig, folder: Path, stem: str) -> list[Path]:
     for ext in ("png", "svg"):
         path = Path(folder) / f"{stem}.{ext}"
         metadata = {"Software": None} if ext == "png" else {"Date": None, "Creator": None}
-        fig.savefig(path, dpi=130 if ext == "png" else None, bbox_inches="tight",
-                    metadata=metadata)  # fmt: skip
+        fig.savefig(path, dpi=130 if ext == "png" else None, bbox_inches="tight", metadata=metadata)
         paths.append(path)
     plt.close(fig)
     return paths
@@ -45,8 +45,10 @@ def _title(summary: dict, what: str) -> str:
     lines = [first]
     overrides = summary.get("overrides") or {}
     if overrides:
-        lines.append("changed from the preset: " + ", ".join(
-            f"{k}={_setting(v)}" for k, v in overrides.items()))  # fmt: skip
+        lines.append(
+            "changed from the preset: "
+            + ", ".join(f"{k}={_setting(v)}" for k, v in overrides.items())
+        )
     facts = []
     if c:
         facts.append(
@@ -57,7 +59,7 @@ def _title(summary: dict, what: str) -> str:
     if prov.get("python"):
         facts.append(f"Python {prov['python']}")
     if prov.get("glibc"):
-        facts.append(f"glibc {numbers.glibc_version(prov)}")
+        facts.append(f"glibc {glibc_version(prov)}")
     if facts:
         lines.append("; ".join(facts))
     return "\n".join(lines)
@@ -104,38 +106,70 @@ def _panel(ax, name: str, v, s: dict, color: str) -> None:
     """One variant: RSS, allocator held and live, batches, settled floors, the trim."""
     t = v.trace.column("t_s")
     ax.plot(t, [r / MB for r in v.trace.column("rss_bytes")], color=color, lw=1.8, label="RSS")
-    for column, style, label in (("held_bytes", "--", "allocator held"),
-                                 ("live_bytes", ":", "allocator live")):  # fmt: skip
-        points = [(x, y / MB) for x, y in zip(t, v.trace.column(column), strict=True)
-                  if y is not None]  # fmt: skip
+    for column, style, label in (
+        ("held_bytes", "--", "allocator held"),
+        ("live_bytes", ":", "allocator live"),
+    ):
+        points = [
+            (x, y / MB) for x, y in zip(t, v.trace.column(column), strict=True) if y is not None
+        ]
         if not points:
             continue
         xs, ys = with_gaps([p[0] for p in points], [p[1] for p in points], MAX_GAP_S)
         ax.plot(xs, ys, color=color, lw=1.0, ls=style, label=label, gid=column)
         # A reading with no neighbour close by (the one read after each pause) is a marker:
         # no line leads to it, and it must still show.
-        lone = [(x, y) for i, (x, y) in enumerate(points)
-                if all(abs(x - points[j][0]) > MAX_GAP_S for j in (i - 1, i + 1)
-                       if 0 <= j < len(points))]  # fmt: skip
+        lone = [
+            (x, y)
+            for i, (x, y) in enumerate(points)
+            if all(
+                abs(x - points[j][0]) > MAX_GAP_S for j in (i - 1, i + 1) if 0 <= j < len(points)
+            )
+        ]
         if lone:
-            ax.plot([p[0] for p in lone], [p[1] for p in lone], ls="none", marker="o", ms=4,
-                    color=color, mfc="white" if column == "live_bytes" else color)  # fmt: skip
+            ax.plot(
+                [p[0] for p in lone],
+                [p[1] for p in lone],
+                ls="none",
+                marker="o",
+                ms=4,
+                color=color,
+                mfc="white" if column == "live_bytes" else color,
+            )
     for start, end, _ in _spans(v.trace, "batch"):
         ax.axvspan(start, end, color=color, alpha=0.08, lw=0)
-    floors = zip(_spans(v.trace, "pause"), s.get("floors_bytes", []),
-                 s.get("floors_settled", []), strict=False)  # fmt: skip
+    floors = zip(
+        _spans(v.trace, "pause"),
+        s.get("floors_bytes", []),
+        s.get("floors_settled", []),
+        strict=False,
+    )
     for (_, end, _), floor, ok in floors:
         # A floor from a pause that had not settled is dotted: never read as a floor.
-        ax.plot([end - numbers.WINDOW_S, end], [floor / MB] * 2, color="black",
-                lw=4 if ok else 1.5, ls="-" if ok else (0, (1, 1)),
-                solid_capstyle="butt")  # fmt: skip
+        ax.plot(
+            [end - WINDOW_S, end],
+            [floor / MB] * 2,
+            color="black",
+            lw=4 if ok else 1.5,
+            ls="-" if ok else (0, (1, 1)),
+            solid_capstyle="butt",
+        )
     trims = _spans(v.trace, "trim") or _spans(v.trace, "after trim")
     if trims:
         ax.axvline(trims[0][0], color="black", ls="-.", lw=0.9)
-        ax.text(trims[0][0], 0.95, " trim", transform=ax.get_xaxis_transform(), fontsize=9,
-                va="top")  # fmt: skip
-    ax.text(0.005, 0.95, name, transform=ax.transAxes, fontsize=12, fontweight="bold",
-            color=color, va="top")  # fmt: skip
+        ax.text(
+            trims[0][0], 0.95, " trim", transform=ax.get_xaxis_transform(), fontsize=9, va="top"
+        )
+    ax.text(
+        0.005,
+        0.95,
+        name,
+        transform=ax.transAxes,
+        fontsize=12,
+        fontweight="bold",
+        color=color,
+        va="top",
+    )
     ax.grid(alpha=0.3)
     ax.set_ylabel("MB")
 
@@ -143,16 +177,26 @@ def _panel(ax, name: str, v, s: dict, color: str) -> None:
 def memory_figure(data: dict, summary: dict):
     """One panel per variant (shared y axis), for slides: readable at 100 % on a laptop."""
     n = max(1, len(data))
-    fig, axes = plt.subplots(n, 1, figsize=(12, 2.4 * n + 1.6), sharex=True, sharey=True,
-                             squeeze=False)  # fmt: skip
+    fig, axes = plt.subplots(
+        n, 1, figsize=(12, 2.4 * n + 1.6), sharex=True, sharey=True, squeeze=False
+    )
     for i, (name, v) in enumerate(data.items()):
         _panel(axes[i][0], name, v, summary["variants"].get(name, {}), COLORS[i % len(COLORS)])
     axes[0][0].set_ylim(bottom=0)
     handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=10, frameon=False,
-               bbox_to_anchor=(0.5, -0.01))  # fmt: skip
-    axes[-1][0].set_xlabel("seconds since the variant's start — tint: batches; black ticks: "
-                           "settled pause floors (dotted: not settled)")  # fmt: skip
+    fig.legend(
+        handles,
+        labels,
+        loc="lower center",
+        ncol=3,
+        fontsize=10,
+        frameon=False,
+        bbox_to_anchor=(0.5, -0.01),
+    )
+    axes[-1][0].set_xlabel(
+        "seconds since the variant's start — tint: batches; black ticks: "
+        "settled pause floors (dotted: not settled)"
+    )
     fig.suptitle(_title(summary, "Memory over time (MB = 2^20 bytes)"), fontsize=11)
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     return fig
@@ -162,8 +206,13 @@ def rss_overlay_figure(data: dict, summary: dict):
     """RSS of every variant on one axis, to compare them at a glance."""
     fig, ax = plt.subplots(figsize=(12, 5))
     for i, (name, v) in enumerate(data.items()):
-        ax.plot(v.trace.column("t_s"), [r / MB for r in v.trace.column("rss_bytes")],
-                color=COLORS[i % len(COLORS)], lw=1.8, label=name)  # fmt: skip
+        ax.plot(
+            v.trace.column("t_s"),
+            [r / MB for r in v.trace.column("rss_bytes")],
+            color=COLORS[i % len(COLORS)],
+            lw=1.8,
+            label=name,
+        )
     ax.set_xlabel("seconds since the variant's start")
     ax.set_ylabel("RSS, MB (2^20 bytes)")
     ax.set_ylim(bottom=0)
@@ -199,8 +248,14 @@ def floors_by_batch(summary: dict, folder: Path) -> list[Path]:
                 bar.set_hatch("///")
                 bar.set_alpha(0.45)
             if v is not None:
-                ax.text(x, v / MB, f"{v / MB:.0f}{'' if good else '*'}", ha="center",
-                        va="bottom", fontsize=7)  # fmt: skip
+                ax.text(
+                    x,
+                    v / MB,
+                    f"{v / MB:.0f}{'' if good else '*'}",
+                    ha="center",
+                    va="bottom",
+                    fontsize=7,
+                )
     ax.set_xticks(range(len(labels)), labels)
     ax.set_ylabel("RSS floor, MB (2^20 bytes)")
     ax.grid(axis="y", alpha=0.3)
@@ -228,7 +283,7 @@ def floors_across_runs(
             column = [x[k] for x in series if k < len(x) and x[k] is not None]
             lows.append(min(column) / MB if column else float("nan"))
             highs.append(max(column) / MB if column else float("nan"))
-            mids.append(numbers.statistics.median(column) / MB if column else float("nan"))
+            mids.append(statistics.median(column) / MB if column else float("nan"))
         xs = range(width)
         longest = max(longest, width)
         ax.fill_between(xs, lows, highs, color=color, alpha=0.2, lw=0)
@@ -256,15 +311,22 @@ def floors_against_idle(table: dict, folder: Path, stem: str = "idle-traffic") -
         spreads = [table[r][name]["median_floor_bytes"] for r in rates]
         lows, highs = [sp["min"] / MB for sp in spreads], [sp["max"] / MB for sp in spreads]
         ax.fill_between(positions, lows, highs, color=color, alpha=0.2, lw=0)
-        ax.plot(positions, [sp["median"] / MB for sp in spreads], marker="o", color=color,
-                label=f"{name} (median of {spreads[0]['n']} runs; band: min–max)")  # fmt: skip
+        ax.plot(
+            positions,
+            [sp["median"] / MB for sp in spreads],
+            marker="o",
+            color=color,
+            label=f"{name} (median of {spreads[0]['n']} runs; band: min–max)",
+        )
     ax.set_xticks(positions, [f"{r:g}" for r in rates])
     ax.set_xlabel("idle traffic during the pauses, requests per second (GET /healthz)")
     ax.set_ylabel("median settled pause floor, MB (2^20 bytes)")
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
-    ax.set_title("Plain jemalloc gives memory back only while requests arrive;\n"
-                 "with its background thread it does not wait")  # fmt: skip
+    ax.set_title(
+        "Plain jemalloc gives memory back only while requests arrive;\n"
+        "with its background thread it does not wait"
+    )
     ax.legend(fontsize=10)
     fig.tight_layout()
     return save(fig, folder, stem)

@@ -10,21 +10,66 @@ import argparse
 import sys
 from pathlib import Path
 
-from stair_stepper.analysis import summary as numbers
+from stair_stepper.analysis.summary import (
+    DEFAULT_STEP_THRESHOLD,
+    MB,
+    NoTraces,
+    load_files,
+    load_folder,
+    markdown_repeats,
+    run_folders,
+    short_table,
+    summarise,
+    summarise_repeats,
+    write,
+    write_repeats,
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The `plot` command line, defined once (``stair-stepper plot`` and ``python -m``)."""
+    parser.add_argument(
+        "results",
+        nargs="+",
+        type=Path,
+        help="result folder(s), --repeat folder(s), or record CSV(s)",
+    )
+    parser.add_argument("-o", "--out", type=Path, help="where to write (default: each folder)")
+    parser.add_argument(
+        "--step-threshold-mb",
+        type=_non_negative_mb,
+        default=DEFAULT_STEP_THRESHOLD / MB,
+        help="a floor rising more than this over the previous one is a step (default 16)",
+    )
+
+
+def _non_negative_mb(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of MB, 0 or more, got {text!r}")
+    return value
+
+
+def run_args(args: argparse.Namespace) -> int:
+    return run(args.results, args.out, args.step_threshold_mb * MB)
 
 
 def analyse(
     folder: Path,
     out: Path | None = None,
-    step_threshold: float = numbers.DEFAULT_STEP_THRESHOLD,
+    step_threshold: float = DEFAULT_STEP_THRESHOLD,
     figures: bool = True,
+    loaded: tuple | None = None,
 ) -> tuple[dict, list[Path]]:
     """Summary (json + md) and figures for one folder; returns the summary and files written."""
-    data, _, _ = numbers.load_folder(folder)
-    summary = numbers.summarise(folder, step_threshold)
+    loaded = loaded or load_folder(folder)
+    summary = summarise(folder, step_threshold, loaded)
     out = Path(out or (folder if Path(folder).is_dir() else Path(folder).parent))
     out.mkdir(parents=True, exist_ok=True)
-    written = list(numbers.write(out, summary))
+    written = list(write(out, summary))
     if figures:
         try:
             from stair_stepper.analysis import figures as drawing
@@ -32,22 +77,10 @@ def analyse(
             summary["warnings"].append(
                 "matplotlib is not installed (pip install 'stair-stepper[analysis]'): no figures."
             )
-            numbers.write(out, summary)
+            write(out, summary)
         else:
-            written += drawing.draw_all(data, summary, out)
+            written += drawing.draw_all(loaded[0], summary, out)
     return summary, written
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="stair-stepper plot", description=__doc__.splitlines()[0])
-    parser.add_argument("results", nargs="+", type=Path, help="result folder(s) or trace CSV(s)")
-    parser.add_argument("-o", "--out", type=Path, help="where to write (default: each folder)")
-    parser.add_argument(
-        "--step-threshold-mb", type=float, default=numbers.DEFAULT_STEP_THRESHOLD / numbers.MB,
-        help="a floor rising more than this over the previous one is a step (default 16)",
-    )  # fmt: skip
-    args = parser.parse_args(argv)
-    return run(args.results, args.out, args.step_threshold_mb * numbers.MB)
 
 
 def analyse_repeats(
@@ -59,16 +92,16 @@ def analyse_repeats(
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     summaries = []
-    for run in numbers.run_folders(folder):
+    for run_folder in run_folders(folder):
         try:
-            summary, files = analyse(run, out / run.name if out != folder else None,
-                                     step_threshold, figures)  # fmt: skip
-        except numbers.NoTraces:
+            target = out / run_folder.name if out != Path(folder) else None
+            summary, files = analyse(run_folder, target, step_threshold, figures)
+        except NoTraces:
             continue
         summaries.append(summary)
         written += files
-    result = numbers.summarise_repeats(folder, step_threshold)
-    written += list(numbers.write_repeats(out, result))
+    result = summarise_repeats(folder, step_threshold)
+    written += list(write_repeats(out, result))
     if figures and summaries:
         try:
             from stair_stepper.analysis import figures as drawing
@@ -79,32 +112,38 @@ def analyse_repeats(
     return result, written
 
 
+def _report(summary: dict, written: list[Path]) -> None:
+    for warning in summary["warnings"]:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(short_table(summary))
+    print("wrote " + ", ".join(str(p) for p in written))
+
+
 def run(results: list[Path], out: Path | None, step_threshold: float) -> int:
-    summaries = []
-    for folder in results:
-        if numbers.run_folders(folder):
+    """Folders one by one (several: plus floors across them); bare CSVs together, as one
+    comparison (the variants are the files)."""
+    try:
+        if all(Path(r).is_file() for r in results) and len(results) > 1:
+            target = out or Path(results[0]).parent
+            summary, written = analyse(target, target, step_threshold, loaded=load_files(results))
+            _report(summary, written)
+            return 0
+        summaries = []
+        for folder in results:
             target = out / Path(folder).name if out and len(results) > 1 else out
-            try:
+            if run_folders(folder):
                 result, written = analyse_repeats(folder, target, step_threshold)
-            except numbers.NoTraces as exc:
-                print(f"stair-stepper: {exc}", file=sys.stderr)
-                return 2
-            for warning in result["warnings"]:
-                print(f"warning: {warning}", file=sys.stderr)
-            print(numbers.markdown_repeats(result))
-            print("wrote " + ", ".join(str(p) for p in written))
-            continue
-        target = out / Path(folder).name if out and len(results) > 1 else out
-        try:
+                for warning in result["warnings"]:
+                    print(f"warning: {warning}", file=sys.stderr)
+                print(markdown_repeats(result))
+                print("wrote " + ", ".join(str(p) for p in written))
+                continue
             summary, written = analyse(folder, target, step_threshold)
-        except numbers.NoTraces as exc:
-            print(f"stair-stepper: {exc}", file=sys.stderr)
-            return 2
-        summaries.append(summary)
-        for warning in summary["warnings"]:
-            print(f"warning: {warning}", file=sys.stderr)
-        print(numbers.short_table(summary))
-        print("wrote " + ", ".join(str(p) for p in written))
+            summaries.append(summary)
+            _report(summary, written)
+    except NoTraces as exc:
+        print(f"stair-stepper: {exc}", file=sys.stderr)
+        return 2
     if len(summaries) > 1:
         try:
             from stair_stepper.analysis import figures as drawing
@@ -114,6 +153,12 @@ def run(results: list[Path], out: Path | None, step_threshold: float) -> int:
         paths = drawing.floors_across_runs(summaries, band_dir)
         print("wrote " + ", ".join(str(p) for p in paths))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="stair-stepper plot", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return run_args(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from stair_stepper.analysis import summary as numbers
+from stair_stepper.analysis import summary
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path("docs/results")
@@ -67,7 +67,7 @@ def provenance_problems(folder: Path, root: Path = ROOT) -> list[str]:
 
 
 def _repeat(folder: Path) -> dict:
-    return numbers.summarise_repeats(folder)
+    return summary.summarise_repeats(folder)
 
 
 def _revision_line(folders: list[Path]) -> str:
@@ -75,14 +75,14 @@ def _revision_line(folders: list[Path]) -> str:
     for folder in folders:
         meta = json.loads((folder / "meta.json").read_text())
         revs.add((meta.get("provenance") or {}).get("git_rev", "?")[:10])
-        runs += len(numbers.run_folders(folder))
+        runs += len(summary.run_folders(folder))
     names = ", ".join(f"`docs/results/{f.name}/`" for f in folders)
     return f"Data: {names} ({runs} runs), measured at revision {', '.join(sorted(revs))}."
 
 
 def contrast_block(folders: list[Path]) -> str:
     result = _repeat(folders[0])
-    return numbers.repeats_table(result) + "\n" + _revision_line(folders) + "\n"
+    return summary.repeats_table(result) + "\n" + _revision_line(folders) + "\n"
 
 
 def idle_block(folders: list[Path]) -> str:
@@ -94,14 +94,20 @@ def idle_block(folders: list[Path]) -> str:
     for folder in folders:
         result = _repeat(folder)
         rate = result["config"]["idle_rps"]
-        cells = [numbers.spread_text(result["variants"][v]["median_floor_bytes"])
-                 for v in ("jemalloc", "jemalloc+bg")]  # fmt: skip
+        cells = [
+            summary.spread_text(result["variants"][v]["median_floor_bytes"])
+            for v in ("jemalloc", "jemalloc+bg")
+        ]
         lines.append(f"| {rate:g} | {cells[0]} | {cells[1]} |")
     return "\n".join(lines) + "\n\n" + _revision_line(folders) + "\n"
 
 
-BLOCKS = {"contrast": contrast_block, "idle": idle_block, "pymalloc": contrast_block,
-          "arenas": contrast_block}  # fmt: skip
+BLOCKS = {
+    "contrast": contrast_block,
+    "idle": idle_block,
+    "pymalloc": contrast_block,
+    "arenas": contrast_block,
+}
 
 
 def build_blocks(
@@ -142,11 +148,11 @@ def figures(root: Path = ROOT) -> list[Path]:
     written: list[Path] = []
     for name in ("contrast", "pymalloc", "arenas"):
         folder = root / RESULTS / name
-        runs = numbers.run_folders(folder)
-        data, _, _ = numbers.load_folder(runs[0])
-        summary = numbers.summarise(runs[0])
-        written += drawing.save(drawing.memory_figure(data, summary), docs, f"{name}-memory")
-        summaries = [numbers.summarise(r) for r in runs]
+        runs = summary.run_folders(folder)
+        data, _, _ = summary.load_folder(runs[0])
+        first_run = summary.summarise(runs[0])
+        written += drawing.save(drawing.memory_figure(data, first_run), docs, f"{name}-memory")
+        summaries = [summary.summarise(r) for r in runs]
         written += drawing.floors_across_runs(summaries, docs, f"{name}-floors-runs")
     idle = {}
     for folder_name in PUBLISHED["idle"]:
@@ -158,8 +164,11 @@ def figures(root: Path = ROOT) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="./dev docs", description=__doc__.splitlines()[0])
-    parser.add_argument("--allow-stale", action="store_true",
-                        help="publish results whose measuring code has changed since")  # fmt: skip
+    parser.add_argument(
+        "--allow-stale",
+        action="store_true",
+        help="publish results whose measuring code has changed since",
+    )
     parser.add_argument("--no-figures", action="store_true")
     args = parser.parse_args(argv)
     try:

@@ -161,8 +161,7 @@ def pause_settled(v: VariantData, pause: str) -> bool:
     """What the experiment recorded for the pause, else the same rule on the trace."""
     k = int(pause.split()[1])
     if v.batches is not None and "settled" in v.batches.columns:
-        for batch, flag in zip(v.batches.column("batch"), v.batches.column("settled"),
-                               strict=True):  # fmt: skip
+        for batch, flag in zip(v.batches.column("batch"), v.batches.column("settled"), strict=True):
             if batch == k and flag is not None:
                 return bool(flag)
     return settled(*_phase_values(v.trace, pause, "rss_bytes"))
@@ -241,8 +240,28 @@ def _ratios(variants: dict[str, dict], key: str, out_key: str) -> str | None:
     return best
 
 
-def summarise(folder: Path, step_threshold: float = DEFAULT_STEP_THRESHOLD) -> dict:
-    data, meta, warnings = load_folder(folder)
+def load_files(paths: list[Path]) -> tuple[dict[str, VariantData], dict, list[str]]:
+    """Several bare ``record`` CSVs as the variants of one comparison (named by file)."""
+    data: dict[str, VariantData] = {}
+    warnings: list[str] = []
+    for path in paths:
+        name = Path(path).name.removesuffix(".gz").removesuffix(".csv").removesuffix(".trace")
+        loaded, _, found = load_folder(Path(path))
+        warnings += found
+        for v in loaded.values():
+            data[name] = VariantData(name, v.trace, v.batches, v.warnings)
+    return data, {}, warnings
+
+
+def summarise(
+    folder: Path,
+    step_threshold: float = DEFAULT_STEP_THRESHOLD,
+    loaded: tuple[dict[str, VariantData], dict, list[str]] | None = None,
+) -> dict:
+    """The numbers of one result folder (or of data already read, ``loaded``: each CSV is
+    parsed once)."""
+    data, meta, warnings = loaded or load_folder(folder)
+    warnings = list(warnings)
     variants = {name: variant_summary(v, step_threshold) for name, v in data.items()}
     for name, s in variants.items():
         unsettled = [i + 1 for i, ok in enumerate(s["floors_settled"]) if not ok]
@@ -297,8 +316,13 @@ def markdown(summary: dict) -> str:
         ] + ["–"] * (n_floors - len(s["floors_bytes"]))
         ratio = f"{s['ratio_to_best']:.2f}" if s["ratio_to_best"] else "–"
         row = [name, mb(s["baseline_bytes"]), mb(s["peak_bytes"]), *floors]
-        row += [mb(s["after_trim_bytes"]), mb(s["reclaimable_bytes"]),
-                mb(s["slope_bytes_per_batch"], 1), str(s["steps"]), ratio]  # fmt: skip
+        row += [
+            mb(s["after_trim_bytes"]),
+            mb(s["reclaimable_bytes"]),
+            mb(s["slope_bytes_per_batch"], 1),
+            str(s["steps"]),
+            ratio,
+        ]
         lines.append("| " + " | ".join(row) + " |")
     config = summary.get("config") or {}
     prov = summary.get("provenance") or {}
@@ -420,8 +444,13 @@ def spread(values: list) -> dict | None:
     present = [v for v in values if v is not None]
     if not present:
         return None
-    return {"median": statistics.median(present), "min": min(present), "max": max(present),
-            "n": len(present), "values": values}  # fmt: skip
+    return {
+        "median": statistics.median(present),
+        "min": min(present),
+        "max": max(present),
+        "n": len(present),
+        "values": values,
+    }
 
 
 def summarise_runs(summaries: list[dict], names: list[str] | None = None) -> dict:

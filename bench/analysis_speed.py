@@ -45,8 +45,16 @@ def synthetic(folder: Path, name: str, growth: float, seed: int) -> None:
                     batches.append({"batch": k, "start_s": t - 60, "end_s": t})
             else:
                 rss = floor + rng.random() * MB
-            w.write({"t_s": t, "wall_time": 1.7e9 + t, "phase": phase, "rss_bytes": int(rss),
-                     "live_bytes": int(rss / 3), "held_bytes": int(rss * 0.9)})  # fmt: skip
+            w.write(
+                {
+                    "t_s": t,
+                    "wall_time": 1.7e9 + t,
+                    "phase": phase,
+                    "rss_bytes": int(rss),
+                    "live_bytes": int(rss / 3),
+                    "held_bytes": int(rss * 0.9),
+                }
+            )
     with RowWriter(folder / f"{name}.batches.csv", BATCH_COLUMNS) as w:
         for row in batches:
             w.write(row)
@@ -62,8 +70,10 @@ def main() -> None:
         summary, written = plot.analyse(folder)
         took = time.perf_counter() - began
     rows = sum(v["samples"] for v in summary["variants"].values())
-    print(f"{rows} samples, 2 variants: summary + 2 figures (PNG+SVG) in {took:.2f} s "
-          f"(target <= 3 s); {len(written)} files")  # fmt: skip
+    print(
+        f"{rows} samples, 2 variants: summary + 2 figures (PNG+SVG) in {took:.2f} s "
+        f"(target <= 3 s); {len(written)} files"
+    )
 
 
 if __name__ == "__main__":

@@ -44,10 +44,19 @@ def main() -> int:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     folder = Path(args.out or f"results/bench-contrast-{stamp}")
     done = subprocess.run(
-        [sys.executable, "-m", "stair_stepper", "experiment", "--repeat", str(args.repeat),
-         "--out", str(folder), *args.extra],
+        [
+            sys.executable,
+            "-m",
+            "stair_stepper",
+            "experiment",
+            "--repeat",
+            str(args.repeat),
+            "--out",
+            str(folder),
+            *args.extra,
+        ],
         stdout=subprocess.DEVNULL,
-    )  # fmt: skip
+    )
     if done.returncode != 0:
         print(f"the experiment failed (exit {done.returncode}); see {folder}", file=sys.stderr)
         return 1
@@ -76,13 +85,18 @@ def main() -> int:
         )
     n = len(rows)
     for key in ("wall_s", "rises", "glibc/jemalloc+bg", "glibc/jemalloc"):
-        print(f"{key}: {spread([r[key] for r in rows], 0 if key in ('wall_s', 'rises') else 2)}"
-              f" over {n} runs")  # fmt: skip
+        print(
+            f"{key}: {spread([r[key] for r in rows], 0 if key in ('wall_s', 'rises') else 2)}"
+            f" over {n} runs"
+        )
     walls = sum(r["wall_s"] <= TARGETS["wall_s"] for r in rows)
     rises = sum(r["rises"] >= TARGETS["rises"] for r in rows)
     ratio = sum(r["glibc/jemalloc+bg"] >= TARGETS["glibc/jemalloc+bg"] for r in rows)
-    for label, met in (("wall time <= 300 s", walls), ("glibc rises >= 3", rises),
-                       ("glibc/jemalloc+bg >= 2.5", ratio)):  # fmt: skip
+    for label, met in (
+        ("wall time <= 300 s", walls),
+        ("glibc rises >= 3", rises),
+        ("glibc/jemalloc+bg >= 2.5", ratio),
+    ):
         print(f"{'MET' if met == n else 'NOT MET'}: {label} in {met} of {n} runs")
     print(f"reported: glibc/jemalloc {spread([r['glibc/jemalloc'] for r in rows])}, no target")
     return 0

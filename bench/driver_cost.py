@@ -51,7 +51,7 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=16)
     args = parser.parse_args()
-    bench = drillfile.load(
+    bench = drillfile.read_benchmark(
         ROOT / "benchmark.yml", iterations=args.iterations, concurrency=args.concurrency
     )
     print(f"{args.iterations} requests per tag, concurrency {args.concurrency}, SLEEP_MS=0\n")
@@ -67,7 +67,7 @@ def main() -> None:
             print(f"{item.name:<8} {c:12.2f} {s:12.2f} {c / s:13.1%}")
 
     contrast = experiment.PRESETS["contrast"]
-    bench_c = drillfile.load(
+    bench_c = drillfile.read_benchmark(
         ROOT / "benchmark.yml", iterations=contrast.iterations, concurrency=contrast.concurrency
     )
     args_c = ("--sleep-ms", str(contrast.sleep_ms), "--python-malloc", contrast.python_malloc)

@@ -36,11 +36,23 @@ def main() -> int:
     for rate in rates:
         folder = parent / f"idle-{rate:g}"
         done = subprocess.run(
-            [sys.executable, "-m", "stair_stepper", "experiment", "--allocators",
-             ",".join(VARIANTS), "--idle-rps", f"{rate:g}", "--repeat", str(args.repeat),
-             "--out", str(folder), *args.extra],
+            [
+                sys.executable,
+                "-m",
+                "stair_stepper",
+                "experiment",
+                "--allocators",
+                ",".join(VARIANTS),
+                "--idle-rps",
+                f"{rate:g}",
+                "--repeat",
+                str(args.repeat),
+                "--out",
+                str(folder),
+                *args.extra,
+            ],
             stdout=subprocess.DEVNULL,
-        )  # fmt: skip
+        )
         if done.returncode != 0:
             print(f"R={rate:g} failed (exit {done.returncode}); see {folder}", file=sys.stderr)
             return 1

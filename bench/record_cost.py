@@ -32,9 +32,20 @@ def main() -> None:
         for service in (None, server.base_url):
             before = resource.getrusage(resource.RUSAGE_CHILDREN)
             server0 = procfs.cpu_seconds(server.pid)
-            command = [sys.executable, "-m", "stair_stepper", "record", "--pid", str(server.pid),
-                       "--out", str(out), "--interval", str(args.interval),
-                       "--duration", str(args.duration)]  # fmt: skip
+            command = [
+                sys.executable,
+                "-m",
+                "stair_stepper",
+                "record",
+                "--pid",
+                str(server.pid),
+                "--out",
+                str(out),
+                "--interval",
+                str(args.interval),
+                "--duration",
+                str(args.duration),
+            ]
             if service:
                 command += ["--service-url", service]
             subprocess.run(command, check=True, stderr=subprocess.DEVNULL)
@@ -42,9 +53,11 @@ def main() -> None:
             cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
             server_cpu = procfs.cpu_seconds(server.pid) - server0
             label = "/proc + /debug/memory" if service else "/proc only          "
-            print(f"{label}: recorder {cpu:.2f} CPU s in {args.duration:.0f} s = "
-                  f"{cpu / args.duration:.2%} of a core; server answered polls with "
-                  f"{server_cpu:.2f} CPU s = {server_cpu / args.duration:.2%}")  # fmt: skip
+            print(
+                f"{label}: recorder {cpu:.2f} CPU s in {args.duration:.0f} s = "
+                f"{cpu / args.duration:.2%} of a core; server answered polls with "
+                f"{server_cpu:.2f} CPU s = {server_cpu / args.duration:.2%}"
+            )
 
 
 if __name__ == "__main__":

@@ -105,8 +105,10 @@ def with_packages(folder: Path, site_dirs: list[Path]) -> Path:
     interpreter = bare_interpreter(folder)
     done = subprocess.run(
         [str(interpreter), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     Path(done.stdout.strip(), "nix-env.pth").write_text("".join(f"{d}\n" for d in site_dirs))
     return interpreter
 

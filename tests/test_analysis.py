@@ -32,15 +32,23 @@ def synthetic_variant(
     rows, t = [], 0.0
     batches = []
 
-    def add(phase: str, seconds: float, mb: float, live: float | None = None,
-            slope: float = 0.0) -> None:  # fmt: skip
+    def add(
+        phase: str, seconds: float, mb: float, live: float | None = None, slope: float = 0.0
+    ) -> None:
         nonlocal t
         n = int(seconds * 10)
         for i in range(n):
             value = mb + slope * (n - 1 - i)  # ends at ``mb``
-            rows.append({"t_s": t, "wall_time": 1e9 + t, "phase": phase,
-                         "rss_bytes": int(value * MB), "live_bytes": int((live or mb / 2) * MB),
-                         "held_bytes": int(value * MB)})  # fmt: skip
+            rows.append(
+                {
+                    "t_s": t,
+                    "wall_time": 1e9 + t,
+                    "phase": phase,
+                    "rss_bytes": int(value * MB),
+                    "live_bytes": int((live or mb / 2) * MB),
+                    "held_bytes": int(value * MB),
+                }
+            )
             t += 0.1
 
     add("baseline", 2, baseline)
@@ -50,8 +58,16 @@ def synthetic_variant(
         end = t
         add(f"pause {k}", 0.5, floor + 40)  # the floor is the pause's last second
         add(f"pause {k}", 2.5, floor, live=30, slope=2.0 if k in falling else 0.0)
-        batches.append({"batch": k, "start_s": start, "end_s": end, "pause_end_s": t,
-                        "requests": 10, "failures": 0})  # fmt: skip
+        batches.append(
+            {
+                "batch": k,
+                "start_s": start,
+                "end_s": end,
+                "pause_end_s": t,
+                "requests": 10,
+                "failures": 0,
+            }
+        )
     add("trim", 0.1, floors[-1])
     add("after trim", 2, after_trim)
     with RowWriter(folder / f"{name}.trace.csv", TRACE_COLUMNS) as w:
@@ -66,9 +82,11 @@ def synthetic_variant(
 def synthetic(tmp_path):
     folder = tmp_path / "run"
     folder.mkdir()
-    meta = {"config": {"preset": "synthetic", "variants": ["glibc", "jemalloc"], "batches": 3},
-            "provenance": {"python": "3.11.7", "glibc": "2.36"},
-            "status": "complete"}  # fmt: skip
+    meta = {
+        "config": {"preset": "synthetic", "variants": ["glibc", "jemalloc"], "batches": 3},
+        "provenance": {"python": "3.11.7", "glibc": "2.36"},
+        "status": "complete",
+    }
     (folder / "meta.json").write_text(json.dumps(meta))
     synthetic_variant(folder, "glibc", 50, [200, 260, 262], 60, 400)
     synthetic_variant(folder, "jemalloc", 50, [100, 100, 100], 70, 300)
@@ -114,15 +132,18 @@ def test_repeats_are_median_with_min_and_max(tmp_path):
     for k, glibc_floors in enumerate(([200, 260, 262], [210, 280, 300], [190, 250, 255]), 1):
         run = folder / f"run-{k}"
         run.mkdir(parents=True)
-        (run / "meta.json").write_text(json.dumps({"config": {"variants": ["glibc", "jemalloc"]},
-                                                   "status": "complete"}))  # fmt: skip
+        (run / "meta.json").write_text(
+            json.dumps({"config": {"variants": ["glibc", "jemalloc"]}, "status": "complete"})
+        )
         synthetic_variant(run, "glibc", 50, glibc_floors, 60, 400)
         synthetic_variant(run, "jemalloc", 50, [100, 100, 100], 70, 300)
     result = numbers.summarise_repeats(folder)
     median_floor = result["variants"]["glibc"]["median_floor_bytes"]
     assert (median_floor["median"], median_floor["min"], median_floor["max"]) == (
-        260 * MB, 250 * MB, 280 * MB,
-    )  # fmt: skip
+        260 * MB,
+        250 * MB,
+        280 * MB,
+    )
     ratio = result["ratios"]["glibc/jemalloc"]
     assert (ratio["median"], ratio["min"], ratio["max"], ratio["n"]) == (2.6, 2.5, 2.8, 3)
     assert any("varies" in w and "glibc" in w for w in result["warnings"])  # 250–280 > 10 %
@@ -138,9 +159,18 @@ def test_repeats_are_median_with_min_and_max(tmp_path):
 def test_summary_json_has_the_fixed_shape(synthetic):
     numbers.write(synthetic, numbers.summarise(synthetic))
     data = json.loads((synthetic / "summary.json").read_text())
-    keys = {"baseline_bytes", "peak_bytes", "floors_bytes", "last_floor_bytes",
-            "median_floor_bytes", "after_trim_bytes", "reclaimable_bytes",
-            "slope_bytes_per_batch", "steps", "ratio_to_best"}  # fmt: skip
+    keys = {
+        "baseline_bytes",
+        "peak_bytes",
+        "floors_bytes",
+        "last_floor_bytes",
+        "median_floor_bytes",
+        "after_trim_bytes",
+        "reclaimable_bytes",
+        "slope_bytes_per_batch",
+        "steps",
+        "ratio_to_best",
+    }
     for variant in data["variants"].values():
         assert keys <= set(variant)
     md = (synthetic / "summary.md").read_text()
@@ -241,3 +271,31 @@ def test_tables_without_matplotlib(synthetic):
     assert done.returncode == 0, done.stderr
     assert "['summary.json', 'summary.md']" in done.stdout
     assert "matplotlib is not installed" in done.stdout
+
+
+def test_a_checkout_maps_analysis_and_nothing_else_into_the_package(tmp_path):
+    """PYTHONPATH=src (as in `nix develop`), no install: stair_stepper.analysis is the
+    repository's analysis/ folder, and bench/, tests/, docs/ are not part of the package."""
+    root = Path(__file__).resolve().parent.parent
+    code = (
+        "import importlib, stair_stepper.analysis.summary as s; print(s.__file__)\n"
+        "import stair_stepper.plans as p; print(p.__file__)\n"
+        "for name in ('bench', 'tests', 'docs', 'examples'):\n"
+        "    try:\n"
+        "        importlib.import_module('stair_stepper.' + name); print('importable', name)\n"
+        "    except ImportError:\n"
+        "        pass\n"
+    )
+    # -S: no site-packages, so no installed or editable stair_stepper can answer instead.
+    done = subprocess.run(
+        [sys.executable, "-S", "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(root / "src")},
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        str(root / "analysis" / "summary.py"),
+        str(root / "src" / "stair_stepper" / "plans.py"),  # the module, never the plans/ folder
+    ]

@@ -47,7 +47,7 @@ def test_tag_rules_follow_drill(item_tags, tags, skip, skipped):
 
 
 def test_same_tag_in_both_lists_is_an_error():
-    bench = drillfile.load(ROOT / "benchmark.yml")
+    bench = drillfile.read_benchmark(ROOT / "benchmark.yml")
     with pytest.raises(UserError, match="both name small"):
         drillfile.select(bench, "small,medium", "small")
 
@@ -63,14 +63,14 @@ def test_same_tag_in_both_lists_is_an_error():
     ],
 )
 def test_request_totals_for_tag_combinations(tags, skip, names, total):
-    bench = drillfile.load(ROOT / "benchmark.yml")
+    bench = drillfile.read_benchmark(ROOT / "benchmark.yml")
     items = drillfile.select(bench, tags, skip)
     assert [i.name for i in items] == names
     assert bench.total_requests(items) == total
 
 
 def test_no_matching_item_is_an_error():
-    bench = drillfile.load(ROOT / "benchmark.yml")
+    bench = drillfile.read_benchmark(ROOT / "benchmark.yml")
     with pytest.raises(UserError, match="no plan item"):
         drillfile.select(bench, "nothing")
 
@@ -86,14 +86,14 @@ def test_includes_resolve_relative_to_the_including_file(tmp_path, monkeypatch):
     )
     (tmp_path / "sub" / "deeper" / "b.yml").write_text("- name: b\n  request: {url: /b}\n")
     monkeypatch.chdir(ROOT / "tests")  # somewhere else entirely
-    bench = drillfile.load(os.path.relpath(tmp_path / "bench.yml"))
+    bench = drillfile.read_benchmark(os.path.relpath(tmp_path / "bench.yml"))
     assert [i.name for i in bench.items] == ["a", "b", "top"]
     assert [i.name for i in drillfile.select(bench, "x")] == ["a"]  # tags inside includes count
     assert bench.absolute_url(bench.items[0]) == "http://127.0.0.1:1/a"
 
 
 def test_the_repository_benchmark_matches_the_spec():
-    bench = drillfile.load(ROOT / "benchmark.yml")
+    bench = drillfile.read_benchmark(ROOT / "benchmark.yml")
     assert (bench.concurrency, bench.iterations, bench.rampup) == (16, 2500, 1)
     assert bench.base == "http://localhost:3000"
     for item in bench.items:
@@ -103,9 +103,9 @@ def test_the_repository_benchmark_matches_the_spec():
 
 
 def test_rampup_uses_drills_integer_rule():
-    bench = drillfile.load(ROOT / "benchmark.yml")
+    bench = drillfile.read_benchmark(ROOT / "benchmark.yml")
     assert [bench.rampup_delay(i) for i in (0, 1, 2499)] == [0, 0, 0]  # 1 // 2500 == 0
-    slow = drillfile.load(ROOT / "benchmark.yml", iterations=4, concurrency=2)
+    slow = drillfile.read_benchmark(ROOT / "benchmark.yml", iterations=4, concurrency=2)
     slow = drillfile.Benchmark(slow.path, slow.base, 2, 4, 10, slow.items)
     assert [slow.rampup_delay(i) for i in range(4)] == [0, 2, 4, 6]  # 10 // 4 == 2
 
@@ -137,32 +137,32 @@ HEAD = "base: http://127.0.0.1:1\niterations: 2\nconcurrency: 1\nplan:\n"
 )
 def test_unsupported_or_broken_items_name_the_problem(tmp_path, plan, message):
     with pytest.raises(UserError, match=message):
-        drillfile.load(_write(tmp_path, HEAD + plan))
+        drillfile.read_benchmark(_write(tmp_path, HEAD + plan))
 
 
 def test_concurrency_above_iterations_is_an_error(tmp_path):
     path = _write(tmp_path, "base: http://x\niterations: 2\nconcurrency: 3\nplan: []\n")
     with pytest.raises(UserError, match="concurrency"):
-        drillfile.load(path)
+        drillfile.read_benchmark(path)
 
 
 def test_unreadable_and_invalid_files(tmp_path):
     with pytest.raises(UserError, match="does not exist"):
-        drillfile.load(tmp_path / "nope.yml")
+        drillfile.read_benchmark(tmp_path / "nope.yml")
     with pytest.raises(UserError, match="not valid YAML"):
-        drillfile.load(_write(tmp_path, "plan: [\n"))
+        drillfile.read_benchmark(_write(tmp_path, "plan: [\n"))
     with pytest.raises(UserError, match="no 'plan'"):
-        drillfile.load(_write(tmp_path, "a: 1\n"))
+        drillfile.read_benchmark(_write(tmp_path, "a: 1\n"))
     folder = tmp_path / "dir.yml"
     folder.mkdir()
     with pytest.raises(UserError, match="cannot read"):
-        drillfile.load(folder)
+        drillfile.read_benchmark(folder)
 
 
 def test_self_include_is_caught(tmp_path):
     path = _write(tmp_path, HEAD + "  - include: b.yml\n")
     with pytest.raises(UserError, match="includes itself"):
-        drillfile.load(path)
+        drillfile.read_benchmark(path)
 
 
 # What a plan may omit or give, and what drill 0.8.3 / 0.9.0 make of it. Each row cites the
@@ -205,23 +205,28 @@ def test_plan_numbers_follow_drill(tmp_path, numbers, expected, warns):
     path = _plan(tmp_path, numbers)
     if expected == "error":
         with pytest.raises(UserError):
-            drillfile.load(path)
+            drillfile.read_benchmark(path)
         return
-    bench = drillfile.load(path)
+    bench = drillfile.read_benchmark(path)
     assert (bench.iterations, bench.concurrency, bench.rampup) == expected
     assert bool(bench.warnings) is warns
 
 
 def _drill_header(drill: Path, path: Path) -> tuple[int, int, int]:
-    done = subprocess.run([str(drill), "--benchmark", str(path), "--stats"],
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    done = subprocess.run(
+        [str(drill), "--benchmark", str(path), "--stats"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     found = dict(re.findall(r"^(Concurrency|Iterations|Rampup) (\d+)", done.stdout, re.M))
     return int(found["Iterations"]), int(found["Concurrency"]), int(found["Rampup"])
 
 
 @needs_drill
-@pytest.mark.parametrize(("numbers", "expected", "warns"),
-                         [r for r in SETTINGS_TABLE if r[1] != "error"])  # fmt: skip
+@pytest.mark.parametrize(
+    ("numbers", "expected", "warns"), [r for r in SETTINGS_TABLE if r[1] != "error"]
+)
 def test_real_drill_reads_the_numbers_the_same_way(
     tmp_path, glibc_server, numbers, expected, warns
 ):

@@ -20,8 +20,22 @@ from stair_stepper.traces import read_batches, read_trace
 
 ROOT = Path(__file__).resolve().parent.parent
 FAKES = Path(__file__).resolve().parent / "fakes"
-TINY = ("--preset", "quick", "--allocators", "glibc", "--batches", "1", "--iterations", "4",
-        "--concurrency", "2", "--tags", "tiny", "--pause", "0.5")  # fmt: skip
+TINY = (
+    "--preset",
+    "quick",
+    "--allocators",
+    "glibc",
+    "--batches",
+    "1",
+    "--iterations",
+    "4",
+    "--concurrency",
+    "2",
+    "--tags",
+    "tiny",
+    "--pause",
+    "0.5",
+)
 
 
 def experiment(*args: str, env: dict | None = None):
@@ -57,8 +71,15 @@ def test_quick_folder_is_complete_and_parseable(quick_run):
     for variant in ("glibc", "jemalloc"):
         for suffix in (".trace.csv", ".batches.csv", ".server.log", ".trim.json"):
             assert f"{variant}{suffix}" in names
-    for name in ("meta.json", "summary.json", "summary.md", "memory.png", "memory.svg",
-                 "floors.png", "floors.svg"):  # fmt: skip
+    for name in (
+        "meta.json",
+        "summary.json",
+        "summary.md",
+        "memory.png",
+        "memory.svg",
+        "floors.png",
+        "floors.svg",
+    ):
         assert name in names
     assert_images(folder)
     meta = json.loads((folder / "meta.json").read_text())
@@ -86,8 +107,9 @@ def test_batch_markers_align_with_the_trace(quick_run):
         assert batches.column("batch") == [1, 2]
         assert batches.column("requests") == [64, 64] and batches.column("failures") == [0, 0]
         times, phases = trace.column("t_s"), trace.column("phase")
-        for k, start, end in zip(batches.column("batch"), batches.column("start_s"),
-                                 batches.column("end_s"), strict=True):  # fmt: skip
+        for k, start, end in zip(
+            batches.column("batch"), batches.column("start_s"), batches.column("end_s"), strict=True
+        ):
             inside = [t for t, p in zip(times, phases, strict=True) if p == f"batch {k}"]
             assert inside and start - 0.2 <= inside[0] and inside[-1] <= end + 0.2
         assert phases[0] == "baseline"
@@ -97,8 +119,11 @@ def test_batch_markers_align_with_the_trace(quick_run):
         # The allocator is read once after each idle phase, in a phase of its own, and
         # nothing else reached the service during the pauses.
         for k in (1, 2):
-            read = [v for v, p in zip(trace.column("live_bytes"), phases, strict=True)
-                    if p == f"read {k}"]  # fmt: skip
+            read = [
+                v
+                for v, p in zip(trace.column("live_bytes"), phases, strict=True)
+                if p == f"read {k}"
+            ]
             assert read and read[-1] is not None
         assert batches.column("pause_requests") == [0, 0]
         assert batches.column("settled") == [1, 1] or all(
@@ -144,10 +169,23 @@ def test_a_taken_port_is_one_sentence_and_leaves_nothing_running(tmp_path):
 
 def _start_and_wait_for_batch(folder: Path, *extra: str) -> subprocess.Popen:
     process = subprocess.Popen(
-        [sys.executable, "-m", "stair_stepper", "experiment", *TINY, "--sleep-ms", "3000",
-         "--out", str(folder), *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "stair_stepper",
+            "experiment",
+            *TINY,
+            "--sleep-ms",
+            "3000",
+            "--out",
+            str(folder),
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
     deadline = time.monotonic() + 60
     trace = folder / "glibc.trace.csv"
     while time.monotonic() < deadline:
@@ -221,8 +259,9 @@ def test_drills_histogram_panic_is_named(tmp_path):
     """Real drill 0.8.3/0.9.0 panic at --stats time after a request slower than ~4.2 s."""
     folder = tmp_path / "r"
     args = [*TINY, "--iterations", "1", "--concurrency", "1", "--sleep-ms", "4600"]
-    done = experiment(*args, "--driver", "drill", "--out", str(folder),
-                      env=_real_drill_env(tmp_path))  # fmt: skip
+    done = experiment(
+        *args, "--driver", "drill", "--out", str(folder), env=_real_drill_env(tmp_path)
+    )
     if done.returncode == 0:
         pytest.skip("this drill has the histogram bound raised (the flake's patched drill)")
     assert done.returncode == 1
@@ -253,12 +292,14 @@ def test_parallel_runs_side_by_side(tmp_path):
 
 
 def test_unknown_or_missing_allocators_fail_before_anything_starts(tmp_path):
-    done = experiment("--preset", "quick", "--allocators", "glibc,hoard", "--out",
-                      str(tmp_path / "a"))  # fmt: skip
+    done = experiment(
+        "--preset", "quick", "--allocators", "glibc,hoard", "--out", str(tmp_path / "a")
+    )
     assert done.returncode == 2 and "unknown allocator 'hoard'" in done.stderr
     missing = {"STAIR_STEPPER_JEMALLOC": "/nope/libjemalloc.so"}
-    done = experiment("--preset", "quick", "--allocators", "jemalloc", "--out",
-                      str(tmp_path / "b"), env=missing)  # fmt: skip
+    done = experiment(
+        "--preset", "quick", "--allocators", "jemalloc", "--out", str(tmp_path / "b"), env=missing
+    )
     assert done.returncode == 2
     assert (
         done.stderr.strip()
@@ -280,19 +321,31 @@ def test_presets_match_their_documented_settings():
 
     c = PRESETS["contrast"]
     assert (c.sleep_ms, c.tags, c.concurrency, c.python_malloc, c.offload_threads) == (
-        450, None, 64, "malloc", 8,
-    )  # fmt: skip
+        450,
+        None,
+        64,
+        "malloc",
+        8,
+    )
     assert (c.batches, c.iterations, c.pause_s, c.pause_cap_s) == (5, 64, None, 30)
     assert c.parallel
     assert c.idle_rps == 0 and c.variants == ("glibc", "jemalloc", "jemalloc+bg")
     s = PRESETS["seed"]
     assert (s.sleep_ms, s.tags, s.concurrency, s.iterations, s.python_malloc) == (
-        450, "medium", 16, 2500, "pymalloc",
-    )  # fmt: skip
+        450,
+        "medium",
+        16,
+        2500,
+        "pymalloc",
+    )
     a = PRESETS["arenas"]
     assert (a.sleep_ms, a.tags, a.concurrency, a.offload_threads, a.python_malloc) == (
-        450, "medium", 16, 16, "malloc",
-    )  # fmt: skip
+        450,
+        "medium",
+        16,
+        16,
+        "malloc",
+    )
     assert PRESETS["quick"].python_malloc == "malloc" and PRESETS["quick"].batches == 2
 
 
@@ -304,9 +357,12 @@ def test_idle_traffic_is_the_only_traffic_in_a_pause(tmp_path):
     done = experiment(*args, "--out", str(folder))
     assert done.returncode == 0, done.stderr
     batches = read_batches(folder / "glibc.batches.csv")
-    for unasked, sent, pause in zip(batches.column("pause_requests"),
-                                    batches.column("idle_requests_sent"),
-                                    batches.column("pause_s"), strict=True):  # fmt: skip
+    for unasked, sent, pause in zip(
+        batches.column("pause_requests"),
+        batches.column("idle_requests_sent"),
+        batches.column("pause_s"),
+        strict=True,
+    ):
         assert unasked == sent  # nothing but the idle traffic
         assert abs(sent - 5 * pause) <= 3, (sent, pause)
     assert json.loads((folder / "meta.json").read_text())["config"]["idle_rps"] == 5

@@ -112,10 +112,14 @@ def test_parallel_drill_runs_each_load_their_own_server(tmp_path):
     record.mkdir()
     folder = tmp_path / "r"
     args = [a if a != "glibc" else "glibc,glibc+arena2" for a in TINY]
-    env = {"PATH": f"{FAKES}{os.pathsep}{os.environ['PATH']}", "FAKE_DRILL_PYTHON": sys.executable,
-           "FAKE_DRILL_RECORD": str(record)}  # fmt: skip
-    done = experiment(*args, "--parallel", "--driver", "drill", "--no-plot", "--out", str(folder),
-                      env=env)  # fmt: skip
+    env = {
+        "PATH": f"{FAKES}{os.pathsep}{os.environ['PATH']}",
+        "FAKE_DRILL_PYTHON": sys.executable,
+        "FAKE_DRILL_RECORD": str(record),
+    }
+    done = experiment(
+        *args, "--parallel", "--driver", "drill", "--no-plot", "--out", str(folder), env=env
+    )
     assert done.returncode == 0, done.stderr
     meta = json.loads((folder / "meta.json").read_text())
     urls = {v["url"] for v in meta["variants"].values()}
@@ -240,8 +244,9 @@ def test_record_refuses_an_existing_trace_unless_append(tmp_path):
 def test_sigterm_stops_side_by_side_variants_without_waiting_for_their_batches(tmp_path):
     """A batch of 20 iterations at 3 s each, two at a time, lasts 30 s: a stop must not wait."""
     folder = tmp_path / "r"
-    process = _start_and_wait_for_batch(folder, "--parallel", "--allocators", "glibc,glibc+arena2",
-                                        "--iterations", "20")  # fmt: skip
+    process = _start_and_wait_for_batch(
+        folder, "--parallel", "--allocators", "glibc,glibc+arena2", "--iterations", "20"
+    )
     began = time.monotonic()
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=60)

@@ -43,8 +43,9 @@ def nix_shaped(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def run(command: list[str], timeout: float = 180, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run(command, env=clean_env(), capture_output=True, text=True,
-                          timeout=timeout, **kw)  # fmt: skip
+    return subprocess.run(
+        command, env=clean_env(), capture_output=True, text=True, timeout=timeout, **kw
+    )
 
 
 def test_the_bare_interpreter_really_is_bare(nix_shaped):
@@ -59,8 +60,17 @@ def serve_once(wrapper: Path, tmp_path: Path, *args: str) -> dict:
     """Start ``serve`` through the wrapper, read /healthz and the maps, stop it."""
     ready = tmp_path / "ready.json"
     log = tmp_path / "serve.log"
-    command = [str(wrapper), "serve", "--bind", "127.0.0.1:0", "--ready-file", str(ready),
-               "--sleep-ms", "0", *args]  # fmt: skip
+    command = [
+        str(wrapper),
+        "serve",
+        "--bind",
+        "127.0.0.1:0",
+        "--ready-file",
+        str(ready),
+        "--sleep-ms",
+        "0",
+        *args,
+    ]
     with open(log, "w") as handle:
         process = subprocess.Popen(command, env=clean_env(), stdout=handle, stderr=handle)
     try:
@@ -117,8 +127,20 @@ def test_allocators_through_the_nixpkgs_wrapper(nix_shaped):
 def test_experiment_through_the_nixpkgs_wrapper(nix_shaped, tmp_path):
     out = tmp_path / "run"
     root = Path(__file__).resolve().parent.parent
-    done = run([str(nix_shaped[0]), "experiment", "--preset", "quick", "--allocators",
-                "glibc,jemalloc", "--no-plot", "--out", str(out)], cwd=root)  # fmt: skip
+    done = run(
+        [
+            str(nix_shaped[0]),
+            "experiment",
+            "--preset",
+            "quick",
+            "--allocators",
+            "glibc,jemalloc",
+            "--no-plot",
+            "--out",
+            str(out),
+        ],
+        cwd=root,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     meta = json.loads((out / "meta.json").read_text())
     assert meta["status"] == "complete"

@@ -20,9 +20,14 @@ from stair_stepper.launch import start_server
 
 ROOT = Path(__file__).resolve().parent.parent
 JSON_KEYS = {
-    "total_requests", "successful_requests", "failed_requests", "requests_per_second",
-    "started_at", "finished_at", "requests",
-}  # fmt: skip
+    "total_requests",
+    "successful_requests",
+    "failed_requests",
+    "requests_per_second",
+    "started_at",
+    "finished_at",
+    "requests",
+}
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -32,9 +37,18 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 def test_driver_against_the_real_service(glibc_server, tmp_path):
     out = tmp_path / "load.json"
     done = run_cli(
-        "--benchmark", str(ROOT / "benchmark.yml"), "--iterations", "6", "--concurrency", "3",
-        "--base", glibc_server.base_url, "--stats", "--json", str(out),
-    )  # fmt: skip
+        "--benchmark",
+        str(ROOT / "benchmark.yml"),
+        "--iterations",
+        "6",
+        "--concurrency",
+        "3",
+        "--base",
+        glibc_server.base_url,
+        "--stats",
+        "--json",
+        str(out),
+    )
     assert done.returncode == 0, done.stderr
     data = json.loads(out.read_text())
     assert set(data) >= JSON_KEYS
@@ -52,7 +66,7 @@ def test_driver_against_the_real_service(glibc_server, tmp_path):
 
 
 def test_tag_selection_changes_the_total(glibc_server):
-    bench = drillfile.load(ROOT / "benchmark.yml", iterations=5, concurrency=5)
+    bench = drillfile.read_benchmark(ROOT / "benchmark.yml", iterations=5, concurrency=5)
     items = drillfile.select(bench, "tiny,small")
     result = load.run_load(bench, items, base=glibc_server.base_url)
     assert result.overall.total == 10 and result.overall.successful == 10
@@ -62,7 +76,7 @@ def test_tag_selection_changes_the_total(glibc_server):
 def test_long_requests_are_recorded_exactly():
     """drill 0.9.0 panics once a request takes longer than ~3.6 s; we must not."""
     with start_server("glibc", extra_args=("--sleep-ms", "3800")) as server:
-        bench = drillfile.load(ROOT / "benchmark.yml", iterations=2, concurrency=2)
+        bench = drillfile.read_benchmark(ROOT / "benchmark.yml", iterations=2, concurrency=2)
         items = drillfile.select(bench, "tiny")
         result = load.run_load(bench, items, base=server.base_url)
     figures = result.overall.figures()
@@ -104,9 +118,22 @@ def test_failures_are_counted_not_raised(misbehaving, tmp_path):
     base, mode = misbehaving
     out = tmp_path / "load.json"
     done = run_cli(
-        "--benchmark", str(ROOT / "benchmark.yml"), "--tags", "tiny", "--iterations", "4",
-        "--concurrency", "2", "--base", base, "--timeout", "10", "--json", str(out), "--quiet",
-    )  # fmt: skip
+        "--benchmark",
+        str(ROOT / "benchmark.yml"),
+        "--tags",
+        "tiny",
+        "--iterations",
+        "4",
+        "--concurrency",
+        "2",
+        "--base",
+        base,
+        "--timeout",
+        "10",
+        "--json",
+        str(out),
+        "--quiet",
+    )
     assert done.returncode == 0, done.stderr  # like drill: failures are reported, not fatal
     data = json.loads(out.read_text())
     assert data["total_requests"] == 4 and data["failed_requests"] == 4
@@ -121,7 +148,7 @@ def test_connection_refused_is_a_failure_too():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    bench = drillfile.load(ROOT / "benchmark.yml", iterations=2, concurrency=1)
+    bench = drillfile.read_benchmark(ROOT / "benchmark.yml", iterations=2, concurrency=1)
     result = load.run_load(bench, drillfile.select(bench, "tiny"), base=f"http://127.0.0.1:{port}")
     assert result.overall.total == 2 and result.overall.successful == 0
 
@@ -163,9 +190,22 @@ def test_progress_bar_shows_on_a_terminal_only(glibc_server):
             os.close(fd)
     except OSError:
         pytest.skip("no pseudo-terminals here (e.g. a build sandbox)")
-    command = [sys.executable, "-m", "stair_stepper", "load", "--benchmark",
-               str(ROOT / "benchmark.yml"), "--tags", "tiny", "--iterations", "3",
-               "--concurrency", "1", "--base", glibc_server.base_url]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "stair_stepper",
+        "load",
+        "--benchmark",
+        str(ROOT / "benchmark.yml"),
+        "--tags",
+        "tiny",
+        "--iterations",
+        "3",
+        "--concurrency",
+        "1",
+        "--base",
+        glibc_server.base_url,
+    ]
     pid, fd = pty.fork()
     if pid == 0:  # the child: stderr is the terminal
         os.execv(sys.executable, command)
@@ -188,11 +228,13 @@ def test_rampup_delay_starts_when_the_iteration_gets_its_slot(tmp_path):
     buffer_unordered hands iteration i a slot, not from the start of the run: with one slot,
     rampup 4 and 2 iterations, iteration 1 waits 2 s after iteration 0 (1 s) has finished."""
     plan = tmp_path / "b.yml"
-    plan.write_text("base: http://127.0.0.1:1\niterations: 2\nconcurrency: 1\nrampup: 4\nplan:\n"
-                    "  - name: w\n    request:\n      url: /widgets\n      method: POST\n"
-                    "      headers: {Content-Type: application/json}\n"
-                    "      body: '{\"payload\": 1}'\n")  # fmt: skip
-    bench = drillfile.load(plan)
+    plan.write_text(
+        "base: http://127.0.0.1:1\niterations: 2\nconcurrency: 1\nrampup: 4\nplan:\n"
+        "  - name: w\n    request:\n      url: /widgets\n      method: POST\n"
+        "      headers: {Content-Type: application/json}\n"
+        "      body: '{\"payload\": 1}'\n"
+    )
+    bench = drillfile.read_benchmark(plan)
     with start_server("glibc", extra_args=("--sleep-ms", "1000")) as server:
         began = time.monotonic()
         result = load.run_load(bench, bench.items, base=server.base_url)

@@ -45,8 +45,10 @@ pytestmark = pytest.mark.nix
 
 
 def flake_url() -> dict:
-    match = re.search(r'inputs\.nixpkgs\.url\s*=\s*"github:([^/"]+)/([^/"]+)/([^"]+)"',
-                      (ROOT / "flake.nix").read_text())  # fmt: skip
+    match = re.search(
+        r'inputs\.nixpkgs\.url\s*=\s*"github:([^/"]+)/([^/"]+)/([^"]+)"',
+        (ROOT / "flake.nix").read_text(),
+    )
     assert match, "flake.nix has no github nixpkgs input"
     owner, repo, ref = match.groups()
     return {"owner": owner, "repo": repo, "ref": ref, "type": "github"}
@@ -72,8 +74,9 @@ def test_flake_lock_pins_nixpkgs():
 
 @pytest.mark.skipif(shutil.which("nix-instantiate") is None, reason="nix is not installed here")
 def test_flake_nix_parses():
-    done = subprocess.run(["nix-instantiate", "--parse", str(ROOT / "flake.nix")],
-                          capture_output=True, text=True)  # fmt: skip
+    done = subprocess.run(
+        ["nix-instantiate", "--parse", str(ROOT / "flake.nix")], capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stderr
 
 
@@ -128,8 +131,12 @@ def nix(
     for _ in range(3):
         done = subprocess.run(
             ["nix", *command.split(), *nix_args(standin), *args],
-            cwd=ROOT, env=nix_env(), capture_output=True, text=True, timeout=timeout,
-        )  # fmt: skip
+            cwd=ROOT,
+            env=nix_env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         if "signal 9" not in done.stderr:
             break
     return done
@@ -142,8 +149,15 @@ def test_flake_show_lists_every_output(standin):
     assert done.returncode == 0, done.stderr
     shown = json.loads(done.stdout)
     for system in ("x86_64-linux", "aarch64-linux"):
-        assert {"default", "stair-stepper", "drill", "glibc", "jemalloc", "mimalloc",
-                "tcmalloc"} <= set(shown["packages"][system])  # fmt: skip
+        assert {
+            "default",
+            "stair-stepper",
+            "drill",
+            "glibc",
+            "jemalloc",
+            "mimalloc",
+            "tcmalloc",
+        } <= set(shown["packages"][system])
         assert {"default", "experiment", "glibc", "jemalloc", "mimalloc", "tcmalloc"} <= set(
             shown["apps"][system]
         )
@@ -161,15 +175,30 @@ def test_flake_check_evaluates(standin):
 
 def _nix_run_serves(standin: Path, app: str, tmp_path: Path) -> dict:
     ready = tmp_path / f"{app}.ready.json"
-    command = ["nix", "run", *nix_args(standin), f".#{app}", "--", "--bind", "127.0.0.1:0",
-               "--ready-file", str(ready), "--sleep-ms", "0"]  # fmt: skip
+    command = [
+        "nix",
+        "run",
+        *nix_args(standin),
+        f".#{app}",
+        "--",
+        "--bind",
+        "127.0.0.1:0",
+        "--ready-file",
+        str(ready),
+        "--sleep-ms",
+        "0",
+    ]
     for _ in range(3):
         log = tmp_path / f"{app}.log"
         with open(log, "w") as handle:
             process = subprocess.Popen(
-                command, cwd=ROOT, env=nix_env(), stdout=handle, stderr=subprocess.STDOUT,
+                command,
+                cwd=ROOT,
+                env=nix_env(),
+                stdout=handle,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
-            )  # fmt: skip
+            )
         try:
             deadline = time.monotonic() + 600
             while time.monotonic() < deadline and process.poll() is None and not ready.exists():
@@ -225,14 +254,34 @@ def test_nix_develop_has_the_tools(standin):
 @needs_nix
 def test_nix_run_default_is_the_experiment_with_the_pinned_workload(standin, tmp_path):
     out = tmp_path / "run"
-    args = ["--preset", "quick", "--allocators", "glibc", "--batches", "1", "--iterations", "2",
-            "--concurrency", "1", "--tags", "tiny", "--pause", "0.2", "--no-plot",
-            "--out", str(out)]  # fmt: skip
+    args = [
+        "--preset",
+        "quick",
+        "--allocators",
+        "glibc",
+        "--batches",
+        "1",
+        "--iterations",
+        "2",
+        "--concurrency",
+        "1",
+        "--tags",
+        "tiny",
+        "--pause",
+        "0.2",
+        "--no-plot",
+        "--out",
+        str(out),
+    ]
     for _ in range(3):
         done = subprocess.run(
             ["nix", "run", *nix_args(standin), f"git+file://{ROOT}", "--", *args],
-            cwd=tmp_path, env=nix_env(), capture_output=True, text=True, timeout=600,
-        )  # fmt: skip
+            cwd=tmp_path,
+            env=nix_env(),
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         if "signal 9" not in done.stderr:
             break
     assert done.returncode == 0, done.stderr[-3000:]

@@ -13,10 +13,29 @@ from stair_stepper.errors import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
 RECORD_FIELDS = {
-    "_id", "index", "guid", "isActive", "balance", "picture", "age", "eyeColor", "name",
-    "gender", "company", "email", "phone", "address", "about", "registered", "latitude",
-    "longitude", "tags", "friends", "greeting", "favoriteFruit",
-}  # fmt: skip
+    "_id",
+    "index",
+    "guid",
+    "isActive",
+    "balance",
+    "picture",
+    "age",
+    "eyeColor",
+    "name",
+    "gender",
+    "company",
+    "email",
+    "phone",
+    "address",
+    "about",
+    "registered",
+    "latitude",
+    "longitude",
+    "tags",
+    "friends",
+    "greeting",
+    "favoriteFruit",
+}
 
 
 def test_committed_plans_equal_the_default_output(tmp_path):
@@ -30,7 +49,7 @@ def test_committed_plans_equal_the_default_output(tmp_path):
 
 @pytest.mark.parametrize("tag", list(plans.DEFAULT_SIZES))
 def test_bodies_have_the_right_size_and_shape(tag):
-    bench = drillfile.load(ROOT / "benchmark.yml")
+    bench = drillfile.read_benchmark(ROOT / "benchmark.yml")
     (item,) = [i for i in bench.items if i.name == tag]
     body = item.body
     assert abs(len(body) - plans.DEFAULT_SIZES[tag]) <= 0.03 * plans.DEFAULT_SIZES[tag]
@@ -46,8 +65,11 @@ def test_bodies_have_the_right_size_and_shape(tag):
 
 def test_expected_sizes_documented_by_the_issue():
     assert plans.DEFAULT_SIZES == {
-        "tiny": 31_000, "small": 306_000, "medium": 605_000, "large": 1_970_000
-    }  # fmt: skip
+        "tiny": 31_000,
+        "small": 306_000,
+        "medium": 605_000,
+        "large": 1_970_000,
+    }
 
 
 def test_seed_changes_content_but_not_size():

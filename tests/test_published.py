@@ -59,15 +59,17 @@ def test_published_results_are_complete_and_small():
 
 
 def _git(*args: str) -> str:
-    return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True,
-                          check=True).stdout.strip()  # fmt: skip
+    return subprocess.run(
+        ["git", "-C", str(ROOT), *args], capture_output=True, text=True, check=True
+    ).stdout.strip()
 
 
 def _folder_at(tmp_path: Path, rev: str, dirty: bool = False) -> Path:
     folder = tmp_path / f"at-{rev[:7]}{'-dirty' if dirty else ''}"
     folder.mkdir()
-    (folder / "meta.json").write_text(json.dumps({"provenance": {"git_rev": rev,
-                                                                 "git_dirty": dirty}}))  # fmt: skip
+    (folder / "meta.json").write_text(
+        json.dumps({"provenance": {"git_rev": rev, "git_dirty": dirty}})
+    )
     return folder
 
 
@@ -104,15 +106,23 @@ def test_no_line_is_drawn_across_missing_allocator_readings(tmp_path):
         for i in range(300):  # 30 s at 10 Hz; the allocator did not answer from 10 s to 20 s
             t = i / 10
             held = None if 10 <= t < 20 else 100 * MB
-            w.write({"t_s": t, "phase": "batch 1", "rss_bytes": 120 * MB, "held_bytes": held,
-                     "live_bytes": None if held is None else 50 * MB})  # fmt: skip
+            w.write(
+                {
+                    "t_s": t,
+                    "phase": "batch 1",
+                    "rss_bytes": 120 * MB,
+                    "held_bytes": held,
+                    "live_bytes": None if held is None else 50 * MB,
+                }
+            )
     data, _, _ = numbers.load_folder(folder)
     fig = figures.memory_figure(data, numbers.summarise(folder))
     lines = [line for ax in fig.axes for line in ax.get_lines() if line.get_gid() == "held_bytes"]
     assert lines
     xs = list(lines[0].get_xdata())
-    finite = [(a, b) for a, b in zip(xs, xs[1:], strict=False)
-              if not (math.isnan(a) or math.isnan(b))]  # fmt: skip
+    finite = [
+        (a, b) for a, b in zip(xs, xs[1:], strict=False) if not (math.isnan(a) or math.isnan(b))
+    ]
     assert finite and max(b - a for a, b in finite) <= figures.MAX_GAP_S
     assert any(math.isnan(x) for x in xs)  # the gap is a gap
     assert min(x for x in xs if not math.isnan(x)) == 0 and max(xs) == pytest.approx(29.9)
@@ -134,8 +144,11 @@ def test_figures_are_byte_for_byte_stable(tmp_path):
 def test_the_title_names_every_setting_changed_from_the_preset(tmp_path):
     from stair_stepper.analysis import figures
 
-    summary = {"preset": "contrast", "config": {"parallel": True, "offload_threads": 2},
-               "overrides": {"offload_threads": 2, "pause_s": None}}  # fmt: skip
+    summary = {
+        "preset": "contrast",
+        "config": {"parallel": True, "offload_threads": 2},
+        "overrides": {"offload_threads": 2, "pause_s": None},
+    }
     title = figures._title(summary, "Memory over time")
     assert "variants side by side" in title
     assert "changed from the preset: offload_threads=2, pause_s=auto" in title

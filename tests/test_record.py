@@ -23,8 +23,18 @@ def record(*args: str) -> subprocess.CompletedProcess:
 
 def test_record_a_command_until_it_exits(tmp_path):
     out = tmp_path / "trace.csv"
-    done = record("--out", str(out), "--interval", "0.05", "--pss-interval", "0", "--",
-                  sys.executable, "-c", HOLD_50MB % 1.0)  # fmt: skip
+    done = record(
+        "--out",
+        str(out),
+        "--interval",
+        "0.05",
+        "--pss-interval",
+        "0",
+        "--",
+        sys.executable,
+        "-c",
+        HOLD_50MB % 1.0,
+    )
     assert done.returncode == 0, done.stderr
     assert "exited after" in done.stderr and "samples" in done.stderr
     trace = read_trace(out)
@@ -39,10 +49,21 @@ def test_rows_are_flushed_while_recording_and_kept_when_the_pid_vanishes(tmp_pat
     target = subprocess.Popen([sys.executable, "-c", HOLD_50MB % 3.0])
     out = tmp_path / "trace.csv"
     recorder = subprocess.Popen(
-        [sys.executable, "-m", "stair_stepper", "record", "--pid", str(target.pid), "--out",
-         str(out), "--interval", "0.05"],
-        stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "stair_stepper",
+            "record",
+            "--pid",
+            str(target.pid),
+            "--out",
+            str(out),
+            "--interval",
+            "0.05",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         time.sleep(1.5)
         assert recorder.poll() is None
@@ -72,8 +93,11 @@ def test_pss_is_read_at_its_own_slower_pace(tmp_path):
     done = record_a_sleeper(tmp_path / "t.csv", "--duration", "2.5", "--interval", "0.1")
     assert done.returncode == 0
     trace = read_trace(tmp_path / "t.csv")
-    pss_times = [t for t, p in zip(trace.column("t_s"), trace.column("pss_bytes"), strict=True)
-                 if p is not None]  # fmt: skip
+    pss_times = [
+        t
+        for t, p in zip(trace.column("t_s"), trace.column("pss_bytes"), strict=True)
+        if p is not None
+    ]
     assert 2 <= len(pss_times) <= 4  # once a second by default, not at 10 Hz
     assert all(v is not None for v in trace.column("rss_bytes"))
 

@@ -2,12 +2,32 @@
 
 __version__ = "0.1.0"
 
-# Run from a checkout without installing (PYTHONPATH=src, as in `nix develop`), the
-# repository's analysis/ folder is this package's `analysis` subpackage, exactly as
-# the installed package maps it (pyproject.toml: package-dir).
-from pathlib import Path as _Path  # noqa: E402
 
-_checkout_analysis = _Path(__file__).resolve().parents[2] / "analysis"
-if (_checkout_analysis / "summary.py").is_file():
-    __path__.append(str(_checkout_analysis.parent))  # noqa: F821 - the package's own __path__
-del _Path, _checkout_analysis
+def _find_checkout_analysis() -> None:
+    """Run from a checkout without installing (``PYTHONPATH=src``, as in `nix develop`), the
+    repository's top-level ``analysis/`` is this package's ``analysis`` subpackage, exactly as
+    an install maps it (pyproject.toml: package-dir). Only that one name is mapped: nothing
+    else of the repository becomes part of the package."""
+    import importlib.abc
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    here = Path(__file__).resolve().parent
+    checkout = here.parents[1] / "analysis"
+    if (here / "analysis").is_dir() or not (checkout / "summary.py").is_file():
+        return  # installed (analysis inside the package), or not a checkout
+
+    class _CheckoutAnalysis(importlib.abc.MetaPathFinder):
+        def find_spec(self, fullname, path=None, target=None):
+            if fullname != f"{__name__}.analysis":
+                return None
+            return importlib.util.spec_from_file_location(
+                fullname, checkout / "__init__.py", submodule_search_locations=[str(checkout)]
+            )
+
+    if not any(type(f).__name__ == "_CheckoutAnalysis" for f in sys.meta_path):
+        sys.meta_path.append(_CheckoutAnalysis())
+
+
+_find_checkout_analysis()

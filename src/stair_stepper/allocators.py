@@ -40,7 +40,6 @@ class Variant:
     allocator: Allocator
     #: allocator tuning put into the server's environment
     env: dict[str, str] = field(default_factory=dict)
-    description: str = ""
 
 
 ALLOCATORS: dict[str, Allocator] = {
@@ -71,25 +70,16 @@ ALLOCATORS: dict[str, Allocator] = {
     )
 }
 
+# A variant is an allocator plus its tuning (the environment it runs in).
 VARIANTS: dict[str, Variant] = {
     v.name: v
     for v in (
-        Variant("glibc", ALLOCATORS["glibc"], {}, "glibc malloc, default tuning"),
-        Variant(
-            "glibc+arena2",
-            ALLOCATORS["glibc"],
-            {"MALLOC_ARENA_MAX": "2"},
-            "glibc malloc with MALLOC_ARENA_MAX=2",
-        ),
-        Variant("jemalloc", ALLOCATORS["jemalloc"], {}, "jemalloc via LD_PRELOAD"),
-        Variant(
-            "jemalloc+bg",
-            ALLOCATORS["jemalloc"],
-            {"MALLOC_CONF": "background_thread:true"},
-            "jemalloc with MALLOC_CONF=background_thread:true",
-        ),
-        Variant("mimalloc", ALLOCATORS["mimalloc"], {}, "mimalloc via LD_PRELOAD"),
-        Variant("tcmalloc", ALLOCATORS["tcmalloc"], {}, "gperftools tcmalloc via LD_PRELOAD"),
+        Variant("glibc", ALLOCATORS["glibc"]),
+        Variant("glibc+arena2", ALLOCATORS["glibc"], {"MALLOC_ARENA_MAX": "2"}),
+        Variant("jemalloc", ALLOCATORS["jemalloc"]),
+        Variant("jemalloc+bg", ALLOCATORS["jemalloc"], {"MALLOC_CONF": "background_thread:true"}),
+        Variant("mimalloc", ALLOCATORS["mimalloc"]),
+        Variant("tcmalloc", ALLOCATORS["tcmalloc"]),
     )
 }
 

@@ -59,15 +59,14 @@ def _cmd_serve(args: argparse.Namespace, argv: list[str]) -> int:
 def _cmd_allocators(args: argparse.Namespace, argv: list[str]) -> int:
     import json
 
-    from .inventory import format_table, inventory
+    from .allocator_trials import format_table, try_all
 
-    rows = inventory()
+    rows = try_all()
     print(json.dumps(rows, indent=2) if args.json else format_table(rows))
     return 0
 
 
 def _cmd_plans(args: argparse.Namespace, argv: list[str]) -> int:
-    from pathlib import Path
 
     from . import plans
 
@@ -81,11 +80,10 @@ def _cmd_plans(args: argparse.Namespace, argv: list[str]) -> int:
 
 def _cmd_load(args: argparse.Namespace, argv: list[str]) -> int:
     import json
-    from pathlib import Path
 
     from . import drillfile, load
 
-    bench = drillfile.load(
+    bench = drillfile.read_benchmark(
         args.benchmark, iterations=args.iterations, concurrency=args.concurrency, base=args.base
     )
     items = drillfile.select(bench, args.tags, args.skip_tags)
@@ -116,7 +114,6 @@ def _cmd_load(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def _cmd_record(args: argparse.Namespace, argv: list[str]) -> int:
-    from pathlib import Path
 
     from .record import record_command
 
@@ -181,19 +178,19 @@ def _cmd_experiment(args: argparse.Namespace, argv: list[str]) -> int:
     except experiment.Terminated as exc:
         print(f"stair-stepper: terminated by {exc}; partial results are kept.", file=sys.stderr)
         return 128 + exc.signum
-    return experiment.report(folder, plot=not args.no_plot)
+    return experiment.report(folder, figures=not args.no_plot)
 
 
 def _cmd_plot(args: argparse.Namespace, argv: list[str]) -> int:
     from .analysis import plot
 
-    return plot.run(args.results, args.out, args.step_threshold_mb * 2**20)
+    return plot.run_args(args)
 
 
 def _cmd_compare(args: argparse.Namespace, argv: list[str]) -> int:
     from .analysis import compare
 
-    return compare.main([str(args.a), str(args.b)])
+    return compare.run_args(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -357,28 +354,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-plot", action="store_true", help="tables only, no figures")
     p.set_defaults(func=_cmd_experiment)
 
+    # plot and compare own their command lines (analysis/plot.py, analysis/compare.py). Their
+    # modules are imported only when one of them runs, never into `serve`'s measured process.
     p = sub.add_parser("plot", help="summary tables and figures from result folders")
-    p.add_argument("results", nargs="+", type=Path, help="result folder(s) or trace CSV(s)")
-    p.add_argument("-o", "--out", type=Path, help="where to write (default: each folder)")
-    p.add_argument(
-        "--step-threshold-mb",
-        type=NON_NEGATIVE,
-        default=16.0,
-        help="a floor rising more than this over the previous one is a step",
-    )
-    p.set_defaults(func=_cmd_plot)
-
+    p.set_defaults(func=_cmd_plot, add_arguments="plot")
     p = sub.add_parser("compare", help="two result folders side by side")
-    p.add_argument("a", type=Path)
-    p.add_argument("b", type=Path)
-    p.set_defaults(func=_cmd_compare)
+    p.set_defaults(func=_cmd_compare, add_arguments="compare")
 
     return parser
 
 
+def _parse(argv: list[str]) -> argparse.Namespace:
+    parser = build_parser()
+    command = next((a for a in argv if not a.startswith("-")), None)
+    if command in ("plot", "compare"):  # complete that subcommand's own arguments first
+        import importlib
+
+        module = importlib.import_module(f".analysis.{command}", __package__)
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        module.add_arguments(sub.choices[command])
+    return parser.parse_args(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser().parse_args(argv)
+    args = _parse(argv)
     try:
         return args.func(args, argv)
     except UserError as exc:

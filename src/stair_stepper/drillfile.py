@@ -186,7 +186,7 @@ def _drill_number(doc: dict, key: str, default: int, warnings: list[str]) -> int
     return value
 
 
-def load(
+def read_benchmark(
     path: str | Path,
     *,
     iterations: int | None = None,

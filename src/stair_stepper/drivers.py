@@ -134,8 +134,9 @@ def run_drill(
     env = dict(os.environ, NO_COLOR="1")
     out = log.with_suffix(".stdout")
     with open(log, "a") as err, open(out, "w+") as stdout:
-        process = subprocess.Popen(command, stdout=stdout, stderr=err, text=True, env=env,
-                                   **selfexec.child_popen_options())  # fmt: skip
+        process = subprocess.Popen(
+            command, stdout=stdout, stderr=err, text=True, env=env, **selfexec.child_popen_options()
+        )
         while process.poll() is None:
             if cancel is not None and cancel.wait(0.2):
                 process.terminate()  # stopping: drill has no partial statistics to give

@@ -75,12 +75,21 @@ PRESETS: dict[str, Config] = {
         preset="seed", tags="medium", concurrency=16, iterations=2500, python_malloc="pymalloc"
     ),
     # Closest analogue of the Rust original: many threads, so glibc makes many arenas.
-    "arenas": Config(preset="arenas", tags="medium", concurrency=16, iterations=256,
-                     offload_threads=16),
+    "arenas": Config(
+        preset="arenas", tags="medium", concurrency=16, iterations=256, offload_threads=16
+    ),
     # Small enough for tests, CI and a first look (fixed 2 s pauses, sequential).
-    "quick": Config(preset="quick", batches=2, pause_s=2.0, iterations=16, concurrency=16,
-                    sleep_ms=100, baseline_s=1.0, after_trim_s=1.5),
-}  # fmt: skip
+    "quick": Config(
+        preset="quick",
+        batches=2,
+        pause_s=2.0,
+        iterations=16,
+        concurrency=16,
+        sleep_ms=100,
+        baseline_s=1.0,
+        after_trim_s=1.5,
+    ),
+}
 
 
 class Fault(Exception):
@@ -192,9 +201,13 @@ class VariantRun:
     def start(self) -> None:
         c = self.config
         args = [
-            "--sleep-ms", str(c.sleep_ms), "--python-malloc", c.python_malloc,
-            "--offload-threads", str(c.offload_threads),
-        ]  # fmt: skip
+            "--sleep-ms",
+            str(c.sleep_ms),
+            "--python-malloc",
+            c.python_malloc,
+            "--offload-threads",
+            str(c.offload_threads),
+        ]
         self.server = launch.start_server(
             self.name,
             port=self.port,
@@ -243,16 +256,24 @@ class VariantRun:
                 unasked = ledger.close_pause(reading, outcome.requests, polls_before_pause)
                 batches.write(
                     {
-                        "batch": batch, "start_s": start, "end_s": end, "pause_end_s": rec.now(),
-                        "requests": outcome.requests, "failures": outcome.failures,
+                        "batch": batch,
+                        "start_s": start,
+                        "end_s": end,
+                        "pause_end_s": rec.now(),
+                        "requests": outcome.requests,
+                        "failures": outcome.failures,
                         "requests_per_second": outcome.requests_per_second,
-                        "p50_ms": outcome.p50_ms, "p99_ms": outcome.p99_ms,
-                        "p99_9_ms": outcome.p99_9_ms, "rss_end_batch_bytes": rss_batch,
-                        "rss_end_pause_bytes": rss_pause, "pause_s": pause_s,
-                        "settled": int(settled), "pause_requests": unasked,
+                        "p50_ms": outcome.p50_ms,
+                        "p99_ms": outcome.p99_ms,
+                        "p99_9_ms": outcome.p99_9_ms,
+                        "rss_end_batch_bytes": rss_batch,
+                        "rss_end_pause_bytes": rss_pause,
+                        "pause_s": pause_s,
+                        "settled": int(settled),
+                        "pause_requests": unasked,
                         "idle_requests_sent": idle_sent,
                     }
-                )  # fmt: skip
+                )
                 failed = f", {outcome.failures} FAILED" if outcome.failures else ""
                 how = "settled" if settled else "NOT settled"
                 self.say(
@@ -314,9 +335,14 @@ class VariantRun:
         try:
             if c.driver == "drill":
                 return drivers.run_drill(
-                    self.bench, self.server.base_url, self.folder, c.tags,
-                    self.folder / f"{self.name}.drill.log", self.name, self.stop_event,
-                )  # fmt: skip
+                    self.bench,
+                    self.server.base_url,
+                    self.folder,
+                    c.tags,
+                    self.folder / f"{self.name}.drill.log",
+                    self.name,
+                    self.stop_event,
+                )
             progress = None
             if self.show_progress:
                 label = f"[{self.name}] batch {batch}/{c.batches} "
@@ -417,14 +443,14 @@ def run(config: Config, out: str | None = None) -> Path:
     UserError/Fault on failure, KeyboardInterrupt/Terminated when stopped; every run's
     partial results are kept, and the top meta.json says how the whole ended.
     """
-    from .inventory import probe_variant
+    from .allocator_trials import probe_variant
 
     for name in config.variants:
         allocators.server_env(allocators.variant(name), config.python_malloc)  # fail early
     if config.port and config.port + len(config.variants) - 1 > 65535:
         raise UserError(f"--port {config.port} leaves no room for {len(config.variants)} servers.")
     config = replace(config, driver=drivers.resolve(config.driver))
-    bench = drillfile.load(
+    bench = drillfile.read_benchmark(
         config.benchmark, iterations=config.iterations, concurrency=config.concurrency
     )
     items = drillfile.select(bench, config.tags)
@@ -501,11 +527,18 @@ def _run_once(
 
     runs = [
         VariantRun(
-            name, config, folder, bench, items,
-            config.port + i if config.port else 0, stop, show_progress, save_meta,
+            name,
+            config,
+            folder,
+            bench,
+            items,
+            config.port + i if config.port else 0,
+            stop,
+            show_progress,
+            save_meta,
         )
         for i, name in enumerate(config.variants)
-    ]  # fmt: skip
+    ]
     for r in runs:
         meta["variants"][r.name] = r.info
     print(
@@ -580,24 +613,22 @@ def _run_variants(config: Config, runs: list[VariantRun], guarded, stop) -> None
             guarded(r)
 
 
-def report(folder: Path, plot: bool = True) -> int:
+def report(folder: Path, figures: bool = True) -> int:
     """After a run: summary files, figures (when matplotlib is there) and the short table."""
-    from .analysis import plot as analysis
+    from .analysis import plot, summary
 
-    if analysis.numbers.run_folders(folder):
-        result, written = analysis.analyse_repeats(
-            folder, None, analysis.numbers.DEFAULT_STEP_THRESHOLD, plot
-        )
-        print(analysis.numbers.markdown_repeats(result))
+    if summary.run_folders(folder):
+        result, _ = plot.analyse_repeats(folder, None, summary.DEFAULT_STEP_THRESHOLD, figures)
+        print(summary.markdown_repeats(result))
         for warning in result["warnings"]:
             print(f"warning: {warning}", file=sys.stderr)
         print(f"\nresults: {folder}")
         return 0
-    summary, written = analysis.analyse(folder, figures=plot)
-    print(analysis.numbers.short_table(summary))
-    for line in analysis.numbers.interpretation(summary):
+    result, written = plot.analyse(folder, figures=figures)
+    print(summary.short_table(result))
+    for line in summary.interpretation(result):
         print(line)
-    for warning in summary["warnings"]:
+    for warning in result["warnings"]:
         print(f"warning: {warning}", file=sys.stderr)
     figure = next((p for p in written if p.suffix == ".png"), None)
     print(f"\nresults: {folder}" + (f"  (figure: {figure})" if figure else ""))

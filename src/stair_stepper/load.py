@@ -206,9 +206,15 @@ async def _run(
     cpu1 = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
     return LoadResult(
-        started, finished, per_item, overall, cpu, bench.concurrency, bench.iterations,
+        started,
+        finished,
+        per_item,
+        overall,
+        cpu,
+        bench.concurrency,
+        bench.iterations,
         (base or bench.base),
-    )  # fmt: skip
+    )
 
 
 def run_load(

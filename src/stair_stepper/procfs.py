@@ -14,7 +14,6 @@ _ROLLUP_FIELDS = {
     "Pss": "pss_bytes",
     "Private_Clean": "private_clean",
     "Private_Dirty": "private_dirty",
-    "SwapPss": "swap_pss_bytes",
 }
 
 

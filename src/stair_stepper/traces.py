@@ -13,7 +13,6 @@ from __future__ import annotations
 import csv
 import gzip
 import io
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,8 +58,9 @@ SETTLE_WINDOW_S = 2.0
 SETTLE_BYTES = 2**20
 
 
-def settled(times: list, rss: list, window_s: float = SETTLE_WINDOW_S,
-            tolerance: float = SETTLE_BYTES) -> bool:  # fmt: skip
+def settled(
+    times: list, rss: list, window_s: float = SETTLE_WINDOW_S, tolerance: float = SETTLE_BYTES
+) -> bool:
     """True when the samples cover ``window_s`` and their last ``window_s`` seconds of RSS
     span less than ``tolerance`` bytes."""
     pairs = [(t, r) for t, r in zip(times, rss, strict=True) if t is not None and r is not None]
@@ -77,12 +77,11 @@ BATCHES_SUFFIX = ".batches.csv"
 
 
 class RowWriter:
-    """Append rows to a CSV file, flushing (and fsync-ing) each one."""
+    """Append rows to a CSV file, flushing each one (a killed run keeps every row written)."""
 
-    def __init__(self, path: Path, columns: tuple[str, ...], fsync: bool = False) -> None:
+    def __init__(self, path: Path, columns: tuple[str, ...]) -> None:
         self.path = Path(path)
         self.columns = columns
-        self.fsync = fsync
         new = not self.path.exists() or self.path.stat().st_size == 0
         self._file = open(self.path, "a", newline="", encoding="ascii")  # noqa: SIM115
         self._writer = csv.DictWriter(self._file, fieldnames=columns, extrasaction="ignore")
@@ -94,8 +93,6 @@ class RowWriter:
     def write(self, row: dict) -> None:
         self._writer.writerow({k: _cell(row.get(k)) for k in self.columns})
         self._file.flush()
-        if self.fsync:
-            os.fsync(self._file.fileno())
         self.rows += 1
 
     def close(self) -> None:
@@ -160,9 +157,8 @@ def read_table(path: Path, required: tuple[str, ...]) -> Table:
     table = Table(path)
     if not text.strip():
         raise TraceError(f"{path} is empty.")
-    lines = text.splitlines(keepends=True)
     truncated = not text.endswith("\n")
-    reader = csv.reader(io.StringIO("".join(lines)))
+    reader = csv.reader(io.StringIO(text))
     header = next(reader)
     missing = [c for c in required if c not in header]
     if missing:

@@ -51,7 +51,7 @@ def probe_variant(var: allocators.Variant, python_malloc: str = "pymalloc") -> d
     return row
 
 
-def inventory() -> list[dict]:
+def try_all() -> list[dict]:
     return [probe_variant(allocators.VARIANTS[name]) for name in allocators.ALLOCATORS]
 
 
