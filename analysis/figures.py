@@ -323,10 +323,7 @@ def floors_against_idle(table: dict, folder: Path, stem: str = "idle-traffic") -
     ax.set_ylabel("median settled pause floor, MB (2^20 bytes)")
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
-    ax.set_title(
-        "Plain jemalloc gives memory back only while requests arrive;\n"
-        "with its background thread it does not wait"
-    )
+    ax.set_title("Pause floors against idle traffic (GET /healthz during the pauses)")
     ax.legend(fontsize=10)
     fig.tight_layout()
     return save(fig, folder, stem)

@@ -6,7 +6,10 @@ Every number the README quotes from a measurement sits between
 from the folders named in ``PUBLISHED``; tests/test_published.py checks that
 the README holds exactly what this derives, so text and data cannot drift.
 A folder measured on a dirty tree, or whose measuring code (``MEASURING``) has
-changed since its recorded revision, is refused unless ``--allow-stale``.
+changed since its recorded revision, is refused unless ``--allow-stale``. Measuring
+code is what produces or derives a published number: the package (``src/``), the
+summary that derives every number from the traces, and the workload. Figure and
+report code is not: `./dev docs` redraws every figure from the data with today's code.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ PUBLISHED = {
     "pymalloc": ["pymalloc"],
     "arenas": ["arenas"],
 }
-MEASURING = ("src", "analysis", "benchmark.yml", "plans")
+MEASURING = ("src", "analysis/summary.py", "benchmark.yml", "plans")
 BLOCK = re.compile(r"(<!-- published:(\S+) -->\n)(.*?)(<!-- /published:\2 -->)", re.S)
 
 

@@ -70,7 +70,14 @@ def main() -> None:
     bench_c = drillfile.read_benchmark(
         ROOT / "benchmark.yml", iterations=contrast.iterations, concurrency=contrast.concurrency
     )
-    args_c = ("--sleep-ms", str(contrast.sleep_ms), "--python-malloc", contrast.python_malloc)
+    args_c = (
+        "--sleep-ms",
+        str(contrast.sleep_ms),
+        "--python-malloc",
+        contrast.python_malloc,
+        "--offload-threads",
+        str(contrast.offload_threads),
+    )
     with start_server("glibc", extra_args=args_c) as server:
         server_cpu0 = procfs.cpu_seconds(server.pid)
         result = load.run_load(bench_c, bench_c.items, base=server.base_url)

@@ -28,8 +28,8 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=0.1)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, start_server("glibc") as server:
-        out = Path(tmp) / "trace.csv"
-        for service in (None, server.base_url):
+        for k, service in enumerate((None, server.base_url)):
+            out = Path(tmp) / f"trace-{k}.csv"  # record refuses to mix two recordings
             before = resource.getrusage(resource.RUSAGE_CHILDREN)
             server0 = procfs.cpu_seconds(server.pid)
             command = [
