@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import resource
 import time
 from pathlib import Path
@@ -95,6 +96,9 @@ def main() -> None:
         medium = next(i for i in bench.items if i.name == "medium")
         url = bench.absolute_url(medium, server.base_url)
         for name in ("aiohttp", "httpx"):
+            if name == "httpx" and importlib.util.find_spec("httpx") is None:
+                print("  httpx    not installed (pip install httpx): not compared")
+                continue
             before, t0 = cpu_self(), time.monotonic()
             if name == "aiohttp":
                 load.run_load(bench, (medium,), base=server.base_url)
