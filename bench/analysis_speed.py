@@ -1,17 +1,24 @@
-"""How long do summary + figures take for a long run? (target: <= 3 s)
+"""How does analysis time grow with trace length? (targets: 10 h ÷ 10 min <= 3 for 2 variants;
+1 h × 2 variants at least 2× faster than the code before decimation)
 
-Writes a synthetic result folder: 2 variants, 1 hour at 10 Hz (36,000 rows
-each), with batches and pauses, then times ``stair-stepper plot`` on it in
-this process (CSV reading, summary, both figures as PNG and SVG).
+Writes synthetic result folders at 10 Hz — 10 minutes, 1 hour and 10 hours, with 2 and 6
+variants, batches and pauses — and times ``plot.analyse`` on each in this process (CSV
+reading, summary, every figure as PNG and SVG), then prints the growth ratios. With
+``--baseline REV`` it also times the 1 h × 2 variant folder with the analysis code of that
+git revision (from a temporary worktree, in a subprocess), side by side in the same run.
 
-    python bench/analysis_speed.py
+    python bench/analysis_speed.py [--baseline 28fb4b3] [--skip-10h]
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
+import os
 import random
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -20,19 +27,21 @@ from stair_stepper.analysis import plot
 from stair_stepper.traces import BATCH_COLUMNS, TRACE_COLUMNS, RowWriter
 
 MB = 2**20
+ROOT = Path(__file__).resolve().parent.parent
 
 
-def synthetic(folder: Path, name: str, growth: float, seed: int) -> None:
+def synthetic(folder: Path, name: str, growth: float, seed: int, hours: float = 1.0) -> None:
     rng = random.Random(seed)
     batches = []
     with RowWriter(folder / f"{name}.trace.csv", TRACE_COLUMNS) as w:
         floor = 60 * MB
-        for i in range(36_000):
+        rows = int(hours * 36_000)
+        for i in range(rows):
             t = i / 10
             cycle, k = t % 120, int(t // 120) + 1  # 60 s batch + 60 s pause, 30 batches
             if t < 10:
                 phase = "baseline"
-            elif t > 3590:
+            elif t > rows / 10 - 10:
                 phase = "after trim"
             elif cycle < 60:
                 phase = f"batch {k}"
@@ -60,20 +69,78 @@ def synthetic(folder: Path, name: str, growth: float, seed: int) -> None:
             w.write(row)
 
 
-def main() -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        (folder / "meta.json").write_text(json.dumps({"config": {"preset": "synthetic-1h"}}))
-        synthetic(folder, "glibc", 25 * MB, 1)
-        synthetic(folder, "jemalloc", 2 * MB, 2)
-        began = time.perf_counter()
-        summary, written = plot.analyse(folder)
-        took = time.perf_counter() - began
-    rows = sum(v["samples"] for v in summary["variants"].values())
-    print(
-        f"{rows} samples, 2 variants: summary + 2 figures (PNG+SVG) in {took:.2f} s "
-        f"(target <= 3 s); {len(written)} files"
+def make(folder: Path, hours: float, variants: int) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "meta.json").write_text(json.dumps({"config": {"preset": f"synthetic-{hours}h"}}))
+    for k in range(variants):
+        synthetic(folder, f"variant{k + 1}", (25 - 4 * k) * MB, k + 1, hours)
+    return folder
+
+
+def timed(folder: Path) -> float:
+    began = time.perf_counter()
+    plot.analyse(folder, folder / "out")
+    return time.perf_counter() - began
+
+
+OLD = (
+    "import sys, time; from pathlib import Path; from stair_stepper.analysis import plot; "
+    "f = Path(sys.argv[1]); t = time.perf_counter(); plot.analyse(f, f / 'old-out'); "
+    "print(time.perf_counter() - t)"
+)
+
+
+def old_code_time(rev: str, folder: Path, tmp: Path) -> float:
+    """The same folder analysed by the code of ``rev`` (a git worktree, a subprocess)."""
+    tree = tmp / f"tree-{rev}"
+    subprocess.run(
+        ["git", "-C", str(ROOT), "worktree", "add", "-q", "--detach", str(tree), rev], check=True
     )
+    try:
+        env = dict(os.environ, PYTHONPATH=str(tree / "src"))
+        done = subprocess.run(
+            [sys.executable, "-c", OLD, str(folder)],
+            cwd=tree,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return float(done.stdout.strip().splitlines()[-1])
+    finally:
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--baseline", help="git revision whose analysis code to time as well")
+    parser.add_argument("--skip-10h", action="store_true", help="leave out the 10-hour traces")
+    args = parser.parse_args()
+    lengths = [("10 min", 1 / 6), ("1 h", 1.0)] + ([] if args.skip_10h else [("10 h", 10.0)])
+    times: dict[tuple[str, int], float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp)
+        for variants in (2, 6):
+            for label, hours in lengths:
+                folder = make(base / f"{label.replace(' ', '')}-{variants}", hours, variants)
+                times[label, variants] = timed(folder)
+                print(
+                    f"{label:>6} × {variants} variants ({int(hours * 36_000):,} rows each): "
+                    f"{times[label, variants]:.2f} s",
+                    flush=True,
+                )
+        for variants in (2, 6):
+            longest = lengths[-1][0]
+            ratio = times[longest, variants] / times["10 min", variants]
+            target = " (target <= 3)" if variants == 2 else ""
+            print(f"growth {longest} ÷ 10 min, {variants} variants: {ratio:.2f}{target}")
+        if args.baseline:
+            old = old_code_time(args.baseline, base / "1h-2", base)
+            new = times["1 h", 2]
+            print(
+                f"1 h × 2 variants: code of {args.baseline} {old:.2f} s, this code {new:.2f} s: "
+                f"{old / new:.2f}× faster (target >= 2)"
+            )
 
 
 if __name__ == "__main__":

@@ -152,3 +152,44 @@ def test_the_title_names_every_setting_changed_from_the_preset(tmp_path):
     title = figures._title(summary, "Memory over time")
     assert "variants side by side" in title
     assert "changed from the preset: offload_threads=2, pause_s=auto" in title
+
+
+def test_decimation_keeps_every_columns_highest_and_lowest_point():
+    """A 10-hour trace is drawn as at most two points per screen column: the column's lowest and
+    highest. A one-sample spike and a one-sample dip survive; gaps stay gaps."""
+    import random
+
+    from stair_stepper.analysis import figures
+
+    rng = random.Random(7)
+    xs = [i / 10 for i in range(360_000)]
+    ys = [100 + rng.random() for _ in xs]
+    ys[123_457] = 900.0  # one sample high
+    ys[300_001] = 3.0  # one sample low
+    dx, dy = figures.decimate(xs, ys)
+    assert len(dx) <= 2 * figures.SCREEN_COLUMNS + 2
+    span, n = xs[-1] - xs[0], figures.SCREEN_COLUMNS
+
+    def by_column(px, py):
+        columns: dict[int, list] = {}
+        for x, y in zip(px, py, strict=True):
+            columns.setdefault(min(int((x - xs[0]) / span * n), n - 1), []).append(y)
+        return {c: (min(v), max(v)) for c, v in columns.items()}
+
+    assert by_column(dx, dy) == by_column(xs, ys)
+    assert 900.0 in dy and 3.0 in dy
+    gx, gy = figures.with_gaps(xs[:100_000] + xs[200_000:], ys[:100_000] + ys[200_000:], 1.0)
+    gdx, _ = figures.decimate(gx, gy)
+    after = next(i for i, x in enumerate(gdx) if x >= 20_000)
+    assert math.isnan(gdx[after - 1]) and gdx[after - 2] < 10_000  # the gap is still a gap
+
+
+def test_drawing_does_not_change_the_numbers(tmp_path):
+    from stair_stepper.analysis import plot
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    synthetic_variant(folder, "glibc", 50, [200, 260, 262], 60, 400)
+    before = numbers.summarise(folder)
+    summary, _ = plot.analyse(folder, tmp_path / "out")
+    assert summary["variants"] == before["variants"]
