@@ -36,7 +36,8 @@
       ];
       packageSrc = source packageFiles;
       workloadSrc = source workloadFiles;
-      # The tests also read the flake and its lock.
+      # The tests also read the flake and its lock, and check the README's published tables
+      # against the result folders in docs/.
       testSrc = source (
         packageFiles
         ++ workloadFiles
@@ -45,6 +46,8 @@
           ./bench
           ./flake.nix
           ./flake.lock
+          ./README.md
+          ./docs
         ]
       );
 

@@ -73,7 +73,12 @@ def _folder_at(tmp_path: Path, rev: str, dirty: bool = False) -> Path:
     return folder
 
 
-@pytest.mark.skipif(not (ROOT / ".git").exists(), reason="needs the git history of a checkout")
+needs_git_history = pytest.mark.skipif(
+    not (ROOT / ".git").exists(), reason="needs the git history of a checkout"
+)
+
+
+@needs_git_history
 def test_results_measured_by_other_code_are_refused(tmp_path):
     first = _git("rev-list", "--max-parents=0", "HEAD").splitlines()[-1]
     problems = publish.provenance_problems(_folder_at(tmp_path, first), ROOT)
@@ -86,6 +91,7 @@ def test_results_measured_by_other_code_are_refused(tmp_path):
     assert (head == []) is (changed_here == "")
 
 
+@needs_git_history
 def test_publish_refuses_stale_results_with_one_sentence(tmp_path, monkeypatch):
     root = tmp_path / "checkout"
     folder = root / publish.RESULTS / "contrast"
