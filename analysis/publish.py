@@ -28,6 +28,7 @@ RESULTS = Path("docs/results")
 # README block -> result folders under docs/results (each a --repeat folder)
 PUBLISHED = {
     "contrast": ["contrast"],
+    "targets": ["contrast"],
     "idle": ["idle-0", "idle-0.2", "idle-1", "idle-5"],
     "pymalloc": ["pymalloc"],
     "arenas": ["arenas"],
@@ -88,25 +89,92 @@ def contrast_block(folders: list[Path]) -> str:
     return summary.repeats_table(result) + "\n" + _revision_line(folders) + "\n"
 
 
+IDLE_VARIANTS = ("jemalloc", "jemalloc+bg")
+
+
+def idle_table(folders: list[Path]) -> dict[float, dict]:
+    """Idle requests per second -> that --repeat folder's summarised variants."""
+    table = {}
+    for folder in folders:
+        result = _repeat(folder)
+        table[result["config"]["idle_rps"]] = result["variants"]
+    return table
+
+
 def idle_block(folders: list[Path]) -> str:
     lines = [
         "| idle requests/s during pauses | jemalloc: median settled floor, MB | "
         "jemalloc+bg: median settled floor, MB |",
         "|---|---|---|",
     ]
-    for folder in folders:
-        result = _repeat(folder)
-        rate = result["config"]["idle_rps"]
-        cells = [
-            summary.spread_text(result["variants"][v]["median_floor_bytes"])
-            for v in ("jemalloc", "jemalloc+bg")
-        ]
+    for rate, variants in idle_table(folders).items():
+        cells = [summary.spread_text(variants[v]["median_floor_bytes"]) for v in IDLE_VARIANTS]
         lines.append(f"| {rate:g} | {cells[0]} | {cells[1]} |")
+    return "\n".join(lines) + "\n\n" + _revision_line(folders) + "\n"
+
+
+# The default run's targets (issue "floors that mean something"); bench/contrast.py prints this.
+TARGETS = {"wall_s": 300.0, "rises": 3, "glibc/jemalloc+bg": 2.5}
+
+
+def _spread(values: list[float], digits: int) -> str:
+    return summary.spread_text(summary.spread(values), digits, 1)
+
+
+def targets_block(folders: list[Path]) -> str:
+    """Per run and as median (min–max): wall time, glibc's floor-to-floor rises and the floor
+    ratios of the default run, with one verdict line per target."""
+    rows = []
+    for run in summary.run_folders(folders[0]):
+        meta = json.loads((run / "meta.json").read_text())
+        v = summary.summarise(run)["variants"]
+        glibc = v["glibc"]["median_floor_bytes"]
+        rows.append(
+            {
+                "run": run.name,
+                "wall_s": meta["finished_at"] - meta["started_at"],
+                "floors": " → ".join(summary.mb(f) for f in v["glibc"]["floors_bytes"]),
+                "rises": v["glibc"]["steps"],
+                "glibc/jemalloc+bg": glibc / v["jemalloc+bg"]["median_floor_bytes"],
+                "glibc/jemalloc": glibc / v["jemalloc"]["median_floor_bytes"],
+            }
+        )
+    lines = [
+        "| run | wall | glibc floors, MB | rises ≥ 16 MB | glibc/jemalloc+bg | glibc/jemalloc |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['run']} | {r['wall_s']:.0f} s | {r['floors']} | {r['rises']} | "
+            f"{r['glibc/jemalloc+bg']:.2f} | {r['glibc/jemalloc']:.2f} |"
+        )
+    lines.append(
+        f"| median (min–max) | {_spread([r['wall_s'] for r in rows], 0)} s | | "
+        f"{_spread([r['rises'] for r in rows], 0)} | "
+        f"{_spread([r['glibc/jemalloc+bg'] for r in rows], 2)} | "
+        f"{_spread([r['glibc/jemalloc'] for r in rows], 2)} |"
+    )
+    ratio = TARGETS["glibc/jemalloc+bg"]
+    checks = (
+        (
+            f"wall time ≤ {TARGETS['wall_s']:.0f} s",
+            [r["wall_s"] <= TARGETS["wall_s"] for r in rows],
+        ),
+        (f"glibc rises ≥ {TARGETS['rises']}", [r["rises"] >= TARGETS["rises"] for r in rows]),
+        (f"glibc/jemalloc+bg ≥ {ratio}", [r["glibc/jemalloc+bg"] >= ratio for r in rows]),
+    )
+    lines.append("")
+    for label, met in checks:
+        missed = [r["run"] for r, ok in zip(rows, met, strict=True) if not ok]
+        verdict = "**met**" if not missed else f"**not met** in {', '.join(missed)}"
+        lines.append(f"- {label}: {verdict} ({sum(met)} of {len(rows)} runs).")
+    lines.append("- glibc/jemalloc: no target; reported with its spread.")
     return "\n".join(lines) + "\n\n" + _revision_line(folders) + "\n"
 
 
 BLOCKS = {
     "contrast": contrast_block,
+    "targets": targets_block,
     "idle": idle_block,
     "pymalloc": contrast_block,
     "arenas": contrast_block,
@@ -157,10 +225,7 @@ def figures(root: Path = ROOT) -> list[Path]:
         written += drawing.save(drawing.memory_figure(data, first_run), docs, f"{name}-memory")
         summaries = [summary.summarise(r) for r in runs]
         written += drawing.floors_across_runs(summaries, docs, f"{name}-floors-runs")
-    idle = {}
-    for folder_name in PUBLISHED["idle"]:
-        result = _repeat(root / RESULTS / folder_name)
-        idle[result["config"]["idle_rps"]] = result["variants"]
+    idle = idle_table([root / RESULTS / name for name in PUBLISHED["idle"]])
     written += drawing.floors_against_idle(idle, docs)
     return written
 

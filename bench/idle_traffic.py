@@ -12,14 +12,12 @@ pauses, loopback only) and prints each variant's median settled floor as median
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-VARIANTS = ("jemalloc", "jemalloc+bg")
-MB = 2**20
+from stair_stepper.analysis import publish
 
 
 def main() -> int:
@@ -31,42 +29,31 @@ def main() -> int:
     args = parser.parse_args()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     parent = Path(args.out or f"results/bench-idle-{stamp}")
-    rates = [float(r) for r in args.rates.split(",")]
-    table: dict[float, dict] = {}
-    for rate in rates:
+    folders = []
+    for rate in (float(r) for r in args.rates.split(",")):
         folder = parent / f"idle-{rate:g}"
+        command = [
+            sys.executable,
+            "-m",
+            "stair_stepper",
+            "experiment",
+            "--allocators",
+            ",".join(publish.IDLE_VARIANTS),
+            "--idle-rps",
+            f"{rate:g}",
+            "--repeat",
+            str(args.repeat),
+        ]
         done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "stair_stepper",
-                "experiment",
-                "--allocators",
-                ",".join(VARIANTS),
-                "--idle-rps",
-                f"{rate:g}",
-                "--repeat",
-                str(args.repeat),
-                "--out",
-                str(folder),
-                *args.extra,
-            ],
-            stdout=subprocess.DEVNULL,
+            [*command, "--out", str(folder), *args.extra], stdout=subprocess.DEVNULL
         )
         if done.returncode != 0:
             print(f"R={rate:g} failed (exit {done.returncode}); see {folder}", file=sys.stderr)
             return 1
-        table[rate] = json.loads((folder / "summary.json").read_text())["variants"]
-    print(f"results: {parent}")
-    print("median settled floor, MB: median (min–max) over", args.repeat, "runs")
-    print("idle req/s  " + "  ".join(f"{v:>22}" for v in VARIANTS))
-    for rate, variants in table.items():
-        cells = []
-        for v in VARIANTS:
-            sp = variants[v]["median_floor_bytes"]
-            cells.append(f"{sp['median'] / MB:.0f} ({sp['min'] / MB:.0f}–{sp['max'] / MB:.0f})")
-        print(f"{rate:>10g}  " + "  ".join(f"{c:>22}" for c in cells))
-    draw(table, parent)
+        folders.append(folder)
+    print(f"results: {parent}\n")
+    print(publish.idle_block(folders))  # the README's published:idle block, from these folders
+    draw(publish.idle_table(folders), parent)
     return 0
 
 
