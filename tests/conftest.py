@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 import xml.etree.ElementTree as ET
@@ -106,3 +107,13 @@ def jemalloc_server():
         pytest.skip("libjemalloc2 is not installed (apt-get install libjemalloc2)")
     with start_server("jemalloc", extra_args=("--sleep-ms", "0")) as s:
         yield s
+
+
+def wait_until(predicate, timeout: float, step: float = 0.05) -> bool:
+    """Poll ``predicate`` until it is true or ``timeout`` seconds have passed."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return predicate()

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import cli
+from conftest import cli, wait_until
 from test_experiment import (
     FAKES,
     TINY,
@@ -27,15 +27,6 @@ from stair_stepper.app import Settings, create_app
 from stair_stepper.traces import read_trace
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def wait_until(predicate, timeout: float, step: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return predicate()
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["TERM", "HUP"])
@@ -90,15 +81,15 @@ def test_an_unexpected_exception_is_crashed_with_one_line(tmp_path, monkeypatch,
 
 
 def test_a_dead_recorder_ends_the_run_with_a_fault(tmp_path, monkeypatch, capsys):
-    real, calls = procfs.memory, []
+    real, calls = procfs.Watch.sample, []
 
-    def failing(pid, rollup=False):
-        calls.append(pid)
+    def failing(watch, rollup=False):
+        calls.append(watch.pid)
         if len(calls) > 15:
             raise OSError(28, "No space left on device")
-        return real(pid, rollup=rollup)
+        return real(watch, rollup=rollup)
 
-    monkeypatch.setattr(procfs, "memory", failing)
+    monkeypatch.setattr(procfs.Watch, "sample", failing)
     code, folder, status = _in_process_experiment(tmp_path, monkeypatch, "--sleep-ms", "1500")
     err = capsys.readouterr().err
     assert code == 1

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from conftest import cli
+from conftest import cli, wait_until
 
+from stair_stepper import procfs
 from stair_stepper.record import Recorder
 from stair_stepper.traces import TRACE_COLUMNS, RowWriter, read_trace
 
@@ -140,3 +144,77 @@ def test_reader_drops_a_truncated_last_line(tmp_path):
     trace = read_trace(path)
     assert trace.column("rss_bytes") == [1000, 1001, 1002]
     assert trace.warnings == ["t.csv: dropped a truncated last line."]
+
+
+# A parent holding ~10 MB that starts two children holding ~30 MB each, writes their
+# pids to a file and sleeps: a small process tree like a server with workers.
+TREE = """
+import subprocess, sys, time
+hold = "x = bytearray(30_000_000); x[::4096] = b'1' * len(x[::4096]); import time; time.sleep(60)"
+kids = [subprocess.Popen([sys.executable, "-c", hold]) for _ in range(2)]
+mine = bytearray(10_000_000); mine[::4096] = b'1' * len(mine[::4096])
+open(sys.argv[1], "w").write(" ".join(str(k.pid) for k in kids))
+time.sleep(60)
+"""
+
+
+def rows_from(trace) -> list[dict]:
+    names = list(trace.columns)
+    values = zip(*(trace.column(n) for n in names), strict=True)
+    return [row for row in (dict(zip(names, v, strict=True)) for v in values)]
+
+
+def test_include_children_sums_the_tree_and_says_so(tmp_path):
+    pids = tmp_path / "pids"
+    parent = subprocess.Popen([sys.executable, "-c", TREE, str(pids)])
+    try:
+        assert wait_until(lambda: pids.exists() and pids.read_text(), 30)
+        kids = [int(p) for p in pids.read_text().split()]
+        tree, alone = tmp_path / "tree.csv", tmp_path / "alone.csv"
+        common = ("--pid", str(parent.pid), "--duration", "1.5", "--pss-interval", "0")
+        assert record(*common, "--out", str(tree), "--include-children").returncode == 0
+        assert record(*common, "--out", str(alone)).returncode == 0
+        members = [procfs.memory(p, rollup=False)["rss_bytes"] for p in [parent.pid, *kids]]
+    finally:
+        for pid in [
+            parent.pid,
+            *([int(p) for p in pids.read_text().split()] if pids.exists() else []),
+        ]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        parent.wait()
+    first = tree.read_text().splitlines()[0]
+    assert first.startswith("# process tree of pid") and "rss_bytes" in first and "sums" in first
+    assert not alone.read_text().startswith("#")
+    summed, single = rows_from(read_trace(tree)), rows_from(read_trace(alone))
+    assert {r["processes"] for r in summed} == {3}
+    assert {r["processes"] for r in single} == {1}
+    for row in summed:
+        assert row["rss_bytes"] >= row["largest_rss_bytes"] >= 25_000_000
+        assert row["pss_bytes"] is not None and row["peak_rss_bytes"] >= row["rss_bytes"] * 0.9
+        # the sum is the three members' RSS (give or take what they touched meanwhile)
+        assert abs(row["rss_bytes"] - sum(members)) < 0.1 * sum(members)
+    assert max(r["rss_bytes"] for r in single) < 0.5 * min(r["rss_bytes"] for r in summed)
+
+
+def test_a_terminated_record_stops_its_command_and_the_command_s_children(tmp_path):
+    pids = tmp_path / "pids"
+    out = tmp_path / "t.csv"
+    recorder = subprocess.Popen(
+        [sys.executable, "-m", "stair_stepper", "record", "--out", str(out),
+         "--include-children", "--", sys.executable, "-c", TREE, str(pids)],
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert wait_until(lambda: pids.exists() and pids.read_text(), 30)
+        kids = [int(p) for p in pids.read_text().split()]
+        # the tree is looked up again once a second: wait for a row with all three
+        assert wait_until(lambda: out.exists() and 3 in read_trace(out).column("processes"), 20)
+        recorder.send_signal(signal.SIGTERM)
+        _, err = recorder.communicate(timeout=20)
+    finally:
+        recorder.kill()
+    assert recorder.returncode == 128 + signal.SIGTERM
+    assert "terminated by SIGTERM" in err and "Traceback" not in err
+    for pid in kids:
+        assert wait_until(lambda pid=pid: not procfs.alive(pid), 5), f"{pid} outlived record"

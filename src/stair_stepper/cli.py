@@ -12,7 +12,7 @@ from pathlib import Path
 
 from . import __version__
 from .allocators import PYTHON_MALLOC_MODES, VARIANTS
-from .errors import UserError
+from .errors import Terminated, UserError
 from .validate import (
     flag,
     non_negative_float,
@@ -130,6 +130,7 @@ def _cmd_record(args: argparse.Namespace, argv: list[str]) -> int:
         args.pss_interval,
         args.poll_interval,
         args.append,
+        args.include_children,
     )
 
 
@@ -175,7 +176,7 @@ def _cmd_experiment(args: argparse.Namespace, argv: list[str]) -> int:
     except KeyboardInterrupt:
         print("stair-stepper: interrupted; partial results are kept.", file=sys.stderr)
         return 130
-    except experiment.Terminated as exc:
+    except Terminated as exc:
         print(f"stair-stepper: terminated by {exc}; partial results are kept.", file=sys.stderr)
         return 128 + exc.signum
     return experiment.report(folder, figures=not args.no_plot)
@@ -298,6 +299,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--interval", type=SECONDS, default=0.1, help="seconds between samples")
     p.add_argument("--duration", type=SECONDS, help="stop after this many seconds")
     p.add_argument("--service-url", help="our service's base URL, for allocator accounting")
+    p.add_argument(
+        "--include-children",
+        action="store_true",
+        help="record the whole process tree: memory and CPU summed over it, with a process count",
+    )
     p.add_argument(
         "--pss-interval",
         type=NON_NEGATIVE,

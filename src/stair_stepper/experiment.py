@@ -12,7 +12,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import signal
 import sys
 import threading
 import time
@@ -24,7 +23,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from . import allocators, drillfile, drivers, launch, load, provenance
-from .errors import UserError
+from .errors import Terminated, UserError, on_termination
 from .record import Recorder
 from .traces import (
     BATCH_COLUMNS,
@@ -94,36 +93,6 @@ PRESETS: dict[str, Config] = {
 
 class Fault(Exception):
     """The run cannot go on (server died, driver failed); partial results are kept."""
-
-
-class Terminated(BaseException):
-    """SIGTERM or SIGHUP: ends the run like Ctrl-C (a BaseException, so nothing swallows it)."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
-class _Signals:
-    """While a run is on: SIGTERM and SIGHUP raise Terminated in the main thread, once."""
-
-    SIGNALS = (signal.SIGTERM, signal.SIGHUP)
-
-    def __enter__(self) -> _Signals:
-        self.previous: dict = {}
-        if threading.current_thread() is threading.main_thread():
-            self.previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
-        self.fired = False
-        return self
-
-    def _handle(self, signum: int, frame) -> None:
-        if not self.fired:  # a second signal must not interrupt the clean-up of the first
-            self.fired = True
-            raise Terminated(signum)
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
 
 
 def overrides(config: Config) -> dict:
@@ -459,7 +428,7 @@ def run(config: Config, out: str | None = None) -> Path:
     folder = result_folder(out, config.preset)
     rows = [probe_variant(allocators.VARIANTS[a]) for a in allocators.ALLOCATORS]
     if config.repeat == 1:
-        with _Signals():
+        with on_termination():
             return _run_once(config, folder, bench, items, rows)
     meta: dict = {
         "tool": "stair-stepper experiment",
@@ -472,7 +441,7 @@ def run(config: Config, out: str | None = None) -> Path:
         "provenance": provenance.collect(rows),
     }
     _write_meta(folder, meta)
-    with _Signals():
+    with on_termination():
         try:
             for i in range(1, config.repeat + 1):
                 print(f"stair-stepper: run {i} of {config.repeat}", file=sys.stderr)

@@ -9,13 +9,11 @@ samples; each row takes the newest allocator reading if it is fresh.
 from __future__ import annotations
 
 import collections
-import http.client
-import json
+import contextlib
 import sys
 import threading
 import time
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from . import procfs
 from .traces import TRACE_COLUMNS, RowWriter, read_trace, settled
@@ -40,6 +38,8 @@ class _AllocatorPoller(threading.Thread):
 
     def __init__(self, service_url: str, interval: float) -> None:
         super().__init__(name="allocator-poller", daemon=True)
+        from urllib.parse import urlsplit
+
         parts = urlsplit(service_url)
         self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
         self.interval = max(interval, 0.05)
@@ -49,10 +49,13 @@ class _AllocatorPoller(threading.Thread):
         self.active.set()
         self.sent = 0
         self._busy = threading.Lock()
-        self._conn: http.client.HTTPConnection | None = None
+        self._conn = None  # an http.client.HTTPConnection once connected
 
     def _get(self) -> dict | None:
         """One GET /debug/memory on the kept-alive connection (caller holds ``_busy``)."""
+        import http.client  # here: a recorder without --service-url never pays for it
+        import json
+
         self.sent += 1
         try:
             if self._conn is None:
@@ -105,6 +108,9 @@ class _AllocatorPoller(threading.Thread):
 class Recorder:
     """Samples ``pid`` every ``interval`` seconds into ``out`` until stopped or the pid exits.
 
+    With ``include_children`` a row covers the whole process tree below ``pid``
+    (``procfs.TreeWatch``: sums, a process count, the largest member).
+
     ``phase`` is a free-text label written with every row; the experiment sets
     it ("baseline", "batch 1", "pause 1", "trim" ...), which aligns batches
     with the trace without a second clock. An existing, non-empty ``out`` is an
@@ -121,8 +127,10 @@ class Recorder:
         pss_interval: float = 1.0,
         poll_interval: float = POLL_S,
         append: bool = False,
+        include_children: bool = False,
     ) -> None:
         self.pid = pid
+        self.include_children = include_children
         self.out = Path(out)
         self.interval = interval
         self.pss_interval = pss_interval
@@ -136,7 +144,12 @@ class Recorder:
         self._thread: threading.Thread | None = None
         self.error: BaseException | None = None  # why the sampling thread died, if it did
         self._poller = _AllocatorPoller(service_url, poll_interval) if service_url else None
-        self._writer = RowWriter(self.out, TRACE_COLUMNS)
+        self._watch = procfs.TreeWatch(pid, include_children)  # ProcessGone if pid is gone
+        comment = ""
+        if include_children:
+            summed = ", ".join(procfs.SUMMED)
+            comment = f"process tree of pid {pid}: {summed} are sums over the 'processes' column"
+        self._writer = RowWriter(self.out, TRACE_COLUMNS, comment)
         self._recent: collections.deque = collections.deque(maxlen=4096)  # (t_s, rss_bytes)
 
     def _continued_from(self, append: bool) -> float:
@@ -185,8 +198,7 @@ class Recorder:
         now = self.now()
         rollup = now - self._last_pss >= self.pss_interval
         try:
-            row: dict = procfs.memory(self.pid, rollup=rollup)
-            row["cpu_s"] = procfs.cpu_seconds(self.pid)
+            row: dict = self._watch.sample(rollup)
         except procfs.ProcessGone:
             self.gone = True
             return None
@@ -208,6 +220,10 @@ class Recorder:
         if self._poller:
             self._poller.start()
         deadline = None if duration is None else self.t0 + duration
+        # On the recorder's own thread, stop() must wake it; run in the caller's thread
+        # (the record command) it sleeps plainly: an Event wait costs ~45 us more per
+        # sample than time.sleep, more than the sample itself (bench/record_cost.py).
+        wait = self._stop.wait if threading.current_thread() is self._thread else time.sleep
         tick = time.monotonic()
         try:
             while not self._stop.is_set():
@@ -220,11 +236,16 @@ class Recorder:
                 if delay < 0:  # fell behind (a stalled machine): do not burst to catch up
                     tick = time.monotonic()
                     delay = 0
-                self._stop.wait(delay)
+                wait(delay)
         finally:
             self._writer.close()
+            self._watch.close()
             if self._poller:
                 self._poller.stopping.set()
+
+    def pids(self) -> list[int]:
+        """The processes the latest sample covered."""
+        return self._watch.pids()
 
     def _run_noting_errors(self) -> None:
         try:
@@ -258,39 +279,60 @@ def record_command(
     pss_interval: float = 1.0,
     poll_interval: float = POLL_S,
     append: bool = False,
+    include_children: bool = False,
 ) -> int:
-    """``stair-stepper record``: sample a pid or a command it starts; a clean end either way."""
-    import subprocess
+    """``stair-stepper record``: sample a pid or a command it starts; a clean end either way.
 
-    from .errors import UserError
+    A command it starts is its child in its own session, killed with its whole group when
+    the recording ends, is interrupted or is terminated, and by the kernel if we die first.
+    """
+    from .errors import Terminated, UserError, on_termination
 
     if interval <= 0:
         raise UserError("--interval must be positive.")
     if not append and out.exists() and out.stat().st_size > 0:
         raise UserError(f"{out} already exists; give --append to continue it, or another --out.")
     child = None
-    if command:
+    ended = 0
+    with on_termination():
         try:
-            child = subprocess.Popen(command)
-        except OSError as exc:
-            raise UserError(f"cannot start {command[0]}: {exc.strerror}.") from None
-        pid = child.pid
-    assert pid is not None
-    if not procfs.alive(pid):
-        raise UserError(f"there is no process {pid} to record.")
-    try:
-        recorder = Recorder(pid, out, interval, service_url, pss_interval, poll_interval, append)
-    except OSError as exc:
-        raise UserError(f"cannot write {out}: {exc.strerror}.") from None
-    print(f"recording pid {pid} every {interval} s into {out} (Ctrl-C stops)", file=sys.stderr)
-    try:
-        recorder.run(duration)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        if child is not None and child.poll() is None:
-            child.terminate()
-            child.wait()
+            if command:
+                import subprocess
+
+                from . import selfexec
+
+                try:
+                    child = subprocess.Popen(command, **selfexec.child_popen_options())
+                except OSError as exc:
+                    raise UserError(f"cannot start {command[0]}: {exc.strerror}.") from None
+                pid = child.pid
+            assert pid is not None
+            if not procfs.alive(pid):
+                raise UserError(f"there is no process {pid} to record.")
+            try:
+                recorder = Recorder(
+                    pid, out, interval, service_url, pss_interval, poll_interval, append,
+                    include_children,
+                )  # fmt: skip
+            except procfs.ProcessGone:
+                raise UserError(f"process {pid} exited before the first sample.") from None
+            except OSError as exc:
+                raise UserError(f"cannot write {out}: {exc.strerror}.") from None
+            what = "the process tree of pid" if include_children else "pid"
+            print(
+                f"recording {what} {pid} every {interval} s into {out} (Ctrl-C stops)",
+                file=sys.stderr,
+            )
+            try:
+                recorder.run(duration)
+            except KeyboardInterrupt:
+                ended = 130
+            except Terminated as exc:
+                ended = 128 + exc.signum
+                print(f"stair-stepper: terminated by {exc}.", file=sys.stderr)
+        finally:
+            if child is not None:
+                _end_group(child)
     took = recorder.now()
     if recorder.gone:
         print(
@@ -299,4 +341,20 @@ def record_command(
         )
     else:
         print(f"stopped after {took:.1f} s; {recorder.samples} samples in {out}.", file=sys.stderr)
-    return 0
+    return ended
+
+
+def _end_group(child) -> None:
+    """SIGTERM the command's whole process group, SIGKILL it after 5 s; reap the command."""
+    import os
+    import signal
+    import subprocess
+
+    for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, None)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, sig)
+        try:
+            child.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue

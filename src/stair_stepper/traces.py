@@ -6,6 +6,10 @@ truncated last line is dropped with a warning, not an error.
 
 Times: ``t_s`` is seconds since the recording started (monotonic clock);
 ``wall_time`` is Unix seconds. Memory is in bytes; an empty cell is unknown.
+``processes`` is how many processes a row covers: a recording of a process tree
+(``record --include-children``, ``experiment --command``) sums the memory and CPU
+columns over them, says which in a ``#`` line above the header, and keeps the
+biggest member's RSS in ``largest_rss_bytes``. Readers skip leading ``#`` lines.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ TRACE_COLUMNS = (
     "cpu_s",
     "live_bytes",
     "held_bytes",
+    "processes",
+    "largest_rss_bytes",
 )
 BATCH_COLUMNS = (
     "batch",
@@ -79,19 +85,21 @@ BATCHES_SUFFIX = ".batches.csv"
 class RowWriter:
     """Append rows to a CSV file, flushing each one (a killed run keeps every row written)."""
 
-    def __init__(self, path: Path, columns: tuple[str, ...]) -> None:
+    def __init__(self, path: Path, columns: tuple[str, ...], comment: str = "") -> None:
         self.path = Path(path)
         self.columns = columns
         new = not self.path.exists() or self.path.stat().st_size == 0
         self._file = open(self.path, "a", newline="", encoding="ascii")  # noqa: SIM115
-        self._writer = csv.DictWriter(self._file, fieldnames=columns, extrasaction="ignore")
+        self._writer = csv.writer(self._file)
         if new:
-            self._writer.writeheader()
+            if comment:
+                self._file.write(f"# {comment}\n")
+            self._writer.writerow(columns)
             self._file.flush()
         self.rows = 0
 
     def write(self, row: dict) -> None:
-        self._writer.writerow({k: _cell(row.get(k)) for k in self.columns})
+        self._writer.writerow([_cell(row.get(k)) for k in self.columns])
         self._file.flush()
         self.rows += 1
 
@@ -158,6 +166,10 @@ def read_table(path: Path, required: tuple[str, ...]) -> Table:
     if not text.strip():
         raise TraceError(f"{path} is empty.")
     truncated = not text.endswith("\n")
+    while text.startswith("#"):  # a tree recording says which columns are sums
+        text = text.partition("\n")[2]
+    if not text.strip():
+        raise TraceError(f"{path} has no header.")
     reader = csv.reader(io.StringIO(text))
     header = next(reader)
     missing = [c for c in required if c not in header]
