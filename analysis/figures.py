@@ -14,6 +14,8 @@ matplotlib.use("Agg")
 import statistics  # noqa: E402
 
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.collections import PolyCollection  # noqa: E402
 
 from .summary import MB, WINDOW_S, glibc_version  # noqa: E402
 
@@ -21,13 +23,20 @@ COLORS = ("#d1495b", "#00798c", "#edae49", "#66a182", "#2e4057", "#8d96a3")
 
 
 def save(fig, folder: Path, stem: str) -> list[Path]:
-    """PNG and SVG, byte for byte the same from the same data (no dates, fixed SVG ids)."""
+    """PNG and SVG, byte for byte the same from the same data (no dates, fixed SVG ids).
+
+    The tight bounding box is found once, at the PNG's resolution, and used for both
+    files: ``bbox_inches="tight"`` would lay the figure out again for each. SVG text stays
+    text (smaller, searchable, and much faster to write than glyph outlines)."""
     paths = []
     plt.rcParams["svg.hashsalt"] = "stair-stepper"
+    plt.rcParams["svg.fonttype"] = "none"
+    fig.set_dpi(130)
+    tight = fig.get_tightbbox(fig.canvas.get_renderer()).padded(0.1)
     for ext in ("png", "svg"):
         path = Path(folder) / f"{stem}.{ext}"
         metadata = {"Software": None} if ext == "png" else {"Date": None, "Creator": None}
-        fig.savefig(path, dpi=130 if ext == "png" else None, bbox_inches="tight", metadata=metadata)
+        fig.savefig(path, dpi=130 if ext == "png" else None, bbox_inches=tight, metadata=metadata)
         paths.append(path)
     plt.close(fig)
     return paths
@@ -80,11 +89,9 @@ def decimate(xs, ys, columns: int = SCREEN_COLUMNS) -> tuple[list, list]:
     """The lowest and the highest point of every screen column, in x order, so drawing costs
     the same for a 10-minute and a 10-hour trace while every peak and floor survives (a
     one-sample spike too). NaN in ``xs`` (a gap from ``with_gaps``) stays a gap."""
-    import numpy as np
-
     x, y = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
     if len(x) <= 2 * columns:
-        return list(xs), list(ys)
+        return x.tolist(), y.tolist()
     gaps = np.flatnonzero(np.isnan(x))
     if len(gaps):
         out_x: list = []
@@ -110,29 +117,33 @@ def decimate(xs, ys, columns: int = SCREEN_COLUMNS) -> tuple[list, list]:
     return x[keep].tolist(), y[keep].tolist()
 
 
-def with_gaps(xs: list, ys: list, max_gap: float) -> tuple[list, list]:
+def with_gaps(xs, ys, max_gap: float):
     """Points with NaN inserted wherever two readings are more than ``max_gap`` apart: a line
     is drawn only between readings that were really taken close together."""
-    out_x, out_y = [], []
-    for x, y in zip(xs, ys, strict=True):
-        if out_x and x - out_x[-1] > max_gap:
-            out_x.append(float("nan"))
-            out_y.append(float("nan"))
-        out_x.append(x)
-        out_y.append(y)
-    return out_x, out_y
+    x, y = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
+    breaks = np.flatnonzero(np.diff(x) > max_gap) + 1
+    return np.insert(x, breaks, np.nan), np.insert(y, breaks, np.nan)
+
+
+def lone_points(xs, max_gap: float) -> list[int]:
+    """Indices of readings with no neighbour within ``max_gap`` (no line reaches them)."""
+    x = np.asarray(xs, dtype=float)
+    if len(x) == 0:
+        return []
+    gaps = np.diff(x) > max_gap
+    before = np.r_[True, gaps]  # no neighbour close on the left
+    after = np.r_[gaps, True]
+    return np.flatnonzero(before & after).tolist()
 
 
 def _spans(trace, prefix: str) -> list[tuple[float, float, str]]:
-    """(start, end, phase) for each run of phases starting with ``prefix``."""
-    spans: list[tuple[float, float, str]] = []
-    for t, phase in zip(trace.column("t_s"), trace.column("phase"), strict=True):
-        if not phase or not phase.startswith(prefix):
-            continue
-        if spans and spans[-1][2] == phase:
-            spans[-1] = (spans[-1][0], t, phase)
-        else:
-            spans.append((t, t, phase))
+    """(start, end, phase) for each phase starting with ``prefix``, in the order they ran."""
+    t = trace.column("t_s")
+    spans = []
+    for phase in trace.distinct("phase"):
+        if phase and phase.startswith(prefix):
+            rows = trace.rows_where("phase", phase)
+            spans.append((t[rows[0]], t[rows[-1]], phase))
     return spans
 
 
@@ -141,62 +152,55 @@ MAX_GAP_S = 1.0  # allocator readings further apart than this are not joined by 
 
 def _panel(ax, name: str, v, s: dict, color: str) -> None:
     """One variant: RSS, allocator held and live, batches, settled floors, the trim."""
-    t = v.trace.column("t_s")
-    ax.plot(
-        *decimate(t, [r / MB for r in v.trace.column("rss_bytes")]),
-        color=color,
-        lw=1.8,
-        label="RSS",
-        gid="rss_bytes",
-    )
+    t = np.array(v.trace.column("t_s"), dtype=float)
+    rss = np.array(v.trace.column("rss_bytes"), dtype=float) / MB  # None: NaN
+    ax.plot(*decimate(t, rss), color=color, lw=1.8, label="RSS", gid="rss_bytes")
     for column, style, label in (
         ("held_bytes", "--", "allocator held"),
         ("live_bytes", ":", "allocator live"),
     ):
-        points = [
-            (x, y / MB) for x, y in zip(t, v.trace.column(column), strict=True) if y is not None
-        ]
-        if not points:
+        values = np.array(v.trace.column(column), dtype=float) / MB
+        read = ~np.isnan(values)
+        if not read.any():
             continue
-        xs, ys = with_gaps([p[0] for p in points], [p[1] for p in points], MAX_GAP_S)
-        ax.plot(*decimate(xs, ys), color=color, lw=1.0, ls=style, label=label, gid=column)
+        xs, ys = t[read], values[read]
+        ax.plot(*decimate(*with_gaps(xs, ys, MAX_GAP_S)), color=color, lw=1.0, ls=style,
+                label=label, gid=column)  # fmt: skip
         # A reading with no neighbour close by (the one read after each pause) is a marker:
         # no line leads to it, and it must still show.
-        lone = [
-            (x, y)
-            for i, (x, y) in enumerate(points)
-            if all(
-                abs(x - points[j][0]) > MAX_GAP_S for j in (i - 1, i + 1) if 0 <= j < len(points)
-            )
-        ]
+        lone = lone_points(xs, MAX_GAP_S)
         if lone:
             ax.plot(
-                [p[0] for p in lone],
-                [p[1] for p in lone],
+                xs[lone].tolist(),
+                ys[lone].tolist(),
                 ls="none",
                 marker="o",
                 ms=4,
                 color=color,
                 mfc="white" if column == "live_bytes" else color,
             )
-    for start, end, _ in _spans(v.trace, "batch"):
-        ax.axvspan(start, end, color=color, alpha=0.08, lw=0)
-    floors = zip(
-        _spans(v.trace, "pause"),
-        s.get("floors_bytes", []),
-        s.get("floors_settled", []),
-        strict=False,
-    )
-    for (_, end, _), floor, ok in floors:
+    # Batches and floors are one artist each, however many batches a long run has.
+    batches = [[(a, 0), (a, 1), (b, 1), (b, 0)] for a, b, _ in _spans(v.trace, "batch")]
+    if batches:
+        tint = PolyCollection(batches, facecolor=color, alpha=0.08, lw=0)
+        tint.set_transform(ax.get_xaxis_transform())
+        ax.add_collection(tint, autolim=False)
+    pauses, floor_values = _spans(v.trace, "pause"), s.get("floors_bytes", [])
+    # a pause without a floor draws nothing
+    floors = list(zip(pauses, floor_values, s.get("floors_settled", []), strict=False))
+    for settled_, width, style in ((True, 4, "-"), (False, 1.5, (0, (1, 1)))):
         # A floor from a pause that had not settled is dotted: never read as a floor.
-        ax.plot(
-            [end - WINDOW_S, end],
-            [floor / MB] * 2,
-            color="black",
-            lw=4 if ok else 1.5,
-            ls="-" if ok else (0, (1, 1)),
-            solid_capstyle="butt",
-        )
+        ticks = [(end, f / MB) for (_, end, _), f, ok in floors if bool(ok) is settled_]
+        if ticks:
+            ax.hlines(
+                [y for _, y in ticks],
+                [x - WINDOW_S for x, _ in ticks],
+                [x for x, _ in ticks],
+                colors="black",
+                lw=width,
+                linestyles=[style],
+                capstyle="butt",
+            )
     trims = _spans(v.trace, "trim") or _spans(v.trace, "after trim")
     if trims:
         ax.axvline(trims[0][0], color="black", ls="-.", lw=0.9)
@@ -250,7 +254,10 @@ def rss_overlay_figure(data: dict, summary: dict):
     fig, ax = plt.subplots(figsize=(12, 5))
     for i, (name, v) in enumerate(data.items()):
         ax.plot(
-            *decimate(v.trace.column("t_s"), [r / MB for r in v.trace.column("rss_bytes")]),
+            *decimate(
+                np.array(v.trace.column("t_s"), dtype=float),
+                np.array(v.trace.column("rss_bytes"), dtype=float) / MB,
+            ),
             color=COLORS[i % len(COLORS)],
             lw=1.8,
             label=name,
@@ -271,9 +278,15 @@ def memory_over_time(data: dict, summary: dict, folder: Path) -> list[Path]:
     )
 
 
+#: more batches than this and the floors are drawn as lines, not labelled bars
+MAX_BARS = 24
+
+
 def floors_by_batch(summary: dict, folder: Path) -> list[Path]:
     variants = summary["variants"]
     n = max((len(s["floors_bytes"]) for s in variants.values()), default=0)
+    if n > MAX_BARS:
+        return save(floors_as_lines(summary, n), folder, "floors")
     labels = ["baseline", *[f"after batch {i + 1}" for i in range(n)], "after trim"]
     fig, ax = plt.subplots(figsize=(10, 4.8))
     width = 0.8 / max(1, len(variants))
@@ -304,6 +317,35 @@ def floors_by_batch(summary: dict, folder: Path) -> list[Path]:
     ax.set_title(_title(summary, "Floors by batch (* hatched: pause had not settled)"))
     ax.legend(fontsize=8)
     return save(fig, folder, "floors")
+
+
+def floors_as_lines(summary: dict, n: int):
+    """Floors of a long run (more than MAX_BARS batches): a line per variant, hollow
+    markers where the pause had not settled; 0 is the baseline, n + 1 after the trim."""
+    from matplotlib.ticker import MaxNLocator
+
+    fig, ax = plt.subplots(figsize=(10, 4.8))
+    for i, (name, s) in enumerate(summary["variants"].items()):
+        color = COLORS[i % len(COLORS)]
+        values = [s["baseline_bytes"], *s["floors_bytes"]]
+        values += [None] * (n + 1 - len(values)) + [s["after_trim_bytes"]]
+        ok = [True, *s.get("floors_settled", [True] * n)]
+        ok += [True] * (len(values) - len(ok))
+        ys = [v / MB if v is not None else float("nan") for v in values]
+        ax.plot(range(len(ys)), ys, color=color, lw=1.5, label=name)
+        loose = [(x, y) for x, (y, good) in enumerate(zip(ys, ok, strict=True)) if not good]
+        if loose:
+            xs, ys_ = zip(*loose, strict=True)
+            ax.plot(xs, ys_, ls="none", marker="o", ms=5, mfc="white", color=color,
+                    gid=f"unsettled-{name}")  # fmt: skip
+    ax.xaxis.set_major_locator(MaxNLocator(12, integer=True))
+    ax.set_xlabel(f"after batch (0: baseline; {n + 1}: after the trim)")
+    ax.set_ylabel("RSS floor, MB (2^20 bytes)")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.set_title(_title(summary, "Floors by batch (hollow: pause had not settled)"))
+    ax.legend(fontsize=8)
+    return fig
 
 
 def floors_across_runs(

@@ -62,6 +62,10 @@ class VariantData:
     warnings: list[str] = field(default_factory=list)
 
 
+#: the trace columns the summary and the figures read (parsed, and checked, on loading)
+ANALYSED = ("t_s", "phase", "rss_bytes", "live_bytes", "held_bytes")
+
+
 def load_folder(folder: Path) -> tuple[dict[str, VariantData], dict, list[str]]:
     """Traces, batch logs and meta.json of a result folder (or one bare trace CSV)."""
     folder = Path(folder)
@@ -87,7 +91,7 @@ def load_folder(folder: Path) -> tuple[dict[str, VariantData], dict, list[str]]:
     data: dict[str, VariantData] = {}
     for name, path in files.items():
         try:
-            trace = read_trace(path)
+            trace = read_trace(path).parse(*ANALYSED)
         except TraceError as exc:
             warnings.append(str(exc))
             continue
@@ -120,20 +124,14 @@ def _median(values: list) -> float | None:
 
 def _phase_window(trace: Table, phase: str, column: str = "rss_bytes", reduce=min) -> float | None:
     """``reduce`` (min by default) of ``column`` over the last WINDOW_S seconds of a phase."""
-    times = [
-        t for t, p in zip(trace.column("t_s"), trace.column("phase"), strict=True) if p == phase
-    ]
+    times, values = _phase_values(trace, phase, column)
     if not times:
         return None
     end = times[-1]
-    values = [
-        v
-        for t, p, v in zip(
-            trace.column("t_s"), trace.column("phase"), trace.column(column), strict=True
-        )
-        if p == phase and t >= end - WINDOW_S and v is not None
+    window = [
+        v for t, v in zip(times, values, strict=True) if t >= end - WINDOW_S and v is not None
     ]
-    return reduce(values) if values else None
+    return reduce(window) if window else None
 
 
 def _slope(values: list[float]) -> float | None:
@@ -152,9 +150,10 @@ def count_steps(floors: list[float], threshold: float) -> int:
 
 
 def _phase_values(trace: Table, phase: str, column: str) -> tuple[list, list]:
-    rows = zip(trace.column("t_s"), trace.column("phase"), trace.column(column), strict=True)
-    pairs = [(t, v) for t, p, v in rows if p == phase]
-    return [t for t, _ in pairs], [v for _, v in pairs]
+    """Times and ``column`` of the rows labelled ``phase``."""
+    rows = trace.rows_where("phase", phase)
+    times, values = trace.column("t_s"), trace.column(column)
+    return [times[i] for i in rows], [values[i] for i in rows]
 
 
 def pause_settled(v: VariantData, pause: str) -> bool:
@@ -168,20 +167,16 @@ def pause_settled(v: VariantData, pause: str) -> bool:
 
 
 def pause_phases(trace: Table) -> list[str]:
-    seen: list[str] = []
-    for phase in trace.column("phase"):
-        if phase and phase.startswith("pause ") and phase not in seen:
-            seen.append(phase)
+    seen = [p for p in trace.distinct("phase") if p and p.startswith("pause ")]
     return sorted(seen, key=lambda p: int(p.split()[1]))
 
 
 def variant_summary(v: VariantData, threshold: float) -> dict:
     trace = v.trace
     rss = trace.column("rss_bytes")
-    phases = set(trace.column("phase")) - {None}
+    phases = set(trace.distinct("phase")) - {None}
     if phases:
-        in_baseline = zip(rss, trace.column("phase"), strict=True)
-        baseline = _median([r for r, p in in_baseline if p == "baseline"])
+        baseline = _median(_phase_values(trace, "baseline", "rss_bytes")[1])
     else:
         t = trace.column("t_s")
         baseline = _median([r for r, s in zip(rss, t, strict=True) if s - t[0] <= WINDOW_S])

@@ -2,12 +2,13 @@
 1 h × 2 variants at least 2× faster than the code before decimation)
 
 Writes synthetic result folders at 10 Hz — 10 minutes, 1 hour and 10 hours, with 2 and 6
-variants, batches and pauses — and times ``plot.analyse`` on each in this process (CSV
-reading, summary, every figure as PNG and SVG), then prints the growth ratios. With
+variants, batches and pauses — and times ``plot.analyse`` on each (CSV
+reading, summary, every figure as PNG and SVG; each in a fresh interpreter, imports
+included), then prints the growth ratios. With
 ``--baseline REV`` it also times the 1 h × 2 variant folder with the analysis code of that
 git revision (from a temporary worktree, in a subprocess), side by side in the same run.
 
-    python bench/analysis_speed.py [--baseline 28fb4b3] [--skip-10h]
+    python bench/analysis_speed.py [--baseline 28fb4b3] [--skip-10h] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -17,13 +18,12 @@ import json
 import math
 import os
 import random
+import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from stair_stepper.analysis import plot
 from stair_stepper.traces import BATCH_COLUMNS, TRACE_COLUMNS, RowWriter
 
 MB = 2**20
@@ -71,26 +71,34 @@ def synthetic(folder: Path, name: str, growth: float, seed: int, hours: float = 
 
 def make(folder: Path, hours: float, variants: int) -> Path:
     folder.mkdir(parents=True)
-    (folder / "meta.json").write_text(json.dumps({"config": {"preset": f"synthetic-{hours}h"}}))
+    (folder / "meta.json").write_text(json.dumps({"config": {"preset": f"synthetic-{hours:.3g}h"}}))
     for k in range(variants):
         synthetic(folder, f"variant{k + 1}", (25 - 4 * k) * MB, k + 1, hours)
     return folder
 
 
-def timed(folder: Path) -> float:
-    began = time.perf_counter()
-    plot.analyse(folder, folder / "out")
-    return time.perf_counter() - began
-
-
-OLD = (
-    "import sys, time; from pathlib import Path; from stair_stepper.analysis import plot; "
-    "f = Path(sys.argv[1]); t = time.perf_counter(); plot.analyse(f, f / 'old-out'); "
-    "print(time.perf_counter() - t)"
+# One analysis, timed in a fresh interpreter: matplotlib's import and every first-use cost
+# count the same for every length and for the old code.
+ANALYSE = (
+    "import sys, time; t = time.perf_counter(); from pathlib import Path; "
+    "from stair_stepper.analysis import plot; f = Path(sys.argv[1]); "
+    "plot.analyse(f, f / sys.argv[2]); print(time.perf_counter() - t)"
 )
 
 
-def old_code_time(rev: str, folder: Path, tmp: Path) -> float:
+def timed(folder: Path, out: str = "out", env: dict | None = None, cwd: Path = ROOT) -> float:
+    done = subprocess.run(
+        [sys.executable, "-c", ANALYSE, str(folder), out],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return float(done.stdout.strip().splitlines()[-1])
+
+
+def old_code_times(rev: str, folder: Path, tmp: Path, repeat: int) -> list[float]:
     """The same folder analysed by the code of ``rev`` (a git worktree, a subprocess)."""
     tree = tmp / f"tree-{rev}"
     subprocess.run(
@@ -98,48 +106,50 @@ def old_code_time(rev: str, folder: Path, tmp: Path) -> float:
     )
     try:
         env = dict(os.environ, PYTHONPATH=str(tree / "src"))
-        done = subprocess.run(
-            [sys.executable, "-c", OLD, str(folder)],
-            cwd=tree,
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        return float(done.stdout.strip().splitlines()[-1])
+        return [timed(folder, f"old-out-{k}", env, tree) for k in range(repeat)]
     finally:
         subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)])
+
+
+def spread(times: list[float]) -> str:
+    return f"{statistics.median(times):.2f} s ({min(times):.2f}–{max(times):.2f})"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--baseline", help="git revision whose analysis code to time as well")
     parser.add_argument("--skip-10h", action="store_true", help="leave out the 10-hour traces")
+    parser.add_argument("--repeat", type=int, default=3, help="timings per case (median shown)")
     args = parser.parse_args()
     lengths = [("10 min", 1 / 6), ("1 h", 1.0)] + ([] if args.skip_10h else [("10 h", 10.0)])
-    times: dict[tuple[str, int], float] = {}
+    times: dict[tuple[str, int], list[float]] = {}
+    print(f"median (min–max) of {args.repeat} analyses in fresh interpreters, imports included")
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
         for variants in (2, 6):
             for label, hours in lengths:
                 folder = make(base / f"{label.replace(' ', '')}-{variants}", hours, variants)
-                times[label, variants] = timed(folder)
+                times[label, variants] = [
+                    timed(folder, f"out-{k}") for k in range(args.repeat)
+                ]  # fmt: skip
                 print(
                     f"{label:>6} × {variants} variants ({int(hours * 36_000):,} rows each): "
-                    f"{times[label, variants]:.2f} s",
+                    f"{spread(times[label, variants])}",
                     flush=True,
                 )
+        median = {key: statistics.median(value) for key, value in times.items()}
         for variants in (2, 6):
             longest = lengths[-1][0]
-            ratio = times[longest, variants] / times["10 min", variants]
+            ratio = median[longest, variants] / median["10 min", variants]
             target = " (target <= 3)" if variants == 2 else ""
             print(f"growth {longest} ÷ 10 min, {variants} variants: {ratio:.2f}{target}")
         if args.baseline:
-            old = old_code_time(args.baseline, base / "1h-2", base)
-            new = times["1 h", 2]
+            old = old_code_times(args.baseline, base / "1h-2", base, args.repeat)
+            new = median["1 h", 2]
             print(
-                f"1 h × 2 variants: code of {args.baseline} {old:.2f} s, this code {new:.2f} s: "
-                f"{old / new:.2f}× faster (target >= 2)"
+                f"1 h × 2 variants: code of {args.baseline} {spread(old)}, this code "
+                f"{spread(times['1 h', 2])}: {statistics.median(old) / new:.2f}× faster "
+                "(target >= 2)"
             )
 
 

@@ -199,3 +199,20 @@ def test_drawing_does_not_change_the_numbers(tmp_path):
     before = numbers.summarise(folder)
     summary, _ = plot.analyse(folder, tmp_path / "out")
     assert summary["variants"] == before["variants"]
+
+
+def test_a_long_run_s_floors_are_lines_with_its_unsettled_pauses_hollow(tmp_path):
+    """Over MAX_BARS batches, labelled bars would be unreadable and cost a second each."""
+    from stair_stepper.analysis import figures, plot
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    floors = [100 + k for k in range(figures.MAX_BARS + 6)]
+    synthetic_variant(folder, "glibc", 50, floors, 60, 400, falling=(3, 7))
+    summary, _ = plot.analyse(folder, tmp_path / "out")
+    assert summary["variants"]["glibc"]["floors_settled"].count(False) == 2
+    svg = (tmp_path / "out" / "floors.svg").read_text()
+    assert "hollow: pause had not settled" in svg
+    assert "after batch 30" not in svg  # no label per batch
+    hollow = svg.split('id="unsettled-glibc"')[1].split("</g>")[0]
+    assert hollow.count("<use") == 2  # the two unsettled pauses' markers

@@ -218,3 +218,16 @@ def test_a_terminated_record_stops_its_command_and_the_command_s_children(tmp_pa
     assert "terminated by SIGTERM" in err and "Traceback" not in err
     for pid in kids:
         assert wait_until(lambda pid=pid: not procfs.alive(pid), 5), f"{pid} outlived record"
+
+
+def test_a_damaged_cell_is_reported_not_silently_read(tmp_path):
+    from stair_stepper.analysis.summary import load_folder
+
+    out = tmp_path / "t.trace.csv"
+    with RowWriter(out, TRACE_COLUMNS) as w:
+        for i in range(5):
+            w.write({"t_s": i / 10, "phase": "baseline", "rss_bytes": 1000 + i})
+    out.write_text(out.read_text().replace(",1002,", ",10x2,"))
+    data, _, warnings = load_folder(out)
+    assert data["t"].trace.column("rss_bytes") == [1000, 1001, None, 1003, 1004]
+    assert warnings == ["t.trace.csv: unreadable rss_bytes on line 4."]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import operator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -143,12 +144,39 @@ class Table:
     path: Path
     columns: dict[str, list] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    _indexes: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(next(iter(self.columns.values()), []))
 
     def column(self, name: str) -> list:
-        return self.columns.get(name, [None] * len(self))
+        found = self.columns.get(name)
+        if isinstance(found, _Unparsed):  # read fast, parsed on first use
+            found = self.columns[name] = found.parse(name, self)
+        return found if found is not None else [None] * len(self)
+
+    def parse(self, *names: str) -> Table:
+        """Parse these columns now, so that what was wrong with them is in ``warnings``."""
+        for name in names:
+            self.column(name)
+        return self
+
+    def rows_where(self, column: str, value) -> list[int]:
+        """Row numbers whose ``column`` equals ``value``, from an index built once per column:
+        the summary asks for every phase of a long trace, and a scan each time would make
+        its cost grow with samples x pauses."""
+        index = self._indexes.get(column)
+        if index is None:
+            index = {}
+            for row, cell in enumerate(self.column(column)):
+                index.setdefault(cell, []).append(row)
+            self._indexes[column] = index
+        return index.get(value, [])
+
+    def distinct(self, column: str) -> list:
+        """The values of ``column``, each once, in the order they first appear."""
+        self.rows_where(column, None)
+        return list(self._indexes[column])
 
 
 def read_table(path: Path, required: tuple[str, ...]) -> Table:
@@ -170,13 +198,15 @@ def read_table(path: Path, required: tuple[str, ...]) -> Table:
         text = text.partition("\n")[2]
     if not text.strip():
         raise TraceError(f"{path} has no header.")
+    if '"' not in text and _read_fast(table, text, required):
+        return table
     reader = csv.reader(io.StringIO(text))
     header = next(reader)
     missing = [c for c in required if c not in header]
     if missing:
         raise TraceError(f"{path} is not a stair-stepper CSV (no column {missing[0]!r}).")
-    table.columns = {name: [] for name in header}
     body = list(reader)
+    table.columns = {name: [] for name in header}
     for number, cells in enumerate(body, start=2):
         last = number == len(body) + 1
         if len(cells) != len(header):
@@ -194,6 +224,59 @@ def read_table(path: Path, required: tuple[str, ...]) -> Table:
         for name, value in zip(header, values, strict=True):
             table.columns[name].append(value)
     return table
+
+
+def _read_fast(table: Table, text: str, required: tuple[str, ...]) -> bool:
+    """The usual file, read a column at a time: no quoted cell, every line whole. A 10-hour
+    trace is 360,000 lines; splitting the whole body at once and slicing it into columns
+    is four times faster than a row-by-row CSV reader. False: read it row by row instead."""
+    lines = text.splitlines()
+    header = lines[0].split(",")
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise TraceError(f"{table.path} is not a stair-stepper CSV (no column {missing[0]!r}).")
+    body = lines[1:]
+    width = len(header)
+    if any(count != width - 1 for count in map(operator.methodcaller("count", ","), body)):
+        return False  # a damaged or truncated line: the careful reader says which
+    cells = ",".join(body).split(",") if body else []
+    table.columns = {name: _Unparsed(cells[k::width]) for k, name in enumerate(header)}
+    return True
+
+
+class _Unparsed(list):
+    """A column's cells as text until first asked for (``Table.column``): an analysis uses
+    five of a trace's thirteen columns. A cell that is not a number becomes an empty one,
+    with a warning (the row-by-row reader drops such rows; this reader has kept the rest)."""
+
+    def parse(self, column: str, table: Table) -> list:
+        try:
+            return _parse_column(column, self)
+        except ValueError:
+            pass
+        values = []
+        for number, cell in enumerate(self, start=2):
+            try:
+                values.append(_parse(column, cell))
+            except ValueError:
+                table.warnings.append(f"{table.path.name}: unreadable {column} on line {number}.")
+                values.append(None)
+        return values
+
+
+def _parse_column(column: str, cells) -> list:
+    """One column's cells as values, as ``_parse`` would give them (ValueError if one is not)."""
+    if column in TEXT_COLUMNS:
+        return [c or None for c in cells]
+    number = float if column in FLOAT_COLUMNS else int
+    try:
+        return list(map(number, cells))  # no blanks, integers written as integers
+    except ValueError:
+        pass
+    try:
+        return [number(c) if c else None for c in cells]  # blanks
+    except ValueError:
+        return [_parse(column, c) for c in cells]  # an integer column written as 1.0
 
 
 def read_trace(path: Path) -> Table:
