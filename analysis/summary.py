@@ -297,9 +297,30 @@ def mb(value: float | None, digits: int = 0) -> str:
     return "–" if value is None else f"{value / MB:,.{digits}f}"
 
 
+NOT_MEASURED = "not measured"
+
+
+def foreign(summary: dict) -> bool:
+    """A --command server: no in-process probe, so no allocator accounting and no trim."""
+    return bool((summary.get("config") or {}).get("command"))
+
+
+def service_words(config: dict) -> str:
+    """What was served: the user's app or command, or the widget app with its settings."""
+    if config.get("command"):
+        return f"the command `{config['command']}`"
+    if config.get("app"):
+        return f"the application `{config['app']}`"
+    return (
+        f"the widget app (SLEEP_MS={config.get('sleep_ms')}, offload threads "
+        f"{config.get('offload_threads')})"
+    )
+
+
 def markdown(summary: dict) -> str:
     """The table people read (MB = 2^20 bytes), with a few sentences of interpretation."""
     variants = summary["variants"]
+    unprobed = foreign(summary)
     n_floors = max((len(s["floors_bytes"]) for s in variants.values()), default=0)
     head = ["variant", "baseline", "peak", *[f"floor {i + 1}" for i in range(n_floors)]]
     head += ["after trim", "reclaimable", "slope/batch", "steps", "× best (median floor)"]
@@ -312,8 +333,8 @@ def markdown(summary: dict) -> str:
         ratio = f"{s['ratio_to_best']:.2f}" if s["ratio_to_best"] else "–"
         row = [name, mb(s["baseline_bytes"]), mb(s["peak_bytes"]), *floors]
         row += [
-            mb(s["after_trim_bytes"]),
-            mb(s["reclaimable_bytes"]),
+            NOT_MEASURED if unprobed else mb(s["after_trim_bytes"]),
+            NOT_MEASURED if unprobed else mb(s["reclaimable_bytes"]),
             mb(s["slope_bytes_per_batch"], 1),
             str(s["steps"]),
             ratio,
@@ -324,11 +345,11 @@ def markdown(summary: dict) -> str:
     text = [f"# stair-stepper summary: {summary.get('preset') or 'trace'}", ""]
     if config:
         text.append(
-            f"Preset `{config.get('preset')}`: {config.get('batches')} batches of "
+            f"Preset `{config.get('preset')}`: {service_words(config)}; "
+            f"{config.get('batches')} batches of "
             f"{config.get('iterations')} iterations ({config.get('tags') or 'all sizes'}), "
-            f"concurrency {config.get('concurrency')}, SLEEP_MS={config.get('sleep_ms')}, "
-            f"PYTHONMALLOC={config.get('python_malloc')}, offload threads "
-            f"{config.get('offload_threads')}, {_pauses(config)}, idle traffic "
+            f"concurrency {config.get('concurrency')}, "
+            f"PYTHONMALLOC={config.get('python_malloc')}, {_pauses(config)}, idle traffic "
             f"{config.get('idle_rps', 'polls')} req/s, "
             f"variants {'side by side' if config.get('parallel') else 'one after another'}. "
             f"Python {prov.get('python')}, glibc {glibc_version(prov)}, "
@@ -343,6 +364,13 @@ def markdown(summary: dict) -> str:
     text.extend(lines)
     text.append("")
     text.extend(interpretation(summary))
+    if unprobed:
+        text.append(
+            "- After trim, reclaimable, and the allocator's live and held bytes are "
+            f"{NOT_MEASURED}: a --command server is a foreign process, which cannot be asked "
+            "to trim or to report its allocator's accounting. RSS, PSS and USS are measured, "
+            "summed over its process tree (the trace's 'processes' column counts them)."
+        )
     if summary.get("warnings"):
         text += ["", "Warnings:", *[f"- {w}" for w in summary["warnings"]]]
     if summary.get("status") and summary["status"] != "complete":
@@ -401,7 +429,7 @@ def short_table(summary: dict) -> str:
                 mb(s["baseline_bytes"]),
                 mb(s["peak_bytes"]),
                 " → ".join(mb(f) for f in s["floors_bytes"]) or "–",
-                mb(s["after_trim_bytes"]),
+                NOT_MEASURED if foreign(summary) else mb(s["after_trim_bytes"]),
             )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(5)]

@@ -24,6 +24,7 @@ from quart import Quart, request
 from werkzeug.exceptions import HTTPException
 
 from . import probes
+from .service import ENV_DEBUG, ENV_VARIANT
 from .validate import non_negative_int
 
 DEFAULT_SLEEP_MS = 150
@@ -32,8 +33,6 @@ DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
 ENV_SLEEP_MS = "SLEEP_MS"
 ENV_OFFLOAD = "STAIR_STEPPER_OFFLOAD_THREADS"
 ENV_MAX_BODY = "STAIR_STEPPER_MAX_BODY_BYTES"
-ENV_VARIANT = "STAIR_STEPPER_VARIANT"
-ENV_DEBUG = "STAIR_STEPPER_DEBUG_ENDPOINTS"  # "0": no /debug/* routes (serve --public)
 
 
 def _non_negative_int(name: str, raw: str | None, default: int) -> int:

@@ -52,6 +52,8 @@ def _cmd_serve(args: argparse.Namespace, argv: list[str]) -> int:
         access_log=args.access_log,
         public=args.public,
         debug_endpoints=args.debug_endpoints,
+        app=args.app,
+        app_dir=args.app_dir,
     )
     return serve(options, argv)
 
@@ -164,7 +166,13 @@ def _cmd_experiment(args: argparse.Namespace, argv: list[str]) -> int:
         "interval_s": args.interval,
         "poll_s": args.poll_interval,
         "benchmark": args.benchmark or experiment.default_benchmark(),
+        "app": args.app,
+        "app_dir": args.app_dir,
+        "command": args.command,
+        "health_path": args.health_path,
     }
+    if args.benchmark:  # the user's own workload runs at its own size, with all its plans
+        config = replace(config, iterations=None, concurrency=None, tags=None)
     config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
     if args.pause is not None:
         config = replace(config, pause_s=None if args.pause == "auto" else args.pause)
@@ -192,6 +200,16 @@ def _cmd_compare(args: argparse.Namespace, argv: list[str]) -> int:
     from .analysis import compare
 
     return compare.run_args(args)
+
+
+def _app_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--app",
+        metavar="MODULE:ATTR",
+        help="serve your own ASGI or WSGI application instead of the widget app "
+        "(MODULE:factory() calls a factory); the memory endpoints are under /__stair_stepper__/",
+    )
+    p.add_argument("--app-dir", metavar="DIR", help="import --app from here (default: .)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -247,13 +265,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--public",
         action="store_true",
-        help="allow a non-loopback --bind (then /debug/* is off unless --debug-endpoints)",
+        help="allow a non-loopback --bind (allocator internals then need --debug-endpoints)",
     )
     p.add_argument(
         "--debug-endpoints",
         action="store_true",
-        help="with --public: keep /debug/memory and /debug/trim on",
+        help="with --public: keep the memory and trim endpoints on",
     )
+    _app_arguments(p)
     p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("allocators", help="which allocators work here, with versions")
@@ -314,7 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--poll-interval",
         type=SECONDS,
         default=0.5,
-        help="seconds between /debug/memory polls with --service-url (default 0.5)",
+        help="seconds between allocator polls with --service-url (default 0.5)",
     )
     p.add_argument("command_line", nargs=argparse.REMAINDER, metavar="-- COMMAND ...")
     p.set_defaults(func=_cmd_record)
@@ -352,10 +371,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--poll-interval",
         type=SECONDS,
-        help="seconds between /debug/memory polls (default 0.5; see README: "
-        "the polls are idle traffic that plain jemalloc purges on)",
+        help="seconds between allocator polls during batches (default 0.5; never during "
+        "the baseline or a pause, where the allocator is read once at the end)",
     )
-    p.add_argument("--benchmark", help="drill benchmark file (default ./benchmark.yml)")
+    p.add_argument(
+        "--benchmark",
+        help="drill benchmark file (default ./benchmark.yml); its base is pointed at the "
+        "server under test",
+    )
+    _app_arguments(p)
+    p.add_argument(
+        "--command",
+        metavar='"CMD … {port} …"',
+        help="run any HTTP server instead: {host} and {port} are filled in (or give --port "
+        "for one that binds a fixed port); its whole process tree is recorded",
+    )
+    p.add_argument(
+        "--health-path",
+        metavar="PATH",
+        help="with --command: GET this until it answers 2xx/3xx (default: a TCP connect)",
+    )
     p.add_argument("--out", help="result folder (default results/<UTC time>-<preset>)")
     p.add_argument("--no-plot", action="store_true", help="tables only, no figures")
     p.set_defaults(func=_cmd_experiment)

@@ -22,7 +22,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from . import allocators, drillfile, drivers, launch, load, provenance
+from . import allocators, drillfile, drivers, launch, load, provenance, service
+from .analysis.summary import NOT_MEASURED, service_words
 from .errors import Terminated, UserError, on_termination
 from .record import Recorder
 from .traces import (
@@ -48,8 +49,8 @@ class Config:
     pause_cap_s: float = 30.0
     idle_rps: float = 0.0  # light requests per second during pauses (0: a quiet service)
     tags: str | None = None
-    iterations: int = 64
-    concurrency: int = 64
+    iterations: int | None = 64  # None: the benchmark file's own (a user's --benchmark)
+    concurrency: int | None = 64
     sleep_ms: int = 450
     python_malloc: str = "malloc"
     offload_threads: int = 0
@@ -62,6 +63,10 @@ class Config:
     parallel: bool = False
     port: int = 0
     benchmark: str = "benchmark.yml"
+    app: str | None = None  # the user's ASGI/WSGI app (serve --app), MODULE:ATTR
+    app_dir: str | None = None
+    command: str | None = None  # any HTTP server, "CMD … {port} …", its tree recorded
+    health_path: str | None = None
 
 
 PRESETS: dict[str, Config] = {
@@ -168,6 +173,39 @@ class VariantRun:
             self._check_alive(during)
 
     def start(self) -> None:
+        if self.config.command:
+            self._start_command()
+        else:
+            self._start_serve()
+        assert self.server is not None and self.recorder is not None
+        self.recorder.phase = "baseline"  # labelled from the very first row
+        self.recorder.start()
+        self.say(
+            f"serving on {self.server.base_url}, pid {self.server.pid}, "
+            f"malloc from {self.server.health['malloc_provider']}"
+        )
+
+    def _start_command(self) -> None:
+        """Any HTTP server: its tree is recorded; no allocator accounting, no trim."""
+        c = self.config
+        self.server = launch.start_command(
+            c.command or "",
+            self.name,
+            python_malloc=c.python_malloc,
+            port=self.port,
+            health_path=c.health_path,
+            log_path=self.folder / f"{self.name}.server.log",
+        )
+        self.info.update(pid=self.server.pid, url=self.server.base_url, health=self.server.health)
+        self.save_meta()
+        self.recorder = Recorder(
+            self.server.pid,
+            self.folder / f"{self.name}{TRACE_SUFFIX}",
+            c.interval_s,
+            include_children=True,
+        )
+
+    def _start_serve(self) -> None:
         c = self.config
         args = [
             "--sleep-ms",
@@ -177,6 +215,8 @@ class VariantRun:
             "--offload-threads",
             str(c.offload_threads),
         ]
+        if c.app:
+            args += ["--app", c.app, "--app-dir", str(Path(c.app_dir or ".").resolve())]
         self.server = launch.start_server(
             self.name,
             port=self.port,
@@ -191,12 +231,6 @@ class VariantRun:
             self.config.interval_s,
             service_url=self.server.base_url,
             poll_interval=self.config.poll_s,
-        )
-        self.recorder.phase = "baseline"  # labelled from the very first row
-        self.recorder.start()
-        self.say(
-            f"serving on {self.server.base_url}, pid {self.server.pid}, "
-            f"malloc from {self.server.health['malloc_provider']}"
         )
 
     def run(self) -> None:
@@ -250,12 +284,16 @@ class VariantRun:
                     f"{outcome.requests_per_second or 0:.1f} req/s; RSS {_mb(rss_batch)} MB "
                     f"after the batch, {_mb(rss_pause)} MB after a {pause_s:.1f} s pause ({how})"
                 )
+        if c.command:
+            self.info["trim"] = NOT_MEASURED
+            self.say("trim: not measured (a --command server cannot be asked to trim)")
+            return
         rec.phase = "trim"
         try:
-            trim = self.server.post("/debug/trim")
+            trim = self.server.post(service.TRIM)
         except OSError as exc:
             self._check_alive("the trim")
-            raise Fault(f"the {self.name} server did not answer /debug/trim: {exc}.") from None
+            raise Fault(f"the {self.name} server did not answer the trim: {exc}.") from None
         self.info["trim"] = {k: v for k, v in trim.items() if k not in ("before", "after")}
         (self.folder / f"{self.name}.trim.json").write_text(json.dumps(trim, indent=2))
         rec.phase = "after trim"
@@ -266,8 +304,9 @@ class VariantRun:
         )
 
     def _read_allocator(self, after: str) -> dict | None:
-        """The one /debug/memory read after an idle phase, in a phase of its own ("read K"),
-        so the request cannot touch the floor it follows; held until a sample carries it."""
+        """The one allocator read (service.MEMORY) after an idle phase, in a phase of its own
+        ("read K"), so the request cannot touch the floor it follows; held until a sample
+        carries it."""
         rec = self.recorder
         assert rec is not None
         rec.phase = f"read {after}"
@@ -332,7 +371,7 @@ class VariantRun:
 class _Ledger:
     """Counts the requests the service answered that the experiment did not ask for.
 
-    The service counts every request it answers (``requests_served`` in /debug/memory);
+    The service counts every request it answers (``requests_served`` in service.MEMORY);
     between two end-of-pause reads it must equal the batch, the recorder's polls and the
     idle traffic. Anything more reached it from elsewhere during the pause.
     """
@@ -357,7 +396,7 @@ class _Ledger:
 
 
 class _IdleTraffic(threading.Thread):
-    """Light requests (GET /healthz) at ``rps`` per second: the `--idle-rps` knob."""
+    """Light requests (GET service.HEALTH) at ``rps`` per second: the `--idle-rps` knob."""
 
     def __init__(self, base_url: str, rps: float) -> None:
         super().__init__(name="idle-traffic", daemon=True)
@@ -374,7 +413,7 @@ class _IdleTraffic(threading.Thread):
             while not self._stop_event.is_set():
                 try:
                     self.sent += 1
-                    conn.request("GET", "/healthz")
+                    conn.request("GET", service.HEALTH)
                     conn.getresponse().read()
                 except (OSError, http.client.HTTPException):
                     conn.close()
@@ -416,12 +455,14 @@ def run(config: Config, out: str | None = None) -> Path:
 
     for name in config.variants:
         allocators.server_env(allocators.variant(name), config.python_malloc)  # fail early
+    _check_service(config)
     if config.port and config.port + len(config.variants) - 1 > 65535:
         raise UserError(f"--port {config.port} leaves no room for {len(config.variants)} servers.")
     config = replace(config, driver=drivers.resolve(config.driver))
     bench = drillfile.read_benchmark(
         config.benchmark, iterations=config.iterations, concurrency=config.concurrency
     )
+    config = replace(config, iterations=bench.iterations, concurrency=bench.concurrency)
     items = drillfile.select(bench, config.tags)
     for warning in bench.warnings:
         print(f"warning: {bench.path}: {warning}", file=sys.stderr)
@@ -466,6 +507,33 @@ def run(config: Config, out: str | None = None) -> Path:
     return folder
 
 
+def _fixed_port(config: Config) -> bool:
+    """A --command that binds the port it was built for: every variant gets --port."""
+    return bool(config.command) and "{port}" not in (config.command or "")
+
+
+def _check_service(config: Config) -> None:
+    """The service options that cannot go together, each refused in one sentence."""
+    if config.command and config.app:
+        raise UserError("give --app or --command, not both.")
+    if config.health_path and not config.command:
+        raise UserError("--health-path goes with --command (served apps have their own).")
+    if config.health_path and not config.health_path.startswith("/"):
+        raise UserError(f"--health-path must start with /, got {config.health_path!r}.")
+    if _fixed_port(config):
+        if not config.port:
+            raise UserError("--command has no {port} to fill in: give --port N, its port.")
+        if config.parallel and len(config.variants) > 1:
+            raise UserError(
+                f"--command always binds port {config.port}, so its variants cannot run side "
+                "by side: leave out --parallel (or put {port} in the command)."
+            )
+    if config.app:
+        from . import service
+
+        service.load_app(config.app, config.app_dir)  # a typo is one sentence, before any run
+
+
 def _run_once(
     config: Config,
     folder: Path,
@@ -501,7 +569,7 @@ def _run_once(
             folder,
             bench,
             items,
-            config.port + i if config.port else 0,
+            config.port if _fixed_port(config) else (config.port + i if config.port else 0),
             stop,
             show_progress,
             save_meta,
@@ -514,8 +582,8 @@ def _run_once(
         f"stair-stepper: {config.preset}: {', '.join(config.variants)}; {config.batches} "
         f"batch{'es' if config.batches != 1 else ''} "
         f"of {bench.total_requests(items)} requests ({', '.join(i.name for i in items)}), "
-        f"concurrency {config.concurrency}, SLEEP_MS={config.sleep_ms}, "
-        f"PYTHONMALLOC={config.python_malloc}, offload threads {config.offload_threads}, "
+        f"concurrency {config.concurrency}, {service_words(asdict(config))}, "
+        f"PYTHONMALLOC={config.python_malloc}, "
         f"pauses {_pause_words(config)}, idle traffic {config.idle_rps:g} req/s"
         f"{', side by side' if config.parallel else ''}; results in {folder}",
         file=sys.stderr,

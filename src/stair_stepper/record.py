@@ -1,7 +1,8 @@
 """Sample a process's memory from outside into a flushed CSV trace.
 
 The sampler reads /proc/<pid> (any process), and, when the target is our
-service, the allocator's own accounting from ``GET /debug/memory``. The HTTP
+service (any app ``serve`` runs), the allocator's own accounting from ``GET
+/__stair_stepper__/memory``. The HTTP
 poll runs on its own thread so that a busy server cannot stall the /proc
 samples; each row takes the newest allocator reading if it is fresh.
 """
@@ -16,10 +17,11 @@ import time
 from pathlib import Path
 
 from . import procfs
+from .service import MEMORY
 from .traces import TRACE_COLUMNS, RowWriter, read_trace, settled
 
 FRESH_S = 1.0  # an allocator reading older than this is left blank, not repeated
-#: default pause between /debug/memory polls. Each poll is an HTTP round trip that costs
+#: default pause between allocator polls. Each poll is an HTTP round trip that costs
 #: both sides CPU, and every request allocates in the server, which is exactly what lets
 #: plain jemalloc advance its decay clock and purge while idle: the poll rate is part of
 #: the experiment (recorded in meta.json), not a detail.
@@ -27,7 +29,7 @@ POLL_S = 0.5
 
 
 class _AllocatorPoller(threading.Thread):
-    """Keeps the newest /debug/memory answer (one keep-alive connection).
+    """Keeps the newest allocator reading (service.MEMORY) (one keep-alive connection).
 
     Every poll is a request the service answers, and every request allocates: idle
     traffic that lets plain jemalloc purge. So the experiment silences the poller while
@@ -52,7 +54,7 @@ class _AllocatorPoller(threading.Thread):
         self._conn = None  # an http.client.HTTPConnection once connected
 
     def _get(self) -> dict | None:
-        """One GET /debug/memory on the kept-alive connection (caller holds ``_busy``)."""
+        """One GET of service.MEMORY on the kept-alive connection (caller holds ``_busy``)."""
         import http.client  # here: a recorder without --service-url never pays for it
         import json
 
@@ -60,7 +62,7 @@ class _AllocatorPoller(threading.Thread):
         try:
             if self._conn is None:
                 self._conn = http.client.HTTPConnection(self.host, self.port, timeout=5)
-            self._conn.request("GET", "/debug/memory")
+            self._conn.request("GET", MEMORY)
             response = self._conn.getresponse()
             data = json.loads(response.read())
         except (OSError, http.client.HTTPException, ValueError):

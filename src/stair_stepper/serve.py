@@ -44,6 +44,8 @@ class ServeOptions:
     access_log: bool = False
     public: bool = False
     debug_endpoints: bool = False
+    app: str | None = None  # MODULE:ATTR or MODULE:factory(): the user's application
+    app_dir: str | None = None
 
 
 def parse_bind(bind: str) -> tuple[str, int]:
@@ -166,8 +168,17 @@ def serve(options: ServeOptions, argv: list[str]) -> int:
     if options.workers < 1:
         raise UserError("--workers must be at least 1.")
     if os.environ.get(REEXEC_MARKER) != var.name:
+        from . import service
+
+        if options.app:  # one clear sentence here if the application cannot be loaded
+            service.load_app(options.app, options.app_dir)
         env = allocators.server_env(var, options.python_malloc)
         env.update(settings.to_env())
+        env.pop(service.ENV_APP, None)
+        env.pop(service.ENV_APP_DIR, None)
+        if options.app:
+            env[service.ENV_APP] = options.app
+            env[service.ENV_APP_DIR] = str(Path(options.app_dir or os.getcwd()).resolve())
         env[REEXEC_MARKER] = var.name
         command, env = selfexec.python_command("stair_stepper", argv, env)
         sys.stdout.flush()
@@ -191,10 +202,10 @@ def _prove_allocator(var: allocators.Variant) -> str:
 
 def worker_app():
     """A Hypercorn worker's app: the same service, and the worker dies with its parent."""
-    from .app import create_app
+    from .service import app_from_env
 
     selfexec.die_with_parent()
-    return create_app()
+    return app_from_env()
 
 
 def _serve_here(var: allocators.Variant, settings: Settings, options: ServeOptions) -> int:
@@ -222,10 +233,12 @@ def _serve_here(var: allocators.Variant, settings: Settings, options: ServeOptio
         "sleep_ms": settings.sleep_ms,
         "offload_threads": settings.offload_threads,
         "workers": options.workers,
+        "app": options.app or "stair_stepper.app",
     }
+    what = options.app or f"the widget app, SLEEP_MS={settings.sleep_ms}"
     print(
         f"stair-stepper: serving {var.name} ({provider}) on {', '.join(urls)}, "
-        f"pid {info['pid']}, SLEEP_MS={settings.sleep_ms}",
+        f"pid {info['pid']}, {what}",
         file=sys.stderr,
         flush=True,
     )
@@ -243,9 +256,9 @@ def _serve_here(var: allocators.Variant, settings: Settings, options: ServeOptio
     if options.workers == 1:
         from hypercorn.asyncio import serve as hypercorn_serve
 
-        from .app import create_app
+        from .service import app_from_env
 
-        asyncio.run(hypercorn_serve(create_app(settings), config))
+        asyncio.run(hypercorn_serve(app_from_env(), config))
     else:
         from hypercorn.run import run
 

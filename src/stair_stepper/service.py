@@ -1,0 +1,182 @@
+"""Any ASGI or WSGI application on the bench: loading it, and the memory endpoints around it.
+
+The experiment needs three things from every server it runs in-process: a health check,
+the allocator's own accounting with a count of the requests answered, and a trim. A
+middleware adds them under a reserved prefix, so they never meet the application's own
+routes, and counts every request that passes. Our widget app is served through the same
+middleware (its documented ``/healthz`` and ``/debug/*`` stay), so the experiment and the
+recorder use one set of paths whatever the application.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+from pathlib import Path
+
+from . import probes
+from .errors import UserError
+
+PREFIX = "/__stair_stepper__"
+HEALTH = PREFIX + "/healthz"
+MEMORY = PREFIX + "/memory"
+TRIM = PREFIX + "/trim"
+ENV_APP = "STAIR_STEPPER_APP"  # how Hypercorn's spawned workers find the user's app
+ENV_APP_DIR = "STAIR_STEPPER_APP_DIR"
+ENV_VARIANT = "STAIR_STEPPER_VARIANT"
+ENV_DEBUG = "STAIR_STEPPER_DEBUG_ENDPOINTS"  # "0": no allocator internals (serve --public)
+
+
+class Endpoints:
+    """The answers under PREFIX, and the count of every request this process answered."""
+
+    def __init__(self, app_name: str, variant: str | None = None, internals: bool = True) -> None:
+        self.app_name = app_name
+        self.variant = variant
+        self.internals = internals  # memory and trim (off when served --public)
+        self.allocator = probes.live_allocator()  # what really serves malloc here
+        self.requests = 0
+
+    def answer(self, method: str, path: str) -> tuple[int, dict] | None:
+        """(status, JSON body) for a path under PREFIX; None for the application's own."""
+        if not path.startswith(PREFIX + "/"):
+            return None
+        wanted = {HEALTH: "GET", MEMORY: "GET", TRIM: "POST"}.get(path)
+        if path != HEALTH and not self.internals:
+            wanted = None
+        if wanted is None:
+            return 404, {"error": f"no such endpoint under {PREFIX}: {HEALTH}, {MEMORY}, {TRIM}."}
+        if method != wanted:
+            return 405, {"error": f"{path} takes {wanted} only."}
+        pid = os.getpid()
+        if path == HEALTH:
+            return 200, {
+                "status": "ok",
+                "pid": pid,
+                "app": self.app_name,
+                "allocator": self.allocator,
+                "variant": self.variant or self.allocator,
+                "malloc_provider": probes.malloc_provider(),
+                "python_malloc": os.environ.get("PYTHONMALLOC") or "pymalloc",
+            }
+        if path == MEMORY:
+            return 200, {
+                "pid": pid,
+                "requests_served": self.requests,
+                **probes.memory(self.allocator),
+            }
+        return 200, {"pid": pid, **probes.trim(self.allocator)}
+
+
+def _json(status: int, body: dict) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+    data = json.dumps(body).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
+    return data, headers
+
+
+class AsgiEndpoints:
+    """ASGI middleware: PREFIX answered here, everything else (and lifespan) passed on."""
+
+    def __init__(self, app, endpoints: Endpoints) -> None:
+        self.app = app
+        self.endpoints = endpoints
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        self.endpoints.requests += 1
+        answered = self.endpoints.answer(scope["method"], scope["path"])
+        if answered is None:
+            await self.app(scope, receive, send)
+            return
+        status, body = answered
+        data, headers = _json(status, body)
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": data})
+
+
+class WsgiEndpoints:
+    """The same for a WSGI application (Hypercorn serves it in its WSGI mode)."""
+
+    def __init__(self, app, endpoints: Endpoints) -> None:
+        self.app = app
+        self.endpoints = endpoints
+
+    def __call__(self, environ, start_response):
+        self.endpoints.requests += 1
+        answered = self.endpoints.answer(environ["REQUEST_METHOD"], environ.get("PATH_INFO", ""))
+        if answered is None:
+            return self.app(environ, start_response)
+        status, body = answered
+        data, headers = _json(status, body)
+        reason = {200: "OK", 404: "Not Found", 405: "Method Not Allowed"}[status]
+        start_response(f"{status} {reason}", [(k.decode(), v.decode()) for k, v in headers])
+        return [data]
+
+
+def is_asgi(app) -> bool:
+    """Hypercorn's own test: ASGI apps are coroutine functions or have one as __call__."""
+    from hypercorn.utils import is_asgi as hypercorn_is_asgi
+
+    return hypercorn_is_asgi(app)
+
+
+def load_app(spec: str, app_dir: str | None = None):
+    """``MODULE:ATTR`` or ``MODULE:factory()``, imported with ``app_dir`` (default: the
+    current folder) first on sys.path, as uvicorn and gunicorn do."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise UserError(f"--app wants MODULE:ATTR or MODULE:factory(), got {spec!r}.")
+    folder = str(Path(app_dir or os.getcwd()).resolve())
+    if app_dir and not Path(folder).is_dir():
+        raise UserError(f"--app-dir {app_dir} is not a folder.")
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            raise UserError(f"cannot import {module_name} from {folder} (--app-dir).") from None
+        raise UserError(f"importing {module_name} failed: {exc}.") from None
+    except Exception as exc:  # noqa: BLE001 - the user's module failed: say how, in one line
+        raise UserError(f"importing {module_name} failed: {type(exc).__name__}: {exc}.") from None
+    call = attr.endswith("()")
+    obj = module
+    for part in attr.removesuffix("()").split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise UserError(f"{module_name} has no attribute {attr.removesuffix('()')}.") from None
+    if call:
+        try:
+            obj = obj()
+        except Exception as exc:  # noqa: BLE001
+            raise UserError(f"{spec} failed: {type(exc).__name__}: {exc}.") from None
+    if not callable(obj):
+        raise UserError(f"{spec} is not an ASGI or WSGI application (not callable).")
+    return obj
+
+
+def wrapped(app, app_name: str, variant: str | None = None, internals: bool = True):
+    """The application with the endpoints in front, ASGI or WSGI as the application is."""
+    endpoints = Endpoints(app_name, variant, internals)
+    if is_asgi(app):
+        return AsgiEndpoints(app, endpoints)
+    return WsgiEndpoints(app, endpoints)
+
+
+def app_from_env():
+    """What a server process serves: the user's --app (from the environment, for spawned
+    workers too) or our widget app, behind the endpoints."""
+    spec = os.environ.get(ENV_APP)
+    variant = os.environ.get(ENV_VARIANT)
+    internals = os.environ.get(ENV_DEBUG, "1") != "0"
+    if spec:
+        app = load_app(spec, os.environ.get(ENV_APP_DIR) or None)
+        return wrapped(app, spec, variant, internals)
+    from .app import create_app  # only here: a user's app process never imports Quart for us
+
+    return wrapped(create_app(), "stair_stepper.app", variant, internals)
