@@ -1,0 +1,151 @@
+"""The lab pointed at a user's own service: --app (ASGI, WSGI) and --command, real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import assert_images, get, has_library, wait_until
+from test_experiment import ROOT, assert_no_orphans, experiment
+
+from stair_stepper import procfs, service
+from stair_stepper.launch import start_server
+from stair_stepper.traces import read_trace
+
+pytestmark = pytest.mark.skipif(not has_library("jemalloc"), reason="libjemalloc2 is missing")
+
+SMALL = ("--preset", "quick", "--iterations", "32", "--concurrency", "16", "--no-plot")
+
+
+def test_the_endpoints_answer_under_the_prefix_and_the_app_s_routes_are_untouched():
+    args = ("--app", "examples.asgi_app:app", "--app-dir", str(ROOT))
+    with start_server("jemalloc", extra_args=args) as server:
+        health = server.get(service.HEALTH)
+        assert health["app"] == "examples.asgi_app:app"
+        assert "libjemalloc" in health["malloc_provider"]
+        assert server.get("/ping") == {"ok": True}  # the app's own route
+        assert get(server.base_url + "/healthz")[0] == 404  # ours are not added at the top
+        assert get(server.base_url + "/debug/memory")[0] == 404
+        before = server.get(service.MEMORY)
+        assert before["allocator"] == "jemalloc" and before["requests_served"] >= 3
+        assert server.post(service.TRIM)["pid"] == health["pid"]
+        assert get(server.base_url + service.TRIM)[0] == 405  # GET on a POST endpoint
+        assert get(server.base_url + service.PREFIX + "/nothing")[0] == 404
+    with start_server("glibc") as widgets:  # the widget app keeps its documented paths too
+        assert widgets.get("/healthz")["status"] == "ok"
+        assert "requests_served" in widgets.get("/debug/memory")
+        assert widgets.get(service.MEMORY)["allocator"] == "glibc"
+
+
+@pytest.mark.parametrize(
+    "spec, benchmark",
+    [("examples.asgi_app:app", "asgi.yml"), ("examples.wsgi_app:application", "wsgi.yml")],
+    ids=["asgi", "wsgi"],
+)
+def test_experiment_runs_a_user_app_with_its_own_workload(tmp_path, spec, benchmark):
+    folder = tmp_path / "r"
+    done = experiment(
+        "--app", spec, "--benchmark", str(ROOT / "examples" / benchmark),
+        "--allocators", "glibc,jemalloc", *SMALL[:-1], "--out", str(folder),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    meta = json.loads((folder / "meta.json").read_text())
+    assert meta["status"] == "complete" and meta["config"]["app"] == spec
+    jemalloc = meta["variants"]["jemalloc"]["health"]
+    assert jemalloc["app"] == spec and "libjemalloc" in jemalloc["malloc_provider"]
+    for name in ("glibc", "jemalloc"):
+        trace = read_trace(folder / f"{name}.trace.csv")
+        assert any(v is not None for v in trace.column("live_bytes"))  # probed in-process
+        batches = (folder / f"{name}.batches.csv").read_text().splitlines()
+        assert len(batches) == 3 and ",0," in batches[1]  # two batches, no failures
+        assert (folder / f"{name}.trim.json").exists()
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["variants"]["jemalloc"]["after_trim_bytes"] > 0
+    assert f"the application `{spec}`" in (folder / "summary.md").read_text()
+    assert_images(folder)
+    assert_no_orphans(folder)
+
+
+def test_a_multi_process_command_is_recorded_as_a_tree_with_the_allocator_in_each(tmp_path):
+    folder = tmp_path / "r"
+    command = (
+        f"{sys.executable} -m hypercorn --workers 2 --bind {{host}}:{{port}} examples.asgi_app:app"
+    )
+    done = experiment(
+        "--command", command, "--health-path", "/ping",
+        "--benchmark", str(ROOT / "examples" / "asgi.yml"),
+        "--allocators", "jemalloc", *SMALL, "--out", str(folder),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    health = json.loads((folder / "meta.json").read_text())["variants"]["jemalloc"]["health"]
+    assert len(health["serving_pids"]) >= 3  # the master and both workers hold the socket
+    assert set(health["allocator_by_pid"].values()) == {"jemalloc"}
+    trace = read_trace(folder / "jemalloc.trace.csv")
+    assert (folder / "jemalloc.trace.csv").read_text().startswith("# process tree of pid")
+    assert max(trace.column("processes")) >= 3
+    for total, largest in zip(
+        trace.column("rss_bytes"), trace.column("largest_rss_bytes"), strict=True
+    ):
+        assert total >= largest
+    assert max(trace.column("rss_bytes")) > 1.5 * max(trace.column("largest_rss_bytes"))
+    assert all(v is None for v in trace.column("live_bytes"))  # never a number not measured
+    md = (folder / "summary.md").read_text()
+    assert "| not measured | not measured |" in md and "cannot be asked to trim" in md
+    assert_no_orphans(folder)
+    for pid in health["serving_pids"]:
+        assert not procfs.alive(pid), f"worker {pid} outlived the experiment"
+
+
+def test_a_command_that_dies_at_start_up_is_one_sentence_and_leaves_nothing(tmp_path):
+    marker = f"stair-stepper-test-{os.getpid()}"
+    leftover = f"import time; time.sleep(300)  # {marker}"
+    script = (
+        f"import subprocess, sys; subprocess.Popen([sys.executable, '-c', {leftover!r}]); "
+        "print('starting'); print('fatal: cannot open config.toml', flush=True); sys.exit(3)"
+    )
+    command = f'{sys.executable} -c "{script}" --port {{port}}'
+    folder = tmp_path / "r"
+    done = experiment("--command", command, "--allocators", "glibc", *SMALL, "--out", str(folder))
+    assert done.returncode == 1, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert "Traceback" not in done.stderr
+    assert "the glibc command exited at start-up: fatal: cannot open config.toml" in lines[-1]
+
+    def left() -> bool:
+        found = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True)
+        return bool(found.stdout.strip())
+
+    assert wait_until(lambda: not left(), 5), "the command's child outlived the experiment"
+
+
+def test_service_mistakes_are_one_sentence(tmp_path):
+    cases = [
+        (("--app", "examples.nothing_here:app"), "cannot import examples.nothing_here"),
+        (("--app", "examples.asgi_app:nope"), "has no attribute nope"),
+        (("--app", "examples.asgi_app"), "wants MODULE:ATTR"),
+        (("--app", "examples.asgi_app:app", "--command", "x {port}"), "not both"),
+        (("--command", "server --listen 8080"), "give --port N"),
+        (("--health-path", "/ping"), "goes with --command"),
+    ]
+    for args, words in cases:
+        done = experiment(*args, "--preset", "quick", "--out", str(tmp_path / "never"))
+        assert done.returncode == 2, (args, done.stderr)
+        assert words in done.stderr and "Traceback" not in done.stderr, done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "never").exists()
+
+
+def test_an_app_gets_the_same_endpoints_through_hypercorn_workers():
+    args = ("--app", "examples.wsgi_app:application", "--app-dir", str(ROOT), "--workers", "2")
+    with start_server("jemalloc", extra_args=args) as server:
+        pids = {get(server.base_url + service.HEALTH)[1]["pid"] for _ in range(20)}
+        assert server.get("/ping") == {"ok": True}
+        assert len(pids) >= 1 and server.process.pid not in pids  # workers, not the master
+        for pid in pids:
+            assert "libjemalloc" in " ".join(
+                line for line in Path(f"/proc/{pid}/maps").read_text().splitlines()
+            )
