@@ -32,8 +32,9 @@ PUBLISHED = {
     "idle": ["idle-0", "idle-0.2", "idle-1", "idle-5"],
     "pymalloc": ["pymalloc"],
     "arenas": ["arenas"],
+    "own-asgi": ["own-asgi"],  # README "Your own service": examples/asgi_app.py, --app
 }
-MEASURING = ("src", "analysis/summary.py", "benchmark.yml", "plans")
+MEASURING = ("src", "analysis/summary.py", "benchmark.yml", "plans", "examples")
 BLOCK = re.compile(r"(<!-- published:(\S+) -->\n)(.*?)(<!-- /published:\2 -->)", re.S)
 
 
@@ -178,6 +179,7 @@ BLOCKS = {
     "idle": idle_block,
     "pymalloc": contrast_block,
     "arenas": contrast_block,
+    "own-asgi": contrast_block,
 }
 
 
@@ -217,7 +219,7 @@ def figures(root: Path = ROOT) -> list[Path]:
 
     docs = root / "docs"
     written: list[Path] = []
-    for name in ("contrast", "pymalloc", "arenas"):
+    for name in ("contrast", "pymalloc", "arenas", "own-asgi"):
         folder = root / RESULTS / name
         runs = summary.run_folders(folder)
         data, _, _ = summary.load_folder(runs[0])

@@ -31,9 +31,7 @@ def application(environ, start_response):
         asked = json.loads(environ["wsgi.input"].read(length))
         rows, width = int(asked["rows"]), int(asked["width"])
     except (ValueError, KeyError, TypeError):
-        return _reply(
-            start_response, "400 Bad Request", {"error": 'send {"rows": N, "width": N}'}
-        )
+        return _reply(start_response, "400 Bad Request", {"error": 'send {"rows": N, "width": N}'})
     report = [{"row": i, "text": f"{i:08d}" * (width // 8 + 1)} for i in range(rows)]
     encoded = json.dumps(report)
     time.sleep(int(asked.get("wait_ms", 100)) / 1000)  # report and text held meanwhile
