@@ -403,11 +403,13 @@ def floors_against_idle(table: dict, folder: Path, stem: str = "idle-traffic") -
             label=f"{name} (median of {spreads[0]['n']} runs; band: min–max)",
         )
     ax.set_xticks(positions, [f"{r:g}" for r in rates])
-    ax.set_xlabel("idle traffic during the pauses, requests per second (GET /healthz)")
+    ax.set_xlabel(
+        "idle traffic during the pauses, requests per second (GET /__stair_stepper__/healthz)"
+    )
     ax.set_ylabel("median settled pause floor, MB (2^20 bytes)")
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
-    ax.set_title("Pause floors against idle traffic (GET /healthz during the pauses)")
+    ax.set_title("Pause floors against idle traffic (health checks during the pauses)")
     ax.legend(fontsize=10)
     fig.tight_layout()
     return save(fig, folder, stem)

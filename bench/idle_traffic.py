@@ -1,7 +1,7 @@
 """Plain jemalloc returns memory only while requests keep arriving: floors against idle traffic.
 
-For each idle rate R (requests per second of GET /healthz during the pauses; 0 is a
-quiet service), runs ``stair-stepper experiment --allocators jemalloc,jemalloc+bg
+For each idle rate R (requests per second of GET /__stair_stepper__/healthz during the pauses;
+0 is a quiet service), runs ``stair-stepper experiment --allocators jemalloc,jemalloc+bg
 --idle-rps R --repeat N`` (the default preset otherwise: side by side, settled
 pauses, loopback only) and prints each variant's median settled floor as median
 (min–max) over the N runs, then draws ``idle-traffic.png/.svg`` in the output folder.
