@@ -9,7 +9,7 @@ wrote. Ours records more per row (RSS, anonymous RSS, peak, CPU, and PSS/USS onc
 second) than psrecord (CPU %, RSS, virtual size).
 
 With ``--service`` it then also measures ``record --service-url`` against a local glibc
-server of ours (loopback only): the recorder's cost with the /debug/memory polls, and the
+server of ours (loopback only): the recorder's cost with the allocator polls, and the
 server CPU those polls cost.
 
     python bench/record_cost.py [--pairs 3] [--duration 30] [--interval 0.1] [--service]

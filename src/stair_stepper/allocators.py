@@ -11,35 +11,33 @@ from __future__ import annotations
 import os
 import platform
 import sysconfig
-from dataclasses import dataclass, field
+from collections import namedtuple
 from pathlib import Path
 
 from .errors import UserError
 
 
-@dataclass(frozen=True)
-class Allocator:
-    name: str
-    #: environment variable that names the library file (the Nix flake sets it)
-    env_var: str | None
-    #: file names to look for in the usual library folders, best first
-    sonames: tuple[str, ...]
-    #: the Debian/Ubuntu package that ships the library
-    package: str
-    #: basename prefix that marks the library in /proc/<pid>/maps
-    maps_prefix: str
+class Allocator(namedtuple("Allocator", "name env_var sonames package maps_prefix")):
+    """A malloc implementation. ``env_var`` names the library file (the Nix flake sets it;
+    None for glibc's own), ``sonames`` are the file names to look for in the usual library
+    folders, best first, ``package`` the Debian/Ubuntu package that ships it, and
+    ``maps_prefix`` the basename prefix that marks it in /proc/<pid>/maps. (A named tuple,
+    not a dataclass: ``record`` imports this table, and dataclasses cost it 5 ms a start.)"""
+
+    __slots__ = ()
 
     @property
     def preloaded(self) -> bool:
         return self.env_var is not None
 
 
-@dataclass(frozen=True)
-class Variant:
-    name: str
-    allocator: Allocator
-    #: allocator tuning put into the server's environment
-    env: dict[str, str] = field(default_factory=dict)
+class Variant(namedtuple("Variant", "name allocator env", defaults=(None,))):
+    """An allocator plus the tuning put into the server's environment (``env``)."""
+
+    __slots__ = ()
+
+    def __new__(cls, name: str, allocator: Allocator, env: dict[str, str] | None = None):
+        return super().__new__(cls, name, allocator, dict(env or {}))
 
 
 ALLOCATORS: dict[str, Allocator] = {

@@ -16,7 +16,6 @@ import os
 import sys
 from pathlib import Path
 
-from . import probes
 from .errors import UserError
 
 PREFIX = "/__stair_stepper__"
@@ -36,6 +35,8 @@ class Endpoints:
         self.app_name = app_name
         self.variant = variant
         self.internals = internals  # memory and trim (off when served --public)
+        from . import probes  # here: ``record`` imports the paths above and no ctypes
+
         self.allocator = probes.live_allocator()  # what really serves malloc here
         self.requests = 0
 
@@ -50,6 +51,8 @@ class Endpoints:
             return 404, {"error": f"no such endpoint under {PREFIX}: {HEALTH}, {MEMORY}, {TRIM}."}
         if method != wanted:
             return 405, {"error": f"{path} takes {wanted} only."}
+        from . import probes
+
         pid = os.getpid()
         if path == HEALTH:
             return 200, {

@@ -15,10 +15,8 @@ biggest member's RSS in ``largest_rss_bytes``. Readers skip leading ``#`` lines.
 from __future__ import annotations
 
 import csv
-import gzip
 import io
 import operator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 TRACE_COLUMNS = (
@@ -137,14 +135,17 @@ class TraceError(ValueError):
     """A file that is not a trace at all (as opposed to a damaged one)."""
 
 
-@dataclass
 class Table:
     """Rows of a CSV as columns of Python values, plus what was wrong with the file."""
 
-    path: Path
-    columns: dict[str, list] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
-    _indexes: dict = field(default_factory=dict, repr=False, compare=False)
+    def __init__(self, path: Path, columns: dict[str, list] | None = None) -> None:
+        self.path = path
+        self.columns: dict[str, list] = columns if columns is not None else {}
+        self.warnings: list[str] = []
+        self._indexes: dict = {}
+
+    def __repr__(self) -> str:
+        return f"Table({self.path}, {len(self)} rows, columns {list(self.columns)})"
 
     def __len__(self) -> int:
         return len(next(iter(self.columns.values()), []))
@@ -184,6 +185,8 @@ def read_table(path: Path, required: tuple[str, ...]) -> Table:
     path = Path(path)
     try:
         if path.suffix == ".gz":  # published folders keep their traces compressed
+            import gzip  # here: a recorder never pays for it
+
             with gzip.open(path, "rt", encoding="ascii", errors="replace") as handle:
                 text = handle.read()
         else:
