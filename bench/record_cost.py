@@ -103,7 +103,7 @@ def service_cost(args, tmp: Path) -> None:
         cpu = cpu_of(child)
         server_cpu = procfs.cpu_seconds(server.pid) - server0
     print(
-        f"with /debug/memory polls: recorder {cpu:.2f} CPU s in {args.duration:.0f} s = "
+        f"with allocator polls: recorder {cpu:.2f} CPU s in {args.duration:.0f} s = "
         f"{cpu / args.duration:.2%} of a core; the server answered them with "
         f"{server_cpu:.2f} CPU s = {server_cpu / args.duration:.2%}"
     )
