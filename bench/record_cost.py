@@ -5,7 +5,7 @@ and ``psrecord P --log …`` (a bench-only dependency: ``pip install psrecord``)
 on it, at the same interval for the same duration, PAIRS times. Each recorder's CPU time
 (user + system, start-up included) comes from the kernel's accounting of that child
 (``os.wait4``). Prints every pair, the median ratio ours/psrecord and the samples each
-wrote. Ours records more per row (RSS, anonymous RSS, peak, CPU, and PSS/USS once a
+wrote. Ours records more (RSS, anonymous RSS and CPU every row; peak, PSS and USS once a
 second) than psrecord (CPU %, RSS, virtual size).
 
 With ``--service`` it then also measures ``record --service-url`` against a local glibc
