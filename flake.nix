@@ -36,14 +36,15 @@
       ];
       packageSrc = source packageFiles;
       workloadSrc = source workloadFiles;
-      # The tests also read the flake and its lock, and check the README's published tables
-      # against the result folders in docs/.
+      # The tests also read the flake and its lock, run the examples (--app, --command), and
+      # check the README's published tables against the result folders in docs/.
       testSrc = source (
         packageFiles
         ++ workloadFiles
         ++ [
           ./tests
           ./bench
+          ./examples
           ./flake.nix
           ./flake.lock
           ./README.md
