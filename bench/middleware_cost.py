@@ -129,7 +129,7 @@ def main() -> None:
     )
     servers = {
         "bare": start("examples.asgi_app:app", env),
-        "middleware": start("stair_stepper.service:app_from_env()", env),
+        "middleware": start("stair_stepper.serve:served_app()", env),
     }
     try:
         print(f"end to end: {args.rounds} interleaved rounds of {args.requests} requests each")

@@ -82,6 +82,25 @@ class RunningServer:
         self.stop()
 
 
+def _spawn(command: list[str], env: dict, log_path: Path | None):
+    """A server child in its own session, dying with us, its output into a file (never a
+    pipe nobody reads: it would block); UserError if it cannot be started at all."""
+    log_handle = open(log_path, "a+b") if log_path else tempfile.TemporaryFile()  # noqa: SIM115
+    try:
+        process = subprocess.Popen(
+            command,
+            env=env,
+            stdout=log_handle,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            **selfexec.child_popen_options(),
+        )
+    except OSError as exc:
+        log_handle.close()
+        raise UserError(f"cannot start {command[0]}: {exc.strerror}.") from None
+    return process, log_handle
+
+
 def start_server(
     variant: str = "glibc",
     *,
@@ -97,16 +116,7 @@ def start_server(
     bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     args = ["serve", "--allocator", variant, "--bind", bind, "--ready-file", str(ready)]
     command, child_env = selfexec.python_command("stair_stepper", [*args, *extra_args], env)
-    # The server's output goes to a file, never a pipe nobody reads (it would block).
-    log_handle = open(log_path, "a+b") if log_path else tempfile.TemporaryFile()  # noqa: SIM115
-    process = subprocess.Popen(
-        command,
-        env=child_env,
-        stdout=log_handle,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        **selfexec.child_popen_options(),
-    )
+    process, log_handle = _spawn(command, child_env, log_path)
     server = None
     deadline = time.monotonic() + timeout
     try:
@@ -209,19 +219,7 @@ def start_command(
     command = command_line(template, host, port)
     var = allocators.variant(variant)
     env = allocators.server_env(var, python_malloc)  # the user's own environment, plus these
-    log_handle = open(log_path, "a+b") if log_path else tempfile.TemporaryFile()  # noqa: SIM115
-    try:
-        process = subprocess.Popen(
-            command,
-            env=env,
-            stdout=log_handle,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            **selfexec.child_popen_options(),
-        )
-    except OSError as exc:
-        log_handle.close()
-        raise UserError(f"cannot start {command[0]}: {exc.strerror}.") from None
+    process, log_handle = _spawn(command, env, log_path)
     server = RunningServer(process, f"http://{host}:{port}", process.pid, {}, log_path,
                            log_handle, group=True)  # fmt: skip
     started = False

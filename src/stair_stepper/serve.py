@@ -200,12 +200,26 @@ def _prove_allocator(var: allocators.Variant) -> str:
     return provider
 
 
+def served_app():
+    """What a server process serves, behind the endpoints middleware: the user's --app
+    (named in the environment, so that spawned workers find it too) or our widget app."""
+    from . import service
+
+    spec = os.environ.get(service.ENV_APP)
+    variant = os.environ.get(service.ENV_VARIANT)
+    internals = os.environ.get(service.ENV_DEBUG, "1") != "0"
+    if spec:
+        app = service.load_app(spec, os.environ.get(service.ENV_APP_DIR) or None)
+        return service.wrapped(app, spec, variant, internals)
+    from .app import create_app  # only here: a user's app process never imports Quart for us
+
+    return service.wrapped(create_app(), "stair_stepper.app", variant, internals)
+
+
 def worker_app():
     """A Hypercorn worker's app: the same service, and the worker dies with its parent."""
-    from .service import app_from_env
-
     selfexec.die_with_parent()
-    return app_from_env()
+    return served_app()
 
 
 def _serve_here(var: allocators.Variant, settings: Settings, options: ServeOptions) -> int:
@@ -256,9 +270,7 @@ def _serve_here(var: allocators.Variant, settings: Settings, options: ServeOptio
     if options.workers == 1:
         from hypercorn.asyncio import serve as hypercorn_serve
 
-        from .service import app_from_env
-
-        asyncio.run(hypercorn_serve(app_from_env(), config))
+        asyncio.run(hypercorn_serve(served_app(), config))
     else:
         from hypercorn.run import run
 

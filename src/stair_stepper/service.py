@@ -4,8 +4,8 @@ The experiment needs three things from every server it runs in-process: a health
 the allocator's own accounting with a count of the requests answered, and a trim. A
 middleware adds them under a reserved prefix, so they never meet the application's own
 routes, and counts every request that passes. Our widget app is served through the same
-middleware (its documented ``/healthz`` and ``/debug/*`` stay), so the experiment and the
-recorder use one set of paths whatever the application.
+middleware (its documented ``/healthz`` and ``/debug/*`` stay; ``serve.served_app`` picks
+which app), so the experiment and the recorder use one set of paths whatever the application.
 """
 
 from __future__ import annotations
@@ -169,17 +169,3 @@ def wrapped(app, app_name: str, variant: str | None = None, internals: bool = Tr
     if is_asgi(app):
         return AsgiEndpoints(app, endpoints)
     return WsgiEndpoints(app, endpoints)
-
-
-def app_from_env():
-    """What a server process serves: the user's --app (from the environment, for spawned
-    workers too) or our widget app, behind the endpoints."""
-    spec = os.environ.get(ENV_APP)
-    variant = os.environ.get(ENV_VARIANT)
-    internals = os.environ.get(ENV_DEBUG, "1") != "0"
-    if spec:
-        app = load_app(spec, os.environ.get(ENV_APP_DIR) or None)
-        return wrapped(app, spec, variant, internals)
-    from .app import create_app  # only here: a user's app process never imports Quart for us
-
-    return wrapped(create_app(), "stair_stepper.app", variant, internals)
