@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.collections import PolyCollection  # noqa: E402
 
-from .summary import MB, WINDOW_S, glibc_version  # noqa: E402
+from .summary import MB, WINDOW_S, glibc_version, service_words  # noqa: E402
 
 COLORS = ("#d1495b", "#00798c", "#edae49", "#66a182", "#2e4057", "#8d96a3")
 
@@ -61,9 +61,9 @@ def _title(summary: dict, what: str) -> str:
     facts = []
     if c:
         facts.append(
-            f"PYTHONMALLOC={c.get('python_malloc')}, concurrency {c.get('concurrency')}, "
-            f"SLEEP_MS={c.get('sleep_ms')}, {c.get('tags') or 'all sizes'}, "
-            f"offload threads {c.get('offload_threads')}, idle {c.get('idle_rps', '–')} req/s"
+            f"{service_words(c).replace('`', '')}, PYTHONMALLOC={c.get('python_malloc')}, "
+            f"concurrency {c.get('concurrency')}, {c.get('tags') or 'all sizes'}, "
+            f"idle {c.get('idle_rps', '–')} req/s"
         )
     if prov.get("python"):
         facts.append(f"Python {prov['python']}")

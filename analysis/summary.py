@@ -589,10 +589,10 @@ def markdown_repeats(result: dict) -> str:
     ]
     if config:
         text += [
-            f"Preset `{config.get('preset')}`: {config.get('batches')} batches of "
-            f"{config.get('iterations')} iterations, concurrency {config.get('concurrency')}, "
-            f"SLEEP_MS={config.get('sleep_ms')}, PYTHONMALLOC={config.get('python_malloc')}, "
-            f"offload threads {config.get('offload_threads')}, {_pauses(config)}, idle traffic "
+            f"Preset `{config.get('preset')}`: {service_words(config)}; {config.get('batches')} "
+            f"batches of {config.get('iterations')} iterations, concurrency "
+            f"{config.get('concurrency')}, PYTHONMALLOC={config.get('python_malloc')}, "
+            f"{_pauses(config)}, idle traffic "
             f"{config.get('idle_rps')} req/s, variants "
             f"{'side by side' if config.get('parallel') else 'one after another'}.",
             "",
