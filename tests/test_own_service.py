@@ -153,3 +153,46 @@ def test_an_app_gets_the_same_endpoints_through_hypercorn_workers():
             assert "libjemalloc" in " ".join(
                 line for line in Path(f"/proc/{pid}/maps").read_text().splitlines()
             )
+
+
+# A server that binds the port it is given on its command line (no {port} to fill in) and
+# writes what it found in its environment: the user's setting and the variant's LD_PRELOAD.
+FIXED_PORT_SERVER = """
+import http.server, os, sys
+with open(sys.argv[2], "w") as seen:
+    seen.write(os.environ.get("MY_SETTING", "") + "|" + os.environ.get("LD_PRELOAD", ""))
+server = http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])),
+                                         http.server.SimpleHTTPRequestHandler)
+server.serve_forever()
+"""
+
+
+def test_a_fixed_port_command_gets_the_user_s_environment_and_the_allocator(tmp_path):
+    from stair_stepper.launch import free_port
+
+    script, seen = tmp_path / "server.py", tmp_path / "seen.txt"
+    script.write_text(FIXED_PORT_SERVER)
+    bench = tmp_path / "get.yml"
+    bench.write_text(
+        "base: 'http://localhost:9'\niterations: 16\nconcurrency: 4\nplan:\n"
+        "  - name: listing\n    request:\n      url: /\n"
+    )
+    port = free_port()
+    folder = tmp_path / "r"
+    done = experiment(
+        "--command", f"{sys.executable} {script} {port} {seen}", "--port", str(port),
+        "--benchmark", str(bench), "--allocators", "jemalloc", "--preset", "quick",
+        "--no-plot", "--out", str(folder), env={"MY_SETTING": "from-the-user"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    setting, preload = seen.read_text().split("|")
+    assert setting == "from-the-user" and "libjemalloc" in preload
+    meta = json.loads((folder / "meta.json").read_text())
+    assert meta["variants"]["jemalloc"]["url"] == f"http://127.0.0.1:{port}"
+    assert (folder / "jemalloc.batches.csv").read_text().splitlines()[1].split(",")[5] == "0"
+    assert_no_orphans(folder)
+    refused = experiment(
+        "--command", f"{sys.executable} {script} {port} {seen}", "--port", str(port),
+        "--allocators", "glibc,jemalloc", "--parallel", "--out", str(tmp_path / "never"),
+    )  # fmt: skip
+    assert refused.returncode == 2 and "cannot run side by side" in refused.stderr
