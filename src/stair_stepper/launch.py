@@ -50,26 +50,17 @@ class RunningServer:
     def post(self, path: str, timeout: float = 30.0) -> dict:
         return http_json(self.base_url + path, method="POST", timeout=timeout)
 
-    def _signal(self, sig: int) -> None:
-        try:
-            if self.group:
-                os.killpg(self.process.pid, sig)  # the process group of its own session
-            elif self.process.poll() is None:
-                self.process.send_signal(sig)
-        except ProcessLookupError:
-            pass
-
     def stop(self, timeout: float = 10.0) -> int | None:
         """SIGTERM, then SIGKILL after ``timeout``; returns the exit code."""
-        if self.process.poll() is None or self.group:
-            self._signal(signal.SIGTERM)
+        if self.group:
+            selfexec.stop_group(self.process, timeout)
+        elif self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
             try:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:
-                self._signal(signal.SIGKILL)
+                self.process.kill()
                 self.process.wait()
-            if self.group:  # the leader is gone; nothing of its group may outlive it
-                self._signal(signal.SIGKILL)
         if self._log_handle is not None:
             self._log_handle.close()  # type: ignore[attr-defined]
             self._log_handle = None

@@ -10,7 +10,6 @@ samples; each row takes the newest allocator reading if it is fresh.
 from __future__ import annotations
 
 import collections
-import contextlib
 import sys
 import threading
 import time
@@ -288,6 +287,7 @@ def record_command(
     A command it starts is its child in its own session, killed with its whole group when
     the recording ends, is interrupted or is terminated, and by the kernel if we die first.
     """
+    from . import selfexec
     from .errors import Terminated, UserError, on_termination
 
     if interval <= 0:
@@ -300,8 +300,6 @@ def record_command(
         try:
             if command:
                 import subprocess
-
-                from . import selfexec
 
                 try:
                     child = subprocess.Popen(command, **selfexec.child_popen_options())
@@ -334,7 +332,7 @@ def record_command(
                 print(f"stair-stepper: terminated by {exc}.", file=sys.stderr)
         finally:
             if child is not None:
-                _end_group(child)
+                selfexec.stop_group(child)
     took = recorder.now()
     if recorder.gone:
         print(
@@ -344,19 +342,3 @@ def record_command(
     else:
         print(f"stopped after {took:.1f} s; {recorder.samples} samples in {out}.", file=sys.stderr)
     return ended
-
-
-def _end_group(child) -> None:
-    """SIGTERM the command's whole process group, SIGKILL it after 5 s; reap the command."""
-    import os
-    import signal
-    import subprocess
-
-    for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, None)):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(child.pid, sig)
-        try:
-            child.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue

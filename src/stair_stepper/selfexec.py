@@ -81,3 +81,25 @@ def child_popen_options() -> dict:
     """
     parent = os.getpid()
     return {"start_new_session": True, "preexec_fn": lambda: die_with_parent(parent)}
+
+
+def stop_group(process, timeout: float = 5.0) -> int:
+    """Stop a child started with ``child_popen_options`` and everything in its process group:
+    SIGTERM to the group, SIGKILL after ``timeout`` seconds, and a last SIGKILL for members
+    that outlived the leader; returns the leader's exit code (it is reaped)."""
+    import contextlib
+    import signal
+    import subprocess
+
+    def to_group(sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError):  # nothing of the group is left
+            os.killpg(process.pid, sig)
+
+    to_group(signal.SIGTERM)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        to_group(signal.SIGKILL)
+        process.wait()
+    to_group(signal.SIGKILL)
+    return process.returncode
