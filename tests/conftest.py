@@ -117,3 +117,27 @@ def wait_until(predicate, timeout: float, step: float = 0.05) -> bool:
             return True
         time.sleep(step)
     return predicate()
+
+
+#: the smallest experiment that still runs a batch, a pause and the trim (glibc only)
+TINY = (
+    "--preset",
+    "quick",
+    "--allocators",
+    "glibc",
+    "--batches",
+    "1",
+    "--iterations",
+    "4",
+    "--concurrency",
+    "2",
+    "--tags",
+    "tiny",
+    "--pause",
+    "0.5",
+)
+
+
+def serve_flags(ready: Path) -> list[str]:
+    """``serve`` flags for a test: a free loopback port, its pid and URLs in ``ready``."""
+    return ["--bind", "127.0.0.1:0", "--ready-file", str(ready), "--sleep-ms", "0"]

@@ -13,29 +13,21 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import assert_images, cli, has_library, needs_drill, needs_jemalloc, real_drill
+from conftest import (
+    TINY,
+    assert_images,
+    cli,
+    has_library,
+    needs_drill,
+    needs_jemalloc,
+    real_drill,
+)
 
 from stair_stepper import procfs
 from stair_stepper.traces import read_batches, read_trace
 
 ROOT = Path(__file__).resolve().parent.parent
 FAKES = Path(__file__).resolve().parent / "fakes"
-TINY = (
-    "--preset",
-    "quick",
-    "--allocators",
-    "glibc",
-    "--batches",
-    "1",
-    "--iterations",
-    "4",
-    "--concurrency",
-    "2",
-    "--tags",
-    "tiny",
-    "--pause",
-    "0.5",
-)
 
 
 def experiment(*args: str, env: dict | None = None):

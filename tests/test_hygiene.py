@@ -11,10 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import cli, wait_until
+from conftest import TINY, cli, wait_until
 from test_experiment import (
     FAKES,
-    TINY,
     _start_and_wait_for_batch,
     assert_no_orphans,
     experiment,

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import needs_jemalloc
+from conftest import needs_jemalloc, serve_flags
 from nixpkgs_shape import (
     bare_interpreter,
     clean_env,
@@ -60,17 +60,7 @@ def serve_once(wrapper: Path, tmp_path: Path, *args: str) -> dict:
     """Start ``serve`` through the wrapper, read /healthz and the maps, stop it."""
     ready = tmp_path / "ready.json"
     log = tmp_path / "serve.log"
-    command = [
-        str(wrapper),
-        "serve",
-        "--bind",
-        "127.0.0.1:0",
-        "--ready-file",
-        str(ready),
-        "--sleep-ms",
-        "0",
-        *args,
-    ]
+    command = [str(wrapper), "serve", *serve_flags(ready), *args]
     with open(log, "w") as handle:
         process = subprocess.Popen(command, env=clean_env(), stdout=handle, stderr=handle)
     try:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import nixpkgs_shape
 import pytest
-from conftest import real_drill
+from conftest import TINY, real_drill, serve_flags
 
 from stair_stepper import allocators
 from stair_stepper.launch import http_json
@@ -175,19 +175,7 @@ def test_flake_check_evaluates(standin):
 
 def _nix_run_serves(standin: Path, app: str, tmp_path: Path) -> dict:
     ready = tmp_path / f"{app}.ready.json"
-    command = [
-        "nix",
-        "run",
-        *nix_args(standin),
-        f".#{app}",
-        "--",
-        "--bind",
-        "127.0.0.1:0",
-        "--ready-file",
-        str(ready),
-        "--sleep-ms",
-        "0",
-    ]
+    command = ["nix", "run", *nix_args(standin), f".#{app}", "--", *serve_flags(ready)]
     for _ in range(3):
         log = tmp_path / f"{app}.log"
         with open(log, "w") as handle:
@@ -254,25 +242,7 @@ def test_nix_develop_has_the_tools(standin):
 @needs_nix
 def test_nix_run_default_is_the_experiment_with_the_pinned_workload(standin, tmp_path):
     out = tmp_path / "run"
-    args = [
-        "--preset",
-        "quick",
-        "--allocators",
-        "glibc",
-        "--batches",
-        "1",
-        "--iterations",
-        "2",
-        "--concurrency",
-        "1",
-        "--tags",
-        "tiny",
-        "--pause",
-        "0.2",
-        "--no-plot",
-        "--out",
-        str(out),
-    ]
+    args = [*TINY, "--no-plot", "--out", str(out)]
     for _ in range(3):
         done = subprocess.run(
             ["nix", "run", *nix_args(standin), f"git+file://{ROOT}", "--", *args],
