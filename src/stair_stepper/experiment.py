@@ -509,7 +509,7 @@ def run(config: Config, out: str | None = None) -> Path:
 
 def _fixed_port(config: Config) -> bool:
     """A --command that binds the port it was built for: every variant gets --port."""
-    return bool(config.command) and "{port}" not in (config.command or "")
+    return bool(config.command) and launch.fixed_port(config.command or "")
 
 
 def _check_service(config: Config) -> None:
@@ -520,14 +520,13 @@ def _check_service(config: Config) -> None:
         raise UserError("--health-path goes with --command (served apps have their own).")
     if config.health_path and not config.health_path.startswith("/"):
         raise UserError(f"--health-path must start with /, got {config.health_path!r}.")
-    if _fixed_port(config):
-        if not config.port:
-            raise UserError("--command has no {port} to fill in: give --port N, its port.")
-        if config.parallel and len(config.variants) > 1:
-            raise UserError(
-                f"--command always binds port {config.port}, so its variants cannot run side "
-                "by side: leave out --parallel (or put {port} in the command)."
-            )
+    if config.command:
+        launch.check_port(config.command, config.port)
+    if _fixed_port(config) and config.parallel and len(config.variants) > 1:
+        raise UserError(
+            f"--command always binds port {config.port}, so its variants cannot run side "
+            "by side: leave out --parallel (or put {port} in the command)."
+        )
     if config.app:
         from . import service
 

@@ -155,6 +155,19 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
+def fixed_port(template: str) -> bool:
+    """A --command with no {port} binds the port it was built for (given as --port)."""
+    return "{port}" not in template
+
+
+def check_port(template: str, port: int) -> None:
+    """A command must either be told its port or be given the one it binds."""
+    if fixed_port(template) and not port:
+        raise UserError(
+            "--command has no {port} to fill in: give --port N, the port it listens on."
+        )
+
+
 def command_line(template: str, host: str, port: int) -> list[str]:
     """The user's --command with {host} and {port} filled in (no other braces touched)."""
     try:
@@ -202,10 +215,7 @@ def start_command(
     from . import allocators, procfs
 
     host = "127.0.0.1"
-    if "{port}" not in template and not port:
-        raise UserError(
-            "--command has no {port} to fill in: give --port N, the port it listens on."
-        )
+    check_port(template, port)
     port = port or free_port(host)
     command = command_line(template, host, port)
     var = allocators.variant(variant)

@@ -198,9 +198,6 @@ class TreeWatch:
         tree["largest_rss_bytes"] = max(r["rss_bytes"] for r in rows)
         return tree
 
-    def pids(self) -> list[int]:
-        return list(self.members)
-
     def close(self) -> None:
         for watch in self.members.values():
             watch.close()

@@ -244,10 +244,6 @@ class Recorder:
             if self._poller:
                 self._poller.stopping.set()
 
-    def pids(self) -> list[int]:
-        """The processes the latest sample covered."""
-        return self._watch.pids()
-
     def _run_noting_errors(self) -> None:
         try:
             self.run()

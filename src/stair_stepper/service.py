@@ -120,13 +120,6 @@ class WsgiEndpoints:
         return [data]
 
 
-def is_asgi(app) -> bool:
-    """Hypercorn's own test: ASGI apps are coroutine functions or have one as __call__."""
-    from hypercorn.utils import is_asgi as hypercorn_is_asgi
-
-    return hypercorn_is_asgi(app)
-
-
 def load_app(spec: str, app_dir: str | None = None):
     """``MODULE:ATTR`` or ``MODULE:factory()``, imported with ``app_dir`` (default: the
     current folder) first on sys.path, as uvicorn and gunicorn do."""
@@ -164,7 +157,10 @@ def load_app(spec: str, app_dir: str | None = None):
 
 
 def wrapped(app, app_name: str, variant: str | None = None, internals: bool = True):
-    """The application with the endpoints in front, ASGI or WSGI as the application is."""
+    """The application with the endpoints in front, ASGI or WSGI as the application is
+    (told apart by Hypercorn's own test, which serves it)."""
+    from hypercorn.utils import is_asgi
+
     endpoints = Endpoints(app_name, variant, internals)
     if is_asgi(app):
         return AsgiEndpoints(app, endpoints)
