@@ -91,9 +91,9 @@ def in_process_cost(method: str, path: str, body, rounds: int = 20, calls: int =
     import asyncio
 
     from examples.asgi_app import app as bare
-    from stair_stepper.service import wrapped
+    from stair_stepper.service import Endpoints, wrapped
 
-    fronted = wrapped(bare, "examples.asgi_app:app")
+    fronted = wrapped(bare, Endpoints("examples.asgi_app:app"))
     data = json.dumps(body).encode() if body is not None else b""
 
     async def timed(app) -> float:

@@ -40,6 +40,28 @@ def test_the_endpoints_answer_under_the_prefix_and_the_app_s_routes_are_untouche
         assert widgets.get(service.MEMORY)["allocator"] == "glibc"
 
 
+def test_one_request_counter_answers_both_the_widget_app_and_the_middleware():
+    with start_server("glibc") as widgets:
+        first = widgets.get("/debug/memory")["requests_served"]
+        assert widgets.get(service.MEMORY)["requests_served"] == first + 1
+        for _ in range(5):
+            widgets.get(service.HEALTH)
+        widgets.get("/healthz")
+        assert widgets.get("/debug/memory")["requests_served"] == first + 8
+
+
+@pytest.mark.parametrize("spec", ["apps.modules:asgi", "apps.modules:wsgi"], ids=["asgi", "wsgi"])
+def test_a_user_app_s_server_imports_nothing_of_the_widget_app(spec):
+    """Quart, Jinja2 and MarkupSafe are the widget app's: in a user's server they would add
+    about 12 MB to the very baseline and floors the lab measures."""
+    args = ("--app", spec, "--app-dir", str(ROOT / "tests"))
+    with start_server("glibc", extra_args=args) as server:
+        loaded = set(server.get("/modules"))
+    assert "hypercorn" in loaded and "stair_stepper.service" in loaded  # the list is real
+    for widget_only in ("quart", "jinja2", "markupsafe", "werkzeug", "stair_stepper.app"):
+        assert widget_only not in loaded
+
+
 @pytest.mark.parametrize(
     "spec, benchmark",
     [("examples.asgi_app:app", "asgi.yml"), ("examples.wsgi_app:application", "wsgi.yml")],

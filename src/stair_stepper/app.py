@@ -8,6 +8,9 @@ high-water mark, and what it does with the memory afterwards, visible.
 
 Configuration comes from the environment (``stair-stepper serve`` sets it), so
 the same app object works in-process, under Hypercorn workers and in tests.
+Quart is imported by ``create_app`` alone: ``serve`` reads ``Settings`` from here, and a
+user's ``--app`` server must not carry Quart, Jinja2 and MarkupSafe (about 12 MB of RSS)
+into the process it measures.
 """
 
 from __future__ import annotations
@@ -20,11 +23,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from quart import Quart, request
-from werkzeug.exceptions import HTTPException
-
-from . import probes
-from .service import ENV_DEBUG, ENV_VARIANT
+from .service import ENV_DEBUG, ENV_VARIANT, Endpoints
 from .validate import non_negative_int
 
 DEFAULT_SLEEP_MS = 150
@@ -114,20 +113,20 @@ _HTTP_MESSAGES = {
 }
 
 
-def create_app(settings: Settings | None = None) -> Quart:
+def create_app(settings: Settings | None = None, endpoints: Endpoints | None = None):
+    """The Quart app. Its ``/healthz`` and ``/debug/*`` are answered by ``endpoints`` (the
+    middleware's, so one counter counts every request the process answers; by default a
+    fresh one, which counts only when the app is served behind ``service.wrapped``)."""
+    from quart import Quart, request
+    from werkzeug.exceptions import HTTPException
+
     settings = Settings.from_env() if settings is None else settings
+    if endpoints is None:
+        endpoints = Endpoints("stair_stepper.app", settings.variant, settings.debug_endpoints)
     app = Quart(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.config["BODY_TIMEOUT"] = 120
-    # Which allocator really serves malloc in this process (not what was asked for).
-    allocator = probes.live_allocator()
-    # Every request this process has answered (this one included): the experiment reads it
-    # once per pause to prove that nothing it did not send reached the service meanwhile.
-    state: dict = {"pool": None, "requests": 0}
-
-    @app.before_request
-    async def count_request() -> None:
-        state["requests"] += 1
+    state: dict = {"pool": None}
 
     @app.before_serving
     async def start_pool() -> None:
@@ -179,13 +178,10 @@ def create_app(settings: Settings | None = None) -> Quart:
 
     @app.get("/healthz")
     async def healthz():
+        health = endpoints.health()
+        health.pop("app")
         return {
-            "status": "ok",
-            "pid": os.getpid(),
-            "allocator": allocator,
-            "variant": settings.variant or allocator,
-            "malloc_provider": probes.malloc_provider(),
-            "python_malloc": os.environ.get("PYTHONMALLOC") or "pymalloc",
+            **health,
             "sleep_ms": settings.sleep_ms,
             "offload_threads": settings.offload_threads,
         }
@@ -195,14 +191,10 @@ def create_app(settings: Settings | None = None) -> Quart:
 
     @app.get("/debug/memory")
     async def debug_memory():
-        return {
-            "pid": os.getpid(),
-            "requests_served": state["requests"],
-            **probes.memory(allocator),
-        }
+        return endpoints.memory()
 
     @app.post("/debug/trim")
     async def debug_trim():
-        return {"pid": os.getpid(), **probes.trim(allocator)}
+        return endpoints.trim()
 
     return app

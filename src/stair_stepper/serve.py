@@ -21,8 +21,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import allocators, selfexec
-from .app import Settings
+from . import allocators, selfexec, service
 from .errors import UserError
 
 REEXEC_MARKER = "STAIR_STEPPER_SERVE_CHILD"
@@ -145,8 +144,13 @@ def url_of(sock: socket.socket) -> str:
     return f"http://[{host}]:{port}" if sock.family == socket.AF_INET6 else f"http://{host}:{port}"
 
 
-def _settings(options: ServeOptions) -> Settings:
-    check_exposure(options)
+def _widget_settings(options: ServeOptions):
+    """The widget app's settings (SLEEP_MS & co. from the environment, checked, flags first);
+    None for a user's --app, whose environment is its own business."""
+    if options.app:
+        return None
+    from .app import Settings  # the widget app's module, never imported for a user's app
+
     env = Settings.from_env()  # validates SLEEP_MS & co. from the environment
     return Settings(
         sleep_ms=env.sleep_ms if options.sleep_ms is None else options.sleep_ms,
@@ -164,21 +168,23 @@ def _settings(options: ServeOptions) -> Settings:
 def serve(options: ServeOptions, argv: list[str]) -> int:
     """Entry point of ``stair-stepper serve``; ``argv`` is re-used for the re-exec."""
     var = allocators.variant(options.variant)
-    settings = _settings(options)
+    check_exposure(options)
+    settings = _widget_settings(options)
     if options.workers < 1:
         raise UserError("--workers must be at least 1.")
     if os.environ.get(REEXEC_MARKER) != var.name:
-        from . import service
-
         if options.app:  # one clear sentence here if the application cannot be loaded
             service.load_app(options.app, options.app_dir)
         env = allocators.server_env(var, options.python_malloc)
-        env.update(settings.to_env())
-        env.pop(service.ENV_APP, None)
-        env.pop(service.ENV_APP_DIR, None)
-        if options.app:
-            env[service.ENV_APP] = options.app
+        for name in (service.ENV_APP, service.ENV_APP_DIR):
+            env.pop(name, None)
+        if settings is not None:
+            env.update(settings.to_env())
+        else:
+            env[service.ENV_APP] = options.app or ""
             env[service.ENV_APP_DIR] = str(Path(options.app_dir or os.getcwd()).resolve())
+        env[service.ENV_VARIANT] = var.name
+        env[service.ENV_DEBUG] = "0" if options.public and not options.debug_endpoints else "1"
         env[REEXEC_MARKER] = var.name
         command, env = selfexec.python_command("stair_stepper", argv, env)
         sys.stdout.flush()
@@ -203,17 +209,16 @@ def _prove_allocator(var: allocators.Variant) -> str:
 def served_app():
     """What a server process serves, behind the endpoints middleware: the user's --app
     (named in the environment, so that spawned workers find it too) or our widget app."""
-    from . import service
-
     spec = os.environ.get(service.ENV_APP)
     variant = os.environ.get(service.ENV_VARIANT)
     internals = os.environ.get(service.ENV_DEBUG, "1") != "0"
+    endpoints = service.Endpoints(spec or "stair_stepper.app", variant, internals)
     if spec:
         app = service.load_app(spec, os.environ.get(service.ENV_APP_DIR) or None)
-        return service.wrapped(app, spec, variant, internals)
+        return service.wrapped(app, endpoints)
     from .app import create_app  # only here: a user's app process never imports Quart for us
 
-    return service.wrapped(create_app(), "stair_stepper.app", variant, internals)
+    return service.wrapped(create_app(endpoints=endpoints), endpoints)
 
 
 def worker_app():
@@ -222,7 +227,7 @@ def worker_app():
     return served_app()
 
 
-def _serve_here(var: allocators.Variant, settings: Settings, options: ServeOptions) -> int:
+def _serve_here(var: allocators.Variant, settings, options: ServeOptions) -> int:
     from hypercorn.config import Config
 
     provider = _prove_allocator(var)
@@ -244,12 +249,13 @@ def _serve_here(var: allocators.Variant, settings: Settings, options: ServeOptio
         "allocator": var.allocator.name,
         "malloc_provider": provider,
         "python_malloc": os.environ.get("PYTHONMALLOC") or "pymalloc",
-        "sleep_ms": settings.sleep_ms,
-        "offload_threads": settings.offload_threads,
+        "sleep_ms": settings.sleep_ms if settings else None,
+        "offload_threads": settings.offload_threads if settings else None,
         "workers": options.workers,
         "app": options.app or "stair_stepper.app",
     }
     what = options.app or f"the widget app, SLEEP_MS={settings.sleep_ms}"
+    internals = os.environ.get(service.ENV_DEBUG, "1") != "0"
     print(
         f"stair-stepper: serving {var.name} ({provider}) on {', '.join(urls)}, "
         f"pid {info['pid']}, {what}",
@@ -257,7 +263,7 @@ def _serve_here(var: allocators.Variant, settings: Settings, options: ServeOptio
         flush=True,
     )
     if options.public:
-        debug = "on (--debug-endpoints)" if settings.debug_endpoints else "off"
+        debug = "on (--debug-endpoints)" if internals else "off"
         print(
             f"stair-stepper: --public: reachable from other machines; /debug/* endpoints {debug}",
             file=sys.stderr,

@@ -51,26 +51,37 @@ class Endpoints:
             return 404, {"error": f"no such endpoint under {PREFIX}: {HEALTH}, {MEMORY}, {TRIM}."}
         if method != wanted:
             return 405, {"error": f"{path} takes {wanted} only."}
+        return 200, {HEALTH: self.health, MEMORY: self.memory, TRIM: self.trim}[path]()
+
+    def health(self) -> dict:
         from . import probes
 
-        pid = os.getpid()
-        if path == HEALTH:
-            return 200, {
-                "status": "ok",
-                "pid": pid,
-                "app": self.app_name,
-                "allocator": self.allocator,
-                "variant": self.variant or self.allocator,
-                "malloc_provider": probes.malloc_provider(),
-                "python_malloc": os.environ.get("PYTHONMALLOC") or "pymalloc",
-            }
-        if path == MEMORY:
-            return 200, {
-                "pid": pid,
-                "requests_served": self.requests,
-                **probes.memory(self.allocator),
-            }
-        return 200, {"pid": pid, **probes.trim(self.allocator)}
+        return {
+            "status": "ok",
+            "pid": os.getpid(),
+            "app": self.app_name,
+            "allocator": self.allocator,
+            "variant": self.variant or self.allocator,
+            "malloc_provider": probes.malloc_provider(),
+            "python_malloc": os.environ.get("PYTHONMALLOC") or "pymalloc",
+        }
+
+    def memory(self) -> dict:
+        """RSS and the allocator's accounting, with every request this process has answered
+        (this one included): the experiment reads it once per pause to prove that nothing it
+        did not send reached the service meanwhile."""
+        from . import probes
+
+        return {
+            "pid": os.getpid(),
+            "requests_served": self.requests,
+            **probes.memory(self.allocator),
+        }
+
+    def trim(self) -> dict:
+        from . import probes
+
+        return {"pid": os.getpid(), **probes.trim(self.allocator)}
 
 
 def _json(status: int, body: dict) -> tuple[bytes, list[tuple[bytes, bytes]]]:
@@ -156,12 +167,11 @@ def load_app(spec: str, app_dir: str | None = None):
     return obj
 
 
-def wrapped(app, app_name: str, variant: str | None = None, internals: bool = True):
+def wrapped(app, endpoints: Endpoints):
     """The application with the endpoints in front, ASGI or WSGI as the application is
     (told apart by Hypercorn's own test, which serves it)."""
     from hypercorn.utils import is_asgi
 
-    endpoints = Endpoints(app_name, variant, internals)
     if is_asgi(app):
         return AsgiEndpoints(app, endpoints)
     return WsgiEndpoints(app, endpoints)
