@@ -55,6 +55,37 @@ def install_package(target: Path) -> Path:
     return target
 
 
+def editable_site(target: Path, work: Path) -> Path:
+    """stair_stepper installed the way ``pip install -e`` does it (PEP 660), by setuptools' own
+    ``build_editable`` on a copy of the checkout in ``work``: a site folder holding a ``.pth``
+    whose line *imports* the editable finder (``import __editable___…_finder;
+    __editable___…_finder.install()``) that lives beside it. Such a line only works when
+    its folder is already on ``sys.path`` as the ``.pth`` runs."""
+    import zipfile
+
+    for name in ("pyproject.toml", "src", "analysis"):
+        source = ROOT / name
+        if source.is_dir():
+            ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+            shutil.copytree(source, work / name, ignore=ignore)
+        else:
+            shutil.copy2(source, work / name)
+    wheels = work / "wheels"
+    build = (
+        "import sys; from setuptools import build_meta; "
+        "print(build_meta.build_editable(sys.argv[1]))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", build, str(wheels)], cwd=work, capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"setuptools' build_editable failed: {done.stderr[-2000:]}")
+    target.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(wheels / done.stdout.split()[-1]) as wheel:
+        wheel.extractall(target)
+    return target
+
+
 def dependencies_site(target: Path) -> Path:
     """The folder holding Quart, Hypercorn & co. here, without any stair_stepper in it."""
     import quart

@@ -20,6 +20,7 @@ from nixpkgs_shape import (
     bare_interpreter,
     clean_env,
     dependencies_site,
+    editable_site,
     install_package,
     with_packages,
     wrap_application,
@@ -153,3 +154,19 @@ def serve_once_with(python: Path, tmp_path: Path) -> dict:
     script.write_text(f'#!/bin/sh\nexec {python} -m stair_stepper "$@"\n')
     script.chmod(0o755)
     return serve_once(script, tmp_path, "--allocator", "glibc")
+
+
+@needs_jemalloc
+def test_an_editable_install_s_importing_pth_reaches_the_re_executed_child(tmp_path):
+    """``pip install -e``'s ``.pth`` imports its finder: the child's bootstrap must put the site
+    folder on sys.path before that line runs, or the LD_PRELOAD re-exec cannot import us."""
+    pytest.importorskip("setuptools", reason="setuptools builds the editable install")
+    bare = bare_interpreter(tmp_path / "python3")
+    work = tmp_path / "checkout"
+    work.mkdir()
+    sites = [editable_site(tmp_path / "app-site", work), dependencies_site(tmp_path / "deps")]
+    assert any(p.suffix == ".pth" and "import" in p.read_text() for p in sites[0].iterdir())
+    wrapper = wrap_application(tmp_path / "bin", "stair-stepper", bare, sites,
+                               "stair_stepper.cli:main")  # fmt: skip
+    health = serve_once(wrapper, tmp_path, "--allocator", "jemalloc")
+    assert health["allocator"] == "jemalloc" and health["maps"] == "jemalloc"

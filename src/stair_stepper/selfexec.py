@@ -13,9 +13,11 @@ So every child of ours gets the parent's import path, exactly, the way
 multiprocessing's spawn start method does (``get_preparation_data`` sends
 ``sys.path``): a short bootstrap (``python -c``) reads it from an environment
 variable, which it removes at once so it never leaks into grandchildren (a
-user's own server, drill), runs the ``.pth`` files of the folders its own
-interpreter would not have read (so ``site.addsitedir``-style installs behave
-as in the parent), puts the parent's path first and runs the module as
+user's own server, drill), adds the folders its own interpreter would not have
+read with ``site.addsitedir`` (as nixpkgs' wrapper does, with the child's own
+``sys.path`` as the known paths: a folder is on ``sys.path`` before its ``.pth``
+files run, so a ``.pth`` line that imports, such as an editable install's
+finder, finds its module), puts the parent's path first and runs the module as
 ``__main__``. This works alike for a venv, ``pip install --user``, the nixpkgs
 wrapper, ``python.withPackages`` and the dev shell's ``PYTHONPATH``; Hypercorn's
 worker processes are spawned by multiprocessing from such a child and inherit
@@ -34,7 +36,7 @@ IMPORT_PATH_VAR = "STAIR_STEPPER_IMPORT_PATH"
 _BOOTSTRAP = (
     "import json,os,runpy,site,sys\n"
     f"parent=json.loads(os.environ.pop({IMPORT_PATH_VAR!r}))\n"
-    "known={site.makepath(p)[1] for p in parent+sys.path}\n"
+    "known={site.makepath(p)[1] for p in sys.path}\n"
     "for entry in [p for p in parent if p not in sys.path]:\n"
     "    site.addsitedir(entry,known)\n"
     "sys.path[:]=parent+[p for p in sys.path if p not in parent]\n"
