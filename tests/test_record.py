@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from conftest import cli, wait_until
@@ -69,10 +68,9 @@ def test_rows_are_flushed_while_recording_and_kept_when_the_pid_vanishes(tmp_pat
         text=True,
     )
     try:
-        time.sleep(1.5)
+        assert wait_until(lambda: out.exists() and len(read_trace(out)) >= 5, 30)
         assert recorder.poll() is None
         seen_while_running = len(read_trace(out))  # flushed rows, recorder still running
-        assert seen_while_running >= 5
         target.kill()
         target.wait()
         _, err = recorder.communicate(timeout=20)
@@ -112,6 +110,18 @@ def test_duration_bounds_the_recording(tmp_path):
     assert 3 <= len(read_trace(tmp_path / "t.csv")) <= 12
 
 
+def test_an_appended_recording_runs_its_own_duration_and_says_how_long_it_ran(tmp_path):
+    out = tmp_path / "t.csv"
+    assert record_a_sleeper(out, "--duration", "1", "--interval", "0.1").returncode == 0
+    first = len(read_trace(out))
+    more = record_a_sleeper(out, "--append", "--duration", "1", "--interval", "0.1")
+    assert more.returncode == 0, more.stderr
+    added = len(read_trace(out)) - first
+    assert 6 <= added <= 13, added  # about ten samples, not one
+    took = float(more.stderr.split("stopped after ")[1].split()[0])
+    assert 0.9 <= took <= 2.0  # the recording's own time, not the trace's continued clock
+
+
 def test_bad_targets_are_one_sentence(tmp_path):
     done = record("--pid", "999999999", "--out", str(tmp_path / "t.csv"))
     assert done.returncode == 2 and done.stderr.startswith("stair-stepper: there is no process")
@@ -124,7 +134,7 @@ def test_bad_targets_are_one_sentence(tmp_path):
 def test_allocator_accounting_from_our_service(glibc_server, tmp_path):
     recorder = Recorder(glibc_server.pid, tmp_path / "t.csv", 0.05, glibc_server.base_url)
     recorder.start()
-    time.sleep(1.0)
+    assert wait_until(lambda: recorder.samples >= 20, 30)
     recorder.stop()
     trace = read_trace(tmp_path / "t.csv")
     live = [v for v in trace.column("live_bytes") if v is not None]

@@ -137,7 +137,8 @@ class Recorder:
         self.pss_interval = pss_interval
         self._last_pss = -float("inf")
         self.phase = ""
-        self.t0 = time.monotonic() - self._continued_from(append)
+        self.started = time.monotonic()  # this recording's start (``t0`` is the trace's)
+        self.t0 = self.started - self._continued_from(append)
         self.last: dict | None = None
         self.gone = False
         self.samples = 0
@@ -220,7 +221,7 @@ class Recorder:
         """Sample in the calling thread until stop(), the duration, or the process exits."""
         if self._poller:
             self._poller.start()
-        deadline = None if duration is None else self.t0 + duration
+        deadline = None if duration is None else time.monotonic() + duration
         # On the recorder's own thread, stop() must wake it; run in the caller's thread
         # (the record command) it sleeps plainly: an Event wait costs ~45 us more per
         # sample than time.sleep, more than the sample itself (bench/record_cost.py).
@@ -329,7 +330,7 @@ def record_command(
         finally:
             if child is not None:
                 selfexec.stop_group(child)
-    took = recorder.now()
+    took = time.monotonic() - recorder.started
     if recorder.gone:
         print(
             f"process {pid} exited after {took:.1f} s; kept {recorder.samples} samples in {out}.",
