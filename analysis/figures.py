@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.collections import PolyCollection  # noqa: E402
 
-from .summary import MB, WINDOW_S, glibc_version, service_words  # noqa: E402
+from .summary import MB, WINDOW_S, floor_columns, glibc_version, service_words  # noqa: E402
 
 COLORS = ("#d1495b", "#00798c", "#edae49", "#66a182", "#2e4057", "#8d96a3")
 
@@ -351,35 +351,30 @@ def floors_as_lines(summary: dict, n: int):
 def floors_across_runs(
     summaries: list[dict], folder: Path, stem: str = "floors-runs"
 ) -> list[Path]:
+    return save(floors_runs_figure(summaries), folder, stem)
+
+
+def floors_runs_figure(summaries: list[dict]):
     """Median line and min–max band of each variant's floors over several runs."""
-    names: list[str] = []
-    for s in summaries:
-        names += [n for n in s["variants"] if n not in names]
+    labels, columns = floor_columns(summaries)
     fig, ax = plt.subplots(figsize=(10, 4.8))
-    longest = 0
-    for i, name in enumerate(names):
+    for i, (name, cells) in enumerate(columns.items()):
         color = COLORS[i % len(COLORS)]
-        runs = [s["variants"][name] for s in summaries if name in s["variants"]]
-        series = [[r["baseline_bytes"], *r["floors_bytes"], r["after_trim_bytes"]] for r in runs]
-        width = max(len(x) for x in series)
-        lows, highs, mids = [], [], []
-        for k in range(width):
-            column = [x[k] for x in series if k < len(x) and x[k] is not None]
-            lows.append(min(column) / MB if column else float("nan"))
-            highs.append(max(column) / MB if column else float("nan"))
-            mids.append(statistics.median(column) / MB if column else float("nan"))
-        xs = range(width)
-        longest = max(longest, width)
+        runs = sum(1 for s in summaries if name in s["variants"])
+        nan = float("nan")
+        lows = [min(c) / MB if c else nan for c in cells]
+        highs = [max(c) / MB if c else nan for c in cells]
+        mids = [statistics.median(c) / MB if c else nan for c in cells]
+        xs = range(len(cells))
         ax.fill_between(xs, lows, highs, color=color, alpha=0.2, lw=0)
-        ax.plot(xs, mids, color=color, marker="o", label=f"{name} (median of {len(runs)} runs)")
-    ticks = ["baseline", *[f"after batch {k}" for k in range(1, longest - 1)], "after trim"]
-    ax.set_xticks(range(longest), ticks)
+        ax.plot(xs, mids, color=color, marker="o", label=f"{name} (median of {runs} runs)")
+    ax.set_xticks(range(len(labels)), labels)
     ax.set_ylabel("RSS floor, MB (2^20 bytes); band: min–max")
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
     ax.set_title(f"Floors across {len(summaries)} runs")
     ax.legend(fontsize=8)
-    return save(fig, folder, stem)
+    return fig
 
 
 def floors_against_idle(table: dict, folder: Path, stem: str = "idle-traffic") -> list[Path]:

@@ -204,7 +204,6 @@ def variant_summary(v: VariantData, threshold: float) -> dict:
         "unasked_pause_requests": [u for u in unasked if u is not None],
         "last_floor_bytes": last_floor,
         "median_floor_bytes": _median(settled_floors),
-        "median_floor_all_bytes": _median(floors),
         "after_trim_bytes": after_trim,
         "reclaimable_bytes": (
             last_floor - after_trim if last_floor is not None and after_trim is not None else None
@@ -547,6 +546,32 @@ def summarise_repeats(folder: Path, step_threshold: float = DEFAULT_STEP_THRESHO
         step_threshold_bytes=step_threshold,
     )
     return result
+
+
+def floor_columns(summaries: list[dict]) -> tuple[list[str], dict[str, list[list]]]:
+    """Each variant's floors over several runs, column by column: ``baseline``, ``after batch
+    1`` … ``after batch N`` (N: the most batches any run has) and ``after trim``. A run with
+    fewer batches leaves the later batch columns empty; its after-trim floor is always in
+    the last column, never in a longer run's batch column."""
+    names = list(dict.fromkeys(n for s in summaries for n in s["variants"]))
+    n = max((len(v["floors_bytes"]) for s in summaries for v in s["variants"].values()), default=0)
+    labels = ["baseline", *[f"after batch {k}" for k in range(1, n + 1)], "after trim"]
+    columns: dict[str, list[list]] = {}
+    for name in names:
+        cells: list[list] = [[] for _ in labels]
+        for s in summaries:
+            v = s["variants"].get(name)
+            if v is None:
+                continue
+            for k, value in enumerate(
+                [v["baseline_bytes"], *v["floors_bytes"]] + [None] * (n - len(v["floors_bytes"]))
+            ):
+                if value is not None:
+                    cells[k].append(value)
+            if v["after_trim_bytes"] is not None:
+                cells[-1].append(v["after_trim_bytes"])
+        columns[name] = cells
+    return labels, columns
 
 
 def spread_text(sp: dict | None, digits: int = 0, scale: float = MB) -> str:

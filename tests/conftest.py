@@ -65,14 +65,35 @@ def cli(
 
 
 def assert_images(folder: Path, stems=("memory", "floors")) -> None:
-    """Each figure is a readable PNG of some size and a parseable SVG."""
+    """Each figure is a PNG of some size with the first variant's colour drawn in it, and an SVG
+    holding a line or bar drawn in a variant's colour (a blank canvas or an empty axis fails)."""
     import matplotlib.image
+    import numpy as np
 
+    from stair_stepper.analysis.figures import COLORS
+
+    first = np.array([int(COLORS[0][i : i + 2], 16) / 255 for i in (1, 3, 5)])
     for stem in stems:
         png = folder / f"{stem}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-        assert matplotlib.image.imread(png).shape[0] > 200
-        assert ET.parse(folder / f"{stem}.svg").getroot().tag.endswith("svg")
+        pixels = matplotlib.image.imread(png)[..., :3]
+        assert pixels.shape[0] > 200
+        drawn = np.abs(pixels - first).max(axis=-1) < 0.06
+        assert drawn.sum() > 200, f"{png.name}: nothing drawn in the first variant's colour"
+        root = ET.parse(folder / f"{stem}.svg").getroot()
+        assert root.tag.endswith("svg")
+        lines = [
+            e
+            for e in root.iter()
+            if e.tag.endswith("path")
+            and " L " in f" {e.get('d', '')} "
+            and any(
+                f"{how}: {c}" in (e.get("style") or "")
+                for c in COLORS
+                for how in ("stroke", "fill")
+            )
+        ]
+        assert lines, f"{stem}.svg has nothing drawn in a variant's colour"
 
 
 def post(url: str, body: bytes, content_type: str = "application/json", timeout: float = 60):

@@ -116,15 +116,70 @@ def test_known_answers(synthetic):
 def test_an_unsettled_pause_is_flagged_and_a_settled_one_is_not(tmp_path):
     folder = tmp_path / "run"
     folder.mkdir()
-    synthetic_variant(folder, "jemalloc", 50, [120, 110, 100], 60, 300, falling=(2,))
+    synthetic_variant(folder, "jemalloc", 50, [120, 300, 100], 60, 400, falling=(2,))
     s = numbers.summarise(folder)
     v = s["variants"]["jemalloc"]
     assert v["floors_settled"] == [True, False, True]
-    assert v["median_floor_bytes"] == 110 * MB  # median of the settled 120 and 100 only
-    assert v["median_floor_all_bytes"] == 110 * MB
+    # The median of the settled 120 and 100 only: with the unsettled 300 it would be 120.
+    assert v["median_floor_bytes"] == 110 * MB
     assert any("pause 2" in w and "had not settled" in w for w in s["warnings"])
     md = numbers.markdown(s)
-    assert "| 120 | 110* | 100 |" in md and "marked * comes from a pause" in md
+    assert "| 120 | 300* | 100 |" in md and "marked * comes from a pause" in md
+
+
+def test_requests_the_experiment_did_not_send_are_a_warning(synthetic):
+    batches = synthetic / "glibc.batches.csv"
+    lines = batches.read_text().splitlines()
+    column = lines[0].split(",").index("pause_requests")
+    cells = lines[2].split(",")
+    cells[column] = "3"
+    batches.write_text("\n".join([*lines[:2], ",".join(cells), *lines[3:]]) + "\n")
+    s = numbers.summarise(synthetic)
+    assert s["variants"]["glibc"]["unasked_pause_requests"] == [3]
+    (warning,) = [w for w in s["warnings"] if "did not send" in w]
+    assert warning.startswith("glibc: requests the experiment did not send reached the service")
+    meta = json.loads((synthetic / "meta.json").read_text())
+    meta["config"]["idle_rps"] = 1.0  # asked-for idle traffic is no disturbance
+    (synthetic / "meta.json").write_text(json.dumps(meta))
+    assert not [w for w in numbers.summarise(synthetic)["warnings"] if "did not send" in w]
+
+
+def test_floors_across_runs_of_different_lengths_keep_their_columns(tmp_path):
+    """A 1-batch run's after-trim floor belongs under "after trim", not under a 3-batch run's
+    "after batch 2" (which only the longer run has)."""
+    long, short = tmp_path / "long", tmp_path / "short"
+    for folder, floors in ((long, [200, 600, 620]), (short, [210])):
+        folder.mkdir()
+        synthetic_variant(folder, "glibc", 50, floors, 70, 700)
+    summaries = [numbers.summarise(long), numbers.summarise(short)]
+    labels, columns = numbers.floor_columns(summaries)
+    assert labels == ["baseline", "after batch 1", "after batch 2", "after batch 3", "after trim"]
+    assert columns["glibc"] == [
+        [50 * MB, 50 * MB], [200 * MB, 210 * MB], [600 * MB], [620 * MB], [70 * MB, 70 * MB]
+    ]  # fmt: skip
+    from stair_stepper.analysis import figures
+
+    fig = figures.floors_runs_figure(summaries)
+    medians = [line for line in fig.axes[0].get_lines() if line.get_marker() == "o"][0]
+    assert list(medians.get_ydata()) == [50, 205, 600, 620, 70]
+    band = fig.axes[0].collections[0].get_paths()[0].vertices[:, 1]
+    assert band.max() == 620 and 70 in band
+
+
+def test_assert_images_refuses_a_blank_figure(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from stair_stepper.analysis.figures import COLORS, save
+
+    fig, ax = plt.subplots(figsize=(10, 5))
+    ax.set_title("an empty axis")
+    save(fig, tmp_path, "blank")
+    with pytest.raises(AssertionError):
+        assert_images(tmp_path, ("blank",))
+    fig, ax = plt.subplots(figsize=(10, 5))
+    ax.plot([0, 1, 2], [1, 3, 2], color=COLORS[0], lw=2)
+    save(fig, tmp_path, "drawn")
+    assert_images(tmp_path, ("drawn",))
 
 
 def test_repeats_are_median_with_min_and_max(tmp_path):
@@ -256,6 +311,27 @@ def test_several_runs_get_min_max_bands_and_compare(synthetic, tmp_path):
     done = cli("compare", str(synthetic), str(other))
     assert done.returncode == 0, done.stderr
     assert "| glibc | 260 | 280 | 1.08 |" in done.stdout
+
+
+def _repeat_folder(folder: Path, glibc_runs: list[list[float]]) -> Path:
+    for k, floors in enumerate(glibc_runs, 1):
+        run = folder / f"run-{k}"
+        run.mkdir(parents=True)
+        synthetic_variant(run, "glibc", 50, floors, 60, 400)
+    return folder
+
+
+def test_compare_says_within_noise_only_where_the_run_ranges_overlap(tmp_path):
+    a = _repeat_folder(tmp_path / "a", [[200, 200, 200], [240, 240, 240]])
+    overlapping = _repeat_folder(tmp_path / "b", [[230, 230, 230], [260, 260, 260]])
+    apart = _repeat_folder(tmp_path / "c", [[300, 300, 300], [320, 320, 320]])
+    done = cli("compare", str(a), str(overlapping))
+    assert done.returncode == 0, done.stderr
+    row = next(line for line in done.stdout.splitlines() if line.startswith("| glibc"))
+    assert row.split(" | ")[3] == "within noise"  # median floor: 200–240 against 230–260
+    row = next(line for line in cli("compare", str(a), str(apart)).stdout.splitlines()
+               if line.startswith("| glibc"))  # fmt: skip
+    assert row.split(" | ")[3] == "1.41"  # 310 / 220: 200–240 against 300–320
 
 
 def test_tables_without_matplotlib(synthetic):
