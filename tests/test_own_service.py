@@ -108,11 +108,15 @@ def test_a_multi_process_command_is_recorded_as_a_tree_with_the_allocator_in_eac
     trace = read_trace(folder / "jemalloc.trace.csv")
     assert (folder / "jemalloc.trace.csv").read_text().startswith("# process tree of pid")
     assert max(trace.column("processes")) >= 3
-    for total, largest in zip(
-        trace.column("rss_bytes"), trace.column("largest_rss_bytes"), strict=True
+    for total, largest, processes in zip(
+        trace.column("rss_bytes"),
+        trace.column("largest_rss_bytes"),
+        trace.column("processes"),
+        strict=True,
     ):
-        assert total >= largest
-    assert max(trace.column("rss_bytes")) > 1.5 * max(trace.column("largest_rss_bytes"))
+        # A sum over the members: every process holds some RSS, so with two or more members
+        # the sum exceeds the largest (however Hypercorn spreads the load between workers).
+        assert total > largest if processes >= 2 else total == largest
     assert all(v is None for v in trace.column("live_bytes"))  # never a number not measured
     md = (folder / "summary.md").read_text()
     assert "| not measured | not measured |" in md and "cannot be asked to trim" in md
