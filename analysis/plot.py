@@ -24,6 +24,7 @@ from stair_stepper.analysis.summary import (
     write,
     write_repeats,
 )
+from stair_stepper.validate import flag, non_negative_float
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,20 +38,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--out", type=Path, help="where to write (default: each folder)")
     parser.add_argument(
         "--step-threshold-mb",
-        type=_non_negative_mb,
+        type=flag(non_negative_float),
         default=DEFAULT_STEP_THRESHOLD / MB,
         help="a floor rising more than this over the previous one is a step (default 16)",
     )
-
-
-def _non_negative_mb(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a number of MB, 0 or more, got {text!r}")
-    return value
 
 
 def run_args(args: argparse.Namespace) -> int:

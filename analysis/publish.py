@@ -114,32 +114,15 @@ def idle_block(folders: list[Path]) -> str:
     return "\n".join(lines) + "\n\n" + _revision_line(folders) + "\n"
 
 
-# The default run's targets (issue "floors that mean something"); bench/contrast.py prints this.
-TARGETS = {"wall_s": 300.0, "rises": 3, "glibc/jemalloc+bg": 2.5}
-
-
 def _spread(values: list[float], digits: int) -> str:
     return summary.spread_text(summary.spread(values), digits, 1)
 
 
 def targets_block(folders: list[Path]) -> str:
     """Per run and as median (min–max): wall time, glibc's floor-to-floor rises and the floor
-    ratios of the default run, with one verdict line per target."""
-    rows = []
-    for run in summary.run_folders(folders[0]):
-        meta = json.loads((run / "meta.json").read_text())
-        v = summary.summarise(run)["variants"]
-        glibc = v["glibc"]["median_floor_bytes"]
-        rows.append(
-            {
-                "run": run.name,
-                "wall_s": meta["finished_at"] - meta["started_at"],
-                "floors": " → ".join(summary.mb(f) for f in v["glibc"]["floors_bytes"]),
-                "rises": v["glibc"]["steps"],
-                "glibc/jemalloc+bg": glibc / v["jemalloc+bg"]["median_floor_bytes"],
-                "glibc/jemalloc": glibc / v["jemalloc"]["median_floor_bytes"],
-            }
-        )
+    ratios of the default run, with one verdict line per target (summary.default_targets)."""
+    result = summary.default_targets(folders[0])
+    rows = result["runs"]
     lines = [
         "| run | wall | glibc floors, MB | rises ≥ 16 MB | glibc/jemalloc+bg | glibc/jemalloc |",
         "|---|---|---|---|---|---|",
@@ -155,20 +138,11 @@ def targets_block(folders: list[Path]) -> str:
         f"{_spread([r['glibc/jemalloc+bg'] for r in rows], 2)} | "
         f"{_spread([r['glibc/jemalloc'] for r in rows], 2)} |"
     )
-    ratio = TARGETS["glibc/jemalloc+bg"]
-    checks = (
-        (
-            f"wall time ≤ {TARGETS['wall_s']:.0f} s",
-            [r["wall_s"] <= TARGETS["wall_s"] for r in rows],
-        ),
-        (f"glibc rises ≥ {TARGETS['rises']}", [r["rises"] >= TARGETS["rises"] for r in rows]),
-        (f"glibc/jemalloc+bg ≥ {ratio}", [r["glibc/jemalloc+bg"] >= ratio for r in rows]),
-    )
     lines.append("")
-    for label, met in checks:
-        missed = [r["run"] for r, ok in zip(rows, met, strict=True) if not ok]
+    for check in result["checks"]:
+        missed = check["missed"]
         verdict = "**met**" if not missed else f"**not met** in {', '.join(missed)}"
-        lines.append(f"- {label}: {verdict} ({sum(met)} of {len(rows)} runs).")
+        lines.append(f"- {check['label']}: {verdict} ({check['met']} of {len(rows)} runs).")
     lines.append("- glibc/jemalloc: no target; reported with its spread.")
     return "\n".join(lines) + "\n\n" + _revision_line(folders) + "\n"
 

@@ -14,7 +14,8 @@ Definitions (the README repeats them):
   ``step_threshold_bytes`` (floor to floor: the rise from the baseline to the
   first floor is the load arriving, not a step);
 - *slope*: least-squares growth of the floors, bytes per batch;
-- *after trim*: the lowest RSS in the last second after ``/debug/trim``;
+- *after trim*: the lowest RSS in the last second after the trim (``POST
+  /__stair_stepper__/trim``);
 - *reclaimable* = last floor − after trim: memory the allocator held as free space;
 - *ratio_to_best*: a variant's median settled floor over the lowest one (the
   median, because an idle floor can be noisy, e.g. plain jemalloc's).
@@ -636,3 +637,39 @@ def write_repeats(folder: Path, result: dict) -> tuple[Path, Path]:
     json_path.write_text(json.dumps(result, indent=2) + "\n")
     md_path.write_text(markdown_repeats(result))
     return json_path, md_path
+
+
+# --- the default run's targets (bench/contrast.py prints them; ./dev docs publishes them) --
+
+TARGETS = {"wall_s": 300.0, "rises": 3, "glibc/jemalloc+bg": 2.5}
+
+
+def default_targets(folder: Path, step_threshold: float = DEFAULT_STEP_THRESHOLD) -> dict:
+    """A --repeat folder of the default run against its targets: per run its wall time,
+    glibc's floors and floor-to-floor rises and the floor ratios; per target which runs met it."""
+    rows = []
+    for run in run_folders(folder):
+        meta = json.loads((run / "meta.json").read_text())
+        v = summarise(run, step_threshold)["variants"]
+        glibc = v["glibc"]["median_floor_bytes"]
+        rows.append(
+            {
+                "run": run.name,
+                "wall_s": meta["finished_at"] - meta["started_at"],
+                "floors": " → ".join(mb(f) for f in v["glibc"]["floors_bytes"]),
+                "rises": v["glibc"]["steps"],
+                "glibc/jemalloc+bg": glibc / v["jemalloc+bg"]["median_floor_bytes"],
+                "glibc/jemalloc": glibc / v["jemalloc"]["median_floor_bytes"],
+            }
+        )
+    ratio = TARGETS["glibc/jemalloc+bg"]
+    checks = []
+    for label, ok in (
+        (f"wall time ≤ {TARGETS['wall_s']:.0f} s", lambda r: r["wall_s"] <= TARGETS["wall_s"]),
+        (f"glibc rises ≥ {TARGETS['rises']}", lambda r: r["rises"] >= TARGETS["rises"]),
+        (f"glibc/jemalloc+bg ≥ {ratio}", lambda r: r["glibc/jemalloc+bg"] >= ratio),
+    ):
+        met = [ok(r) for r in rows]
+        missed = [r["run"] for r, good in zip(rows, met, strict=True) if not good]
+        checks.append({"label": label, "met": sum(met), "missed": missed})
+    return {"runs": rows, "checks": checks}

@@ -218,7 +218,7 @@ def test_a_terminated_record_stops_its_command_and_the_command_s_children(tmp_pa
     try:
         assert wait_until(lambda: pids.exists() and pids.read_text(), 30)
         kids = [int(p) for p in pids.read_text().split()]
-        # the tree is looked up again once a second: wait for a row with all three
+        # the tree is looked up again with each PSS reading: wait for a row with all three
         assert wait_until(lambda: out.exists() and 3 in read_trace(out).column("processes"), 20)
         recorder.send_signal(signal.SIGTERM)
         _, err = recorder.communicate(timeout=20)

@@ -1,8 +1,10 @@
-"""Run ``stair-stepper serve`` as a child process and wait until it answers.
+"""Start a server child, ``stair-stepper serve`` or a user's ``--command``, and wait until it
+answers.
 
-Used by the experiment and by the tests, so both start servers the same way:
-ephemeral loopback port, a ready file for the real port and pid, the health endpoint
-polled until it answers, and a stop that never leaves an orphan behind.
+Used by the experiment and by the tests, so both start servers the same way: an
+ephemeral loopback port, a ready file for the real port and pid (``serve``), the health
+endpoint polled until it answers, for a command the allocator proven in every process of
+its tree that listens, and a stop that never leaves an orphan behind.
 """
 
 from __future__ import annotations

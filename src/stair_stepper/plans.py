@@ -15,6 +15,7 @@ import random
 from pathlib import Path
 
 from .errors import UserError
+from .validate import byte_size
 
 DEFAULT_SEED = 20240601
 #: tag -> target body size in bytes (the whole JSON body, as sent)
@@ -156,17 +157,11 @@ def parse_sizes(specs: list[str] | None) -> dict[str, int]:
     sizes = dict(DEFAULT_SIZES)
     for spec in specs or []:
         tag, sep, raw = spec.partition("=")
-        multiplier = 1
-        raw = raw.strip().lower()
-        for suffix, factor in (("kb", 1000), ("mb", 1_000_000), ("k", 1000), ("m", 1_000_000)):
-            if raw.endswith(suffix):
-                raw, multiplier = raw[: -len(suffix)], factor
-                break
         try:
-            value = int(float(raw) * multiplier)
-        except ValueError:
-            value = -1
-        if not sep or not tag.strip() or value < 1000:
+            value = byte_size("--size", raw) if sep and tag.strip() else None
+        except UserError:
+            value = None
+        if value is None:
             raise UserError(f"--size wants TAG=BYTES (at least 1000, e.g. huge=5mb), got {spec!r}.")
         sizes[tag.strip()] = value
     return sizes

@@ -284,11 +284,10 @@ def record_command(
     A command it starts is its child in its own session, killed with its whole group when
     the recording ends, is interrupted or is terminated, and by the kernel if we die first.
     """
-    from . import selfexec
+    from . import selfexec, validate
     from .errors import Terminated, UserError, on_termination
 
-    if interval <= 0:
-        raise UserError("--interval must be positive.")
+    validate.positive_float("--interval", interval)
     if not append and out.exists() and out.stat().st_size > 0:
         raise UserError(f"{out} already exists; give --append to continue it, or another --out.")
     child = None

@@ -21,7 +21,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import allocators, selfexec, service
+from . import allocators, selfexec, service, validate
 from .errors import UserError
 
 REEXEC_MARKER = "STAIR_STEPPER_SERVE_CHILD"
@@ -53,12 +53,9 @@ def parse_bind(bind: str) -> tuple[str, int]:
         raise UserError(f"--bind wants HOST:PORT, got {bind!r}.")
     host = host.strip("[]")
     try:
-        number = int(port)
-    except ValueError:
-        number = -1
-    if not 0 <= number <= 65535:
-        raise UserError(f"--bind {bind!r} has no valid port number.")
-    return host, number
+        return host, validate.port("--bind", port)
+    except UserError:
+        raise UserError(f"--bind {bind!r} has no valid port number.") from None
 
 
 def is_loopback(host: str) -> bool:

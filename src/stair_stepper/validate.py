@@ -1,4 +1,5 @@
-"""Every number a user can give us (flags and environment), checked in one place.
+"""Every number a user can give us (flags, environment, ``--bind``'s port, ``--size``'s bytes),
+checked in one place.
 
 Each check takes the flag's name and its text and returns the value or raises
 UserError with one sentence; ``flag(check)`` turns a check into an argparse
@@ -67,6 +68,19 @@ def seconds_or_auto(name: str, text: str) -> float | str:
     if str(text).strip().lower() == "auto":
         return "auto"
     return non_negative_float(name, text)
+
+
+def byte_size(name: str, text: str, least: int = 1000) -> int:
+    """A number of bytes with an optional k/kb/m/mb suffix (powers of 1000), at least ``least``."""
+    raw, multiplier = str(text).strip().lower(), 1
+    for suffix, factor in (("kb", 1000), ("mb", 1_000_000), ("k", 1000), ("m", 1_000_000)):
+        if raw.endswith(suffix):
+            raw, multiplier = raw[: -len(suffix)], factor
+            break
+    value = _finite(name, raw) * multiplier
+    if value < least:
+        raise UserError(f"{name} must be at least {least} bytes, got {str(text)!r}.")
+    return int(value)
 
 
 def flag(check: Callable[[str, str], object]) -> Callable[[str], object]:
