@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from stair_stepper.analysis import summary
+from stair_stepper.results import NewerFormat
 
 FIELDS = (
     ("median floor", "median_floor_bytes"),
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
 def run_args(args: argparse.Namespace) -> int:
     try:
         print(compare(args.a, args.b))
-    except summary.NoTraces as exc:
+    except (summary.NoTraces, NewerFormat) as exc:
         print(f"stair-stepper: {exc}", file=sys.stderr)
         return 2
     return 0

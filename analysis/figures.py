@@ -12,12 +12,13 @@ import matplotlib
 
 matplotlib.use("Agg")
 import statistics  # noqa: E402
+import textwrap  # noqa: E402
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.collections import PolyCollection  # noqa: E402
 
-from .summary import MB, WINDOW_S, floor_columns, glibc_version, service_words  # noqa: E402
+from .summary import MB, WINDOW_S, floor_columns, glibc_version  # noqa: E402
 
 COLORS = ("#d1495b", "#00798c", "#edae49", "#66a182", "#2e4057", "#8d96a3")
 
@@ -44,7 +45,7 @@ def save(fig, folder: Path, stem: str) -> list[Path]:
 
 def _title(summary: dict, what: str) -> str:
     """What, which preset and how the variants ran; then every setting that differs from the
-    preset (from meta.json's ``overrides``), then the main settings and the machine."""
+    preset (from meta.json's ``overrides``), then what was measured and the machine."""
     prov = summary.get("provenance") or {}
     c = summary.get("config") or {}
     mode = "side by side" if c.get("parallel") else "one after another"
@@ -58,19 +59,17 @@ def _title(summary: dict, what: str) -> str:
             "changed from the preset: "
             + ", ".join(f"{k}={_setting(v)}" for k, v in overrides.items())
         )
+    if summary.get("described"):
+        lines += textwrap.wrap(summary["described"].replace("`", ""), 130)
     facts = []
-    if c:
-        facts.append(
-            f"{service_words(c).replace('`', '')}, PYTHONMALLOC={c.get('python_malloc')}, "
-            f"concurrency {c.get('concurrency')}, {c.get('tags') or 'all sizes'}, "
-            f"idle {c.get('idle_rps', '–')} req/s"
-        )
     if prov.get("python"):
         facts.append(f"Python {prov['python']}")
     if prov.get("glibc"):
         facts.append(f"glibc {glibc_version(prov)}")
+    if prov.get("cpu_count"):
+        facts.append(f"{prov['cpu_count']} CPUs")
     if facts:
-        lines.append("; ".join(facts))
+        lines.append(", ".join(facts))
     return "\n".join(lines)
 
 

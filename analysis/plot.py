@@ -24,6 +24,7 @@ from stair_stepper.analysis.summary import (
     write,
     write_repeats,
 )
+from stair_stepper.results import NewerFormat
 from stair_stepper.validate import flag, non_negative_float
 
 
@@ -54,14 +55,16 @@ def analyse(
     step_threshold: float = DEFAULT_STEP_THRESHOLD,
     figures: bool = True,
     loaded: tuple | None = None,
+    stop=None,
 ) -> tuple[dict, list[Path]]:
-    """Summary (json + md) and figures for one folder; returns the summary and files written."""
+    """Summary (json + md) and figures for one folder; returns the summary and files written.
+    ``stop`` (an Event): once set, no figure is started (the experiment was signalled)."""
     loaded = loaded or load_folder(folder)
     summary = summarise(folder, step_threshold, loaded)
     out = Path(out or (folder if Path(folder).is_dir() else Path(folder).parent))
     out.mkdir(parents=True, exist_ok=True)
     written = list(write(out, summary))
-    if figures:
+    if figures and not (stop is not None and stop.is_set()):
         try:
             from stair_stepper.analysis import figures as drawing
         except ImportError:
@@ -75,7 +78,7 @@ def analyse(
 
 
 def analyse_repeats(
-    folder: Path, out: Path | None, step_threshold: float, figures: bool = True
+    folder: Path, out: Path | None, step_threshold: float, figures: bool = True, stop=None
 ) -> tuple[dict, list[Path]]:
     """A --repeat folder: each run analysed in its own folder, then median (min–max) over
     the runs at the top, with the floors of all runs as bands."""
@@ -86,14 +89,14 @@ def analyse_repeats(
     for run_folder in run_folders(folder):
         try:
             target = out / run_folder.name if out != Path(folder) else None
-            summary, files = analyse(run_folder, target, step_threshold, figures)
+            summary, files = analyse(run_folder, target, step_threshold, figures, stop=stop)
         except NoTraces:
             continue
         summaries.append(summary)
         written += files
     result = summarise_repeats(folder, step_threshold)
     written += list(write_repeats(out, result))
-    if figures and summaries:
+    if figures and summaries and not (stop is not None and stop.is_set()):
         try:
             from stair_stepper.analysis import figures as drawing
         except ImportError:
@@ -132,7 +135,7 @@ def run(results: list[Path], out: Path | None, step_threshold: float) -> int:
             summary, written = analyse(folder, target, step_threshold)
             summaries.append(summary)
             _report(summary, written)
-    except NoTraces as exc:
+    except (NoTraces, NewerFormat) as exc:
         print(f"stair-stepper: {exc}", file=sys.stderr)
         return 2
     if len(summaries) > 1:

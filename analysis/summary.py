@@ -34,6 +34,8 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from stair_stepper import results
+from stair_stepper.results import NOT_MEASURED
 from stair_stepper.traces import (
     BATCHES_SUFFIX,
     RUN_PREFIX,
@@ -79,9 +81,9 @@ def load_folder(folder: Path) -> tuple[dict[str, VariantData], dict, list[str]]:
         if not files:
             files = {p.stem: p for p in sorted(folder.glob("*.csv")) if "batches" not in p.name}
         try:
-            meta = json.loads((folder / "meta.json").read_text())
-        except FileNotFoundError:
-            meta = {}
+            meta = results.read_meta(folder)  # NewerFormat: one sentence for the command line
+        except results.NewerFormat:
+            raise
         except ValueError:
             meta = {}
             warnings.append("meta.json is damaged; settings are not shown.")
@@ -136,13 +138,10 @@ def _phase_window(trace: Table, phase: str, column: str = "rss_bytes", reduce=mi
 
 
 def _slope(values: list[float]) -> float | None:
-    n = len(values)
-    if n < 2:
+    """Least-squares growth per batch."""
+    if len(values) < 2:
         return None
-    mean_x, mean_y = (n + 1) / 2, sum(values) / n
-    num = sum((i + 1 - mean_x) * (v - mean_y) for i, v in enumerate(values))
-    den = sum((i + 1 - mean_x) ** 2 for i in range(n))
-    return num / den
+    return statistics.linear_regression(range(1, len(values) + 1), values).slope
 
 
 def count_steps(floors: list[float], threshold: float) -> int:
@@ -275,9 +274,12 @@ def summarise(
     best = _ratios(variants, "median_floor_bytes", "ratio_to_best")
     _ratios(variants, "last_floor_bytes", "last_floor_ratio_to_best")
     return {
+        "format": results.FORMAT,
         "variants": variants,
         "best_variant": best,
         "step_threshold_bytes": step_threshold,
+        "described": results.describe(meta),
+        "foreign": bool((meta.get("config") or {}).get("command")),
         "preset": meta.get("config", {}).get("preset"),
         "config": meta.get("config", {}),
         "overrides": meta.get("overrides", {}),
@@ -297,23 +299,21 @@ def mb(value: float | None, digits: int = 0) -> str:
     return "–" if value is None else f"{value / MB:,.{digits}f}"
 
 
-NOT_MEASURED = "not measured"
-
-
 def foreign(summary: dict) -> bool:
     """A --command server: no in-process probe, so no allocator accounting and no trim."""
-    return bool((summary.get("config") or {}).get("command"))
+    return bool(summary.get("foreign") or (summary.get("config") or {}).get("command"))
 
 
-def service_words(config: dict) -> str:
-    """What was served: the user's app or command, or the widget app with its settings."""
-    if config.get("command"):
-        return f"the command `{config['command']}`"
-    if config.get("app"):
-        return f"the application `{config['app']}`"
+def markdown_table(head: list[str], rows: list[list[str]]) -> list[str]:
+    """A markdown table's lines: the one table writer of the summaries, compare and publish."""
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
+
+
+def _machine(prov: dict) -> str:
     return (
-        f"the widget app (SLEEP_MS={config.get('sleep_ms')}, offload threads "
-        f"{config.get('offload_threads')})"
+        f"Python {prov.get('python')}, glibc {glibc_version(prov)}, "
+        f"{prov.get('cpu_count')} CPUs, kernel {prov.get('kernel')}."
     )
 
 
@@ -324,7 +324,7 @@ def markdown(summary: dict) -> str:
     n_floors = max((len(s["floors_bytes"]) for s in variants.values()), default=0)
     head = ["variant", "baseline", "peak", *[f"floor {i + 1}" for i in range(n_floors)]]
     head += ["after trim", "reclaimable", "slope/batch", "steps", "× best (median floor)"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows = []
     for name, s in variants.items():
         floors = [
             mb(f) + ("" if ok else "*")
@@ -339,23 +339,15 @@ def markdown(summary: dict) -> str:
             str(s["steps"]),
             ratio,
         ]
-        lines.append("| " + " | ".join(row) + " |")
-    config = summary.get("config") or {}
-    prov = summary.get("provenance") or {}
+        rows.append(row)
+    lines = markdown_table(head, rows)
     text = [f"# stair-stepper summary: {summary.get('preset') or 'trace'}", ""]
-    if config:
-        text.append(
-            f"Preset `{config.get('preset')}`: {service_words(config)}; "
-            f"{config.get('batches')} batches of "
-            f"{config.get('iterations')} iterations ({config.get('tags') or 'all sizes'}), "
-            f"concurrency {config.get('concurrency')}, "
-            f"PYTHONMALLOC={config.get('python_malloc')}, {_pauses(config)}, idle traffic "
-            f"{config.get('idle_rps', 'polls')} req/s, "
-            f"variants {'side by side' if config.get('parallel') else 'one after another'}. "
-            f"Python {prov.get('python')}, glibc {glibc_version(prov)}, "
-            f"{prov.get('cpu_count')} CPUs, kernel {prov.get('kernel')}."
-        )
-        text.append("")
+    if summary.get("described"):
+        text += [
+            f"Preset `{summary.get('preset')}`: {summary['described']}. "
+            + _machine(summary.get("provenance") or {}),
+            "",
+        ]
     text.append(
         "All memory figures are RSS in MB (2^20 bytes). A floor marked * comes from a pause "
         "whose RSS had not settled; medians and ratios leave it out."
@@ -376,12 +368,6 @@ def markdown(summary: dict) -> str:
     if summary.get("status") and summary["status"] != "complete":
         text += ["", f"**This run did not complete: {summary['status']}.**"]
     return "\n".join(text) + "\n"
-
-
-def _pauses(config: dict) -> str:
-    if config.get("pause_s") is None and "pause_cap_s" in config:
-        return f"pauses until RSS settled (at most {config['pause_cap_s']:g} s)"
-    return f"pauses {config.get('pause_s')} s, allocator polled every {config.get('poll_s')} s"
 
 
 def interpretation(summary: dict) -> list[str]:
@@ -532,12 +518,16 @@ def summarise_repeats(folder: Path, step_threshold: float = DEFAULT_STEP_THRESHO
     if not per_run:
         raise NoTraces(f"{folder}: none of its runs holds a usable trace.")
     try:
-        meta = json.loads((Path(folder) / "meta.json").read_text())
-    except (OSError, ValueError):
+        meta = results.read_meta(folder)
+    except results.NewerFormat:
+        raise
+    except ValueError:
         meta = {}
     names = [n for n in (meta.get("config") or {}).get("variants", [])] or None
     result = summarise_runs(per_run, names)
     result.update(
+        format=results.FORMAT,
+        described=per_run[0].get("described"),
         preset=per_run[0].get("preset"),
         config=meta.get("config") or per_run[0].get("config"),
         overrides=meta.get("overrides") or per_run[0].get("overrides") or {},
@@ -587,12 +577,11 @@ def spread_text(sp: dict | None, digits: int = 0, scale: float = MB) -> str:
 def repeats_table(result: dict) -> str:
     """The table and ratio lines of a --repeat result: median (min–max) over its runs."""
     head = ["variant", "baseline", "peak", "median floor", "last floor", "after trim", "steps"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for name, f in result["variants"].items():
-        row = [name, *(spread_text(f[k]) for k in REPEATED_FIELDS[:-1])]
-        row.append(spread_text(f["steps"], 0, 1))
-        lines.append("| " + " | ".join(row) + " |")
-    lines.append("")
+    rows = [
+        [name, *(spread_text(f[k]) for k in REPEATED_FIELDS[:-1]), spread_text(f["steps"], 0, 1)]
+        for name, f in result["variants"].items()
+    ]
+    lines = [*markdown_table(head, rows), ""]
     for pair, sp in result["ratios"].items():
         if sp:
             lines.append(
@@ -604,7 +593,6 @@ def repeats_table(result: dict) -> str:
 
 def markdown_repeats(result: dict) -> str:
     """Each figure as median (min–max) over the runs."""
-    config = result.get("config") or {}
     text = [
         f"# stair-stepper summary: {result.get('preset')}, {result['runs']} runs",
         "",
@@ -613,16 +601,8 @@ def markdown_repeats(result: dict) -> str:
         "pause floors.",
         "",
     ]
-    if config:
-        text += [
-            f"Preset `{config.get('preset')}`: {service_words(config)}; {config.get('batches')} "
-            f"batches of {config.get('iterations')} iterations, concurrency "
-            f"{config.get('concurrency')}, PYTHONMALLOC={config.get('python_malloc')}, "
-            f"{_pauses(config)}, idle traffic "
-            f"{config.get('idle_rps')} req/s, variants "
-            f"{'side by side' if config.get('parallel') else 'one after another'}.",
-            "",
-        ]
+    if result.get("described"):
+        text += [f"Preset `{result.get('preset')}`: {result['described']}.", ""]
     text.append(repeats_table(result))
     if result.get("warnings"):
         text += ["", "Warnings:", *[f"- {w}" for w in result["warnings"]]]
@@ -649,7 +629,7 @@ def default_targets(folder: Path, step_threshold: float = DEFAULT_STEP_THRESHOLD
     glibc's floors and floor-to-floor rises and the floor ratios; per target which runs met it."""
     rows = []
     for run in run_folders(folder):
-        meta = json.loads((run / "meta.json").read_text())
+        meta = results.read_meta(run)
         v = summarise(run, step_threshold)["variants"]
         glibc = v["glibc"]["median_floor_bytes"]
         rows.append(

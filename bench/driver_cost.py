@@ -59,9 +59,9 @@ def main() -> None:
     print(f"{'tag':<8} {'client s/1k':>12} {'server s/1k':>12} {'client/server':>14}")
     with start_server("glibc", extra_args=("--sleep-ms", "0")) as server:
         for item in bench.items:
-            server_cpu0 = procfs.cpu_seconds(server.pid)
+            server_cpu0 = procfs.cpu(server.pid)["cpu_s"]
             result = load.run_load(bench, (item,), base=server.base_url)
-            server_cpu = procfs.cpu_seconds(server.pid) - server_cpu0
+            server_cpu = procfs.cpu(server.pid)["cpu_s"] - server_cpu0
             n = result.overall.total
             assert result.overall.successful == n, "requests failed; numbers would be meaningless"
             c, s = result.client_cpu_s * 1000 / n, server_cpu * 1000 / n
@@ -80,9 +80,9 @@ def main() -> None:
         str(contrast.offload_threads),
     )
     with start_server("glibc", extra_args=args_c) as server:
-        server_cpu0 = procfs.cpu_seconds(server.pid)
+        server_cpu0 = procfs.cpu(server.pid)["cpu_s"]
         result = load.run_load(bench_c, bench_c.items, base=server.base_url)
-        server_cpu = procfs.cpu_seconds(server.pid) - server_cpu0
+        server_cpu = procfs.cpu(server.pid)["cpu_s"] - server_cpu0
     assert result.overall.successful == result.overall.total, "requests failed"
     print(
         f"\ncontrast batch ({result.overall.total} requests, concurrency {contrast.concurrency}, "

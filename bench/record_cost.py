@@ -98,10 +98,10 @@ def service_cost(args, tmp: Path) -> None:
     from stair_stepper.launch import start_server
 
     with start_server("glibc") as server:
-        server0 = procfs.cpu_seconds(server.pid)
+        server0 = procfs.cpu(server.pid)["cpu_s"]
         child = ours(server.pid, tmp / "service.csv", args.interval, args.duration, server.base_url)
         cpu = cpu_of(child)
-        server_cpu = procfs.cpu_seconds(server.pid) - server0
+        server_cpu = procfs.cpu(server.pid)["cpu_s"] - server0
     print(
         f"with allocator polls: recorder {cpu:.2f} CPU s in {args.duration:.0f} s = "
         f"{cpu / args.duration:.2%} of a core; the server answered them with "

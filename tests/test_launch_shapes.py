@@ -27,7 +27,7 @@ from nixpkgs_shape import (
 )
 
 from stair_stepper import allocators
-from stair_stepper.launch import http_json
+from stair_stepper.client import Client
 
 
 @pytest.fixture(scope="module")
@@ -73,13 +73,13 @@ def serve_once(wrapper: Path, tmp_path: Path, *args: str) -> dict:
         url = json.loads(ready.read_text())["urls"][0]
         while True:
             try:
-                health = http_json(url + "/healthz", timeout=5)
+                health = Client(url).get("/healthz", timeout=5)
                 break
             except OSError:
                 assert time.monotonic() < deadline, log.read_text()
                 time.sleep(0.05)
         health["maps"] = allocators.allocator_in_maps(health["pid"])
-        health["memory"] = http_json(url + "/debug/memory")
+        health["memory"] = Client(url).get("/debug/memory")
         return health
     finally:
         process.terminate()

@@ -29,7 +29,7 @@ import pytest
 from conftest import TINY, real_drill, serve_flags
 
 from stair_stepper import allocators
-from stair_stepper.launch import http_json
+from stair_stepper.client import Client
 
 ROOT = Path(__file__).resolve().parent.parent
 STANDIN = Path(__file__).resolve().parent / "nix" / "standin"
@@ -193,7 +193,7 @@ def _nix_run_serves(standin: Path, app: str, tmp_path: Path) -> dict:
                 time.sleep(0.2)
             if ready.exists():
                 info = json.loads(ready.read_text())
-                health = http_json(info["urls"][0] + "/healthz")
+                health = Client(info["urls"][0]).get("/healthz")
                 health["maps"] = allocators.allocator_in_maps(health["pid"])
                 return health
         finally:

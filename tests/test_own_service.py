@@ -222,3 +222,94 @@ def test_a_fixed_port_command_gets_the_user_s_environment_and_the_allocator(tmp_
         "--allocators", "glibc,jemalloc", "--parallel", "--out", str(tmp_path / "never"),
     )  # fmt: skip
     assert refused.returncode == 2 and "cannot run side by side" in refused.stderr
+
+
+def test_a_fixed_port_command_runs_the_default_preset_one_variant_after_another(tmp_path):
+    """The default preset runs side by side; a command that binds one fixed port cannot, so
+    its variants run one after another, and the run says so in one line."""
+    from stair_stepper.launch import free_port
+
+    script, seen = tmp_path / "server.py", tmp_path / "seen.txt"
+    script.write_text(FIXED_PORT_SERVER)
+    bench = tmp_path / "get.yml"
+    bench.write_text(
+        "base: 'http://localhost:9'\niterations: 8\nconcurrency: 2\nplan:\n"
+        "  - name: listing\n    request:\n      url: /\n"
+    )
+    port = free_port()
+    folder = tmp_path / "r"
+    done = experiment(
+        "--command", f"{sys.executable} {script} {port} {seen}", "--port", str(port),
+        "--benchmark", str(bench), "--allocators", "glibc,jemalloc", "--batches", "1",
+        "--no-plot", "--out", str(folder),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    said = [line for line in done.stderr.splitlines() if f"fixed port {port}" in line]
+    assert said and "run one after another" in said[0], done.stderr
+    meta = json.loads((folder / "meta.json").read_text())
+    assert meta["config"]["preset"] == "contrast" and meta["config"]["parallel"] is False
+    glibc = read_trace(folder / "glibc.trace.csv").column("wall_time")
+    jemalloc = read_trace(folder / "jemalloc.trace.csv").column("wall_time")
+    assert glibc[-1] < jemalloc[0]  # one after another
+    assert_no_orphans(folder)
+
+
+@pytest.mark.parametrize("preset", ["contrast", "seed", "arenas", "quick"])
+def test_parallel_and_no_parallel_work_on_every_preset(preset):
+    import argparse
+
+    from stair_stepper import experiment as exp
+
+    parser = argparse.ArgumentParser()
+    exp.add_arguments(parser)
+    for flag, expected in (("--no-parallel", False), ("--parallel", True)):
+        config = exp.config_from_args(parser.parse_args(["--preset", preset, flag]))
+        assert config.parallel is expected and config.preset == preset
+
+
+# A server that is not Python: PYTHONMALLOC reaches its environment and does nothing.
+PERL_SERVER = r"""
+use IO::Socket::INET;
+my $server = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => $ARGV[0],
+                                   Listen => 64, ReuseAddr => 1) or die "listen: $!";
+while (my $client = $server->accept) {
+    while (my $line = <$client>) { last if $line =~ /^\r?\n$/; }
+    print $client "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok";
+    close $client;
+}
+"""
+
+
+def test_a_command_that_is_not_python_is_not_said_to_run_with_pythonmalloc(tmp_path):
+    import shutil
+
+    perl = shutil.which("perl")
+    if perl is None:
+        pytest.skip("no perl here for a server that is not Python")
+    script = tmp_path / "server.pl"
+    script.write_text(PERL_SERVER)
+    bench = tmp_path / "get.yml"
+    bench.write_text(
+        "base: 'http://localhost:9'\niterations: 4\nconcurrency: 1\nplan:\n"
+        "  - name: ok\n    request:\n      url: /\n"
+    )
+    folder = tmp_path / "r"
+    done = experiment(
+        "--command", f"{perl} {script} {{port}}", "--benchmark", str(bench),
+        "--allocators", "glibc", "--preset", "quick", "--out", str(folder),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    meta = json.loads((folder / "meta.json").read_text())
+    assert meta["variants"]["glibc"]["health"]["python"] is False
+    assert "PYTHONMALLOC" not in (folder / "summary.md").read_text()
+    assert "PYTHONMALLOC" not in (folder / "memory.svg").read_text()
+    assert "PYTHONMALLOC" not in done.stderr.splitlines()[0]
+    python = experiment(
+        "--command", f"{sys.executable} -m http.server --bind 127.0.0.1 {{port}}",
+        "--benchmark", str(bench), "--allocators", "glibc", "--preset", "quick",
+        "--no-plot", "--out", str(tmp_path / "py"),
+    )  # fmt: skip
+    assert python.returncode == 0, python.stderr
+    meta = json.loads((tmp_path / "py" / "meta.json").read_text())
+    assert meta["variants"]["glibc"]["health"]["python"] is True
+    assert "PYTHONMALLOC=malloc" in (tmp_path / "py" / "summary.md").read_text()

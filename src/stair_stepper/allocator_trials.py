@@ -68,3 +68,13 @@ def format_table(rows: list[dict]) -> str:
         "  ".join([*(str(c).ljust(w) for c, w in zip(line, widths, strict=False)), str(line[3])])
         for line in lines
     )
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def run_args(args) -> int:
+    rows = try_all()
+    print(json.dumps(rows, indent=2) if args.json else format_table(rows))
+    return 0

@@ -15,6 +15,7 @@ import subprocess
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import yaml
 
@@ -32,6 +33,38 @@ class BatchOutcome:
     p50_ms: float | None
     p99_ms: float | None
     p99_9_ms: float | None
+
+
+class Workload(NamedTuple):
+    """What one batch sends: the benchmark, its selected items and the tags that chose them."""
+
+    bench: drillfile.Benchmark
+    items: tuple[drillfile.RequestItem, ...]
+    tags: str | None = None
+
+    @property
+    def requests(self) -> int:
+        return self.bench.total_requests(self.items)
+
+    @property
+    def names(self) -> list[str]:
+        return [i.name for i in self.items]
+
+
+def run_batch(
+    driver: str,
+    workload: Workload,
+    base: str,
+    folder: Path,
+    name: str,
+    cancel: threading.Event | None = None,
+    progress: load.ProgressFn | None = None,
+) -> BatchOutcome:
+    """One batch against ``base`` by the built-in driver or by real drill (``--driver``)."""
+    if driver == "drill":
+        log = folder / f"{name}.drill.log"
+        return run_drill(workload.bench, base, folder, workload.tags, log, name, cancel)
+    return run_builtin(workload.bench, workload.items, base, progress, cancel)
 
 
 def resolve(driver: str) -> str:

@@ -1,10 +1,12 @@
 """Start a server child, ``stair-stepper serve`` or a user's ``--command``, and wait until it
 answers.
 
-Used by the experiment and by the tests, so both start servers the same way: an
-ephemeral loopback port, a ready file for the real port and pid (``serve``), the health
-endpoint polled until it answers, for a command the allocator proven in every process of
-its tree that listens, and a stop that never leaves an orphan behind.
+Used by the experiment and by the tests, so both start servers the same way: one spawn
+(its own session, dying with us, its output into a log file), one wait (until the health
+endpoint answers, the child dies, the time is up or the run is stopped), and one stop
+that never leaves an orphan behind. ``serve`` writes a ready file with its real port and
+pid; for a command, the allocator is then proven in every process of its tree that
+listens on the port.
 """
 
 from __future__ import annotations
@@ -16,20 +18,14 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
-import urllib.error
-import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import selfexec, service
-from .errors import UserError
-
-
-def http_json(url: str, method: str = "GET", timeout: float = 10.0) -> dict:
-    request = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        return json.loads(response.read())
+from . import client, selfexec, service
+from .errors import Stopped, UserError
 
 
 @dataclass
@@ -43,17 +39,21 @@ class RunningServer:
     #: a --command server: stopped with its whole process group (its workers, a shell's child)
     group: bool = False
 
+    def __post_init__(self) -> None:
+        self.client = client.Client(self.base_url)
+
     def alive(self) -> bool:
         return self.process.poll() is None
 
     def get(self, path: str, timeout: float = 10.0) -> dict:
-        return http_json(self.base_url + path, timeout=timeout)
+        return self.client.get(path, timeout)
 
     def post(self, path: str, timeout: float = 30.0) -> dict:
-        return http_json(self.base_url + path, method="POST", timeout=timeout)
+        return self.client.post(path, timeout)
 
     def stop(self, timeout: float = 10.0) -> int | None:
-        """SIGTERM, then SIGKILL after ``timeout``; returns the exit code."""
+        """SIGTERM (to the group, for a command), then SIGKILL after ``timeout``; the exit code."""
+        self.client.close()
         if self.group:
             selfexec.stop_group(self.process, timeout)
         elif self.process.poll() is None:
@@ -75,9 +75,102 @@ class RunningServer:
         self.stop()
 
 
-def _spawn(command: list[str], env: dict, log_path: Path | None):
-    """A server child in its own session, dying with us, its output into a file (never a
-    pipe nobody reads: it would block); UserError if it cannot be started at all."""
+def start_variant(
+    variant: str, config, port: int, log_path: Path, cancel: threading.Event
+) -> RunningServer:
+    """A variant's server for an experiment (``config``: a ``presets.Config``), either kind:
+    ``serve`` with the widget app or the user's ``--app``, or the user's ``--command``."""
+    from . import allocators
+
+    if config.command:
+        var = allocators.variant(variant)
+        return start_command(
+            config.command,
+            variant,
+            env=allocators.server_env(var, config.python_malloc),
+            allocator=var.allocator.name,
+            port=port,
+            health_path=config.health_path,
+            log_path=log_path,
+            cancel=cancel,
+        )
+    args = ["--python-malloc", config.python_malloc]
+    if config.app:
+        args += ["--app", config.app, "--app-dir", str(Path(config.app_dir or ".").resolve())]
+    else:
+        args += [
+            "--sleep-ms",
+            str(config.sleep_ms),
+            "--offload-threads",
+            str(config.offload_threads),
+        ]
+    return start_server(
+        variant, port=port, extra_args=tuple(args), log_path=log_path, cancel=cancel
+    )
+
+
+def start_server(
+    variant: str = "glibc",
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    extra_args: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
+    log_path: Path | None = None,
+    timeout: float = 60.0,
+    cancel: threading.Event | None = None,
+) -> RunningServer:
+    """``stair-stepper serve`` on ``variant``; returns once its health endpoint answers."""
+    ready = Path(tempfile.mkdtemp(prefix="stair-stepper-")) / "ready.json"
+    bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    args = ["serve", "--allocator", variant, "--bind", bind, "--ready-file", str(ready)]
+    command, child_env = selfexec.python_command("stair_stepper", [*args, *extra_args], env)
+
+    def probe() -> tuple[str, dict] | None:
+        if not ready.exists():
+            return None
+        base = json.loads(ready.read_text())["urls"][0]
+        host_, port_ = base.removeprefix("http://").rsplit(":", 1)
+        health = client.answers(host_.strip("[]"), int(port_), service.HEALTH)
+        return (base, health) if health else None
+
+    try:
+        server = _start(
+            command,
+            child_env,
+            log_path,
+            f"the {variant} server",
+            f"{service.HEALTH}",
+            probe,
+            timeout,
+            cancel,
+        )
+    finally:
+        for path in (ready, ready_tmp(ready)):
+            path.unlink(missing_ok=True)
+        ready.parent.rmdir()
+    server.pid = server.health["pid"]
+    return server
+
+
+def ready_tmp(ready: Path) -> Path:
+    """Where ``serve`` writes its ready file first (then renames it: never read half-written)."""
+    return ready.with_suffix(".tmp")
+
+
+def _start(
+    command: list[str],
+    env: dict,
+    log_path: Path | None,
+    what: str,
+    awaited: str,
+    probe: Callable[[], tuple[str, dict] | None],
+    timeout: float,
+    cancel: threading.Event | None,
+    group: bool = False,
+) -> RunningServer:
+    """Spawn ``command`` and wait until ``probe()`` gives (base URL, health); a UserError that
+    names the cause if it dies, never answers, or cannot be started; Stopped if ``cancel``."""
     log_handle = open(log_path, "a+b") if log_path else tempfile.TemporaryFile()  # noqa: SIM115
     try:
         process = subprocess.Popen(
@@ -91,63 +184,34 @@ def _spawn(command: list[str], env: dict, log_path: Path | None):
     except OSError as exc:
         log_handle.close()
         raise UserError(f"cannot start {command[0]}: {exc.strerror}.") from None
-    return process, log_handle
-
-
-def start_server(
-    variant: str = "glibc",
-    *,
-    host: str = "127.0.0.1",
-    port: int = 0,
-    extra_args: tuple[str, ...] = (),
-    env: dict[str, str] | None = None,
-    log_path: Path | None = None,
-    timeout: float = 60.0,
-) -> RunningServer:
-    """Start a server and return once its health endpoint answers (UserError if never)."""
-    ready = Path(tempfile.mkdtemp(prefix="stair-stepper-")) / "ready.json"
-    bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    args = ["serve", "--allocator", variant, "--bind", bind, "--ready-file", str(ready)]
-    command, child_env = selfexec.python_command("stair_stepper", [*args, *extra_args], env)
-    process, log_handle = _spawn(command, child_env, log_path)
-    server = None
+    server = RunningServer(process, "", process.pid, {}, log_path, log_handle, group)
     deadline = time.monotonic() + timeout
     try:
-        while time.monotonic() < deadline:
+        while True:
             if process.poll() is not None:
-                raise UserError(_died_message(variant, process, log_handle))
-            if ready.exists():
-                info = json.loads(ready.read_text())
-                base = info["urls"][0]
-                try:
-                    health = http_json(base + service.HEALTH, timeout=2)
-                except (urllib.error.URLError, OSError, ValueError):
-                    time.sleep(0.05)
-                    continue
-                server = RunningServer(process, base, health["pid"], health, log_path, log_handle)
+                raise UserError(_died_message(what, process, log_handle))
+            if cancel is not None and cancel.is_set():
+                raise Stopped(f"{what} was stopped while starting.")
+            found = probe()
+            if found is not None:
+                server.base_url, server.health = found
+                server.client = client.Client(server.base_url)
                 return server
+            if time.monotonic() > deadline:
+                raise UserError(f"{what} did not answer {awaited} within {timeout:.0f} s.")
             time.sleep(0.05)
-        raise UserError(
-            f"the {variant} server did not answer {service.HEALTH} within {timeout:.0f} s."
-        )
-    finally:
-        if server is None:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-            log_handle.close()
-        ready.unlink(missing_ok=True)
-        ready.with_suffix(".tmp").unlink(missing_ok=True)
-        ready.parent.rmdir()
+    except BaseException:
+        server.stop(timeout=5)
+        raise
 
 
-def _died_message(variant: str, process: subprocess.Popen, log_handle, what: str = "server") -> str:
+def _died_message(what: str, process: subprocess.Popen, log_handle) -> str:
     log_handle.flush()
     log_handle.seek(0)
     text = log_handle.read().decode(errors="replace")
     lines = [line for line in text.strip().splitlines() if line.strip()]
     last = lines[-1] if lines else f"exit code {process.returncode}"
-    return f"the {variant} {what} exited at start-up: {last.removeprefix('stair-stepper: ')}"
+    return f"{what} exited at start-up: {last.removeprefix('stair-stepper: ')}"
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -181,92 +245,81 @@ def command_line(template: str, host: str, port: int) -> list[str]:
     return [w.replace("{host}", host).replace("{port}", str(port)) for w in words]
 
 
-def _answers(host: str, port: int, health_path: str | None) -> dict | None:
-    """The health check's answer ({} for a TCP connect), or None while it does not answer."""
-    import http.client
-
-    try:
-        if health_path is None:
-            with socket.create_connection((host, port), timeout=1):
-                return {}
-        conn = http.client.HTTPConnection(host, port, timeout=2)
-        try:
-            conn.request("GET", health_path)
-            response = conn.getresponse()
-            response.read()
-        finally:
-            conn.close()
-    except (OSError, http.client.HTTPException):
-        return None
-    return {"status": response.status} if 200 <= response.status < 400 else None
-
-
 def start_command(
     template: str,
     variant: str,
     *,
-    python_malloc: str = "pymalloc",
+    env: dict[str, str],
+    allocator: str,
     port: int = 0,
     health_path: str | None = None,
     log_path: Path | None = None,
     timeout: float = 60.0,
+    cancel: threading.Event | None = None,
 ) -> RunningServer:
-    """Start any HTTP server (``--command``) on ``variant``'s allocator and wait until it
-    answers; then prove the allocator in every process of its tree that holds the
-    listening socket. Its own session: stopping it stops its whole process group."""
-    from . import allocators, procfs
-
+    """Start any HTTP server (``--command``) in ``env`` (the user's environment plus the
+    variant's) and wait until it answers; then prove ``allocator`` in every process of its
+    tree that holds the listening socket. Its own session: stopping it stops its group."""
     host = "127.0.0.1"
     check_port(template, port)
     port = port or free_port(host)
     command = command_line(template, host, port)
-    var = allocators.variant(variant)
-    env = allocators.server_env(var, python_malloc)  # the user's own environment, plus these
-    process, log_handle = _spawn(command, env, log_path)
-    server = RunningServer(process, f"http://{host}:{port}", process.pid, {}, log_path,
-                           log_handle, group=True)  # fmt: skip
-    started = False
+    awaited = f"GET {health_path}" if health_path else f"a connection on port {port}"
+
+    def probe() -> tuple[str, dict] | None:
+        answer = client.answers(host, port, health_path)
+        return None if answer is None else (f"http://{host}:{port}", answer)
+
+    server = _start(
+        command,
+        env,
+        log_path,
+        f"the {variant} command",
+        awaited,
+        probe,
+        timeout,
+        cancel,
+        group=True,
+    )
     try:
-        deadline = time.monotonic() + timeout
-        answer = None
-        while answer is None:
-            if process.poll() is not None:
-                raise UserError(_died_message(variant, process, log_handle, "command"))
-            if time.monotonic() > deadline:
-                what = f"GET {health_path}" if health_path else f"a connection on port {port}"
-                raise UserError(f"the {variant} command did not answer {what} in {timeout:.0f} s.")
-            answer = _answers(host, port, health_path)
-            if answer is None:
-                time.sleep(0.1)
-        serving = listeners(port, [process.pid, *procfs.descendants(process.pid)])
-        if not serving:
-            raise UserError(
-                f"port {port} answers, but no process started by the {variant} command "
-                "listens on it (is another server using that port?)."
-            )
-        found = {pid: allocators.allocator_in_maps(pid) for pid in serving}
-        wrong = {pid: a for pid, a in found.items() if a != var.allocator.name}
-        if wrong:
-            pid, seen = next(iter(wrong.items()))
-            raise UserError(
-                f"asked for {var.allocator.name} but process {pid} of the command has {seen} "
-                "mapped: LD_PRELOAD did not reach it (a static or setuid binary, or an "
-                "environment reset); refusing to run under a wrong label."
-            )
-        server.health = {
-            "pid": process.pid,
-            "command": command,
-            "health": answer,
-            "serving_pids": serving,
-            "allocator_by_pid": {str(p): a for p, a in found.items()},
-            "malloc_provider": f"{var.allocator.name} in {len(serving)} serving process(es), "
-            "from /proc/<pid>/maps",
-        }
-        started = True
-        return server
-    finally:
-        if not started:
-            server.stop(timeout=5)
+        server.health = _prove_tree(server, port, variant, allocator, command)
+    except BaseException:
+        server.stop(timeout=5)
+        raise
+    return server
+
+
+def _prove_tree(server: RunningServer, port: int, variant: str, allocator: str, command) -> dict:
+    """Which processes of the command serve ``port``, and that each has ``allocator`` mapped."""
+    from . import allocators, procfs
+
+    answer = server.health
+    pid = server.process.pid
+    serving = listeners(port, [pid, *procfs.descendants(pid)])
+    if not serving:
+        raise UserError(
+            f"port {port} answers, but no process started by the {variant} command "
+            "listens on it (is another server using that port?)."
+        )
+    found = {p: allocators.allocator_in_maps(p) for p in serving}
+    wrong = {p: a for p, a in found.items() if a != allocator}
+    if wrong:
+        p, seen = next(iter(wrong.items()))
+        raise UserError(
+            f"asked for {allocator} but process {p} of the command has {seen} "
+            "mapped: LD_PRELOAD did not reach it (a static or setuid binary, or an "
+            "environment reset); refusing to run under a wrong label."
+        )
+    return {
+        "pid": pid,
+        "command": command,
+        "health": answer,
+        "serving_pids": serving,
+        "allocator_by_pid": {str(p): a for p, a in found.items()},
+        "python": all(procfs.runs_python(p) for p in serving),
+        "malloc_provider": f"{allocator} in {len(serving)} serving process(es), "
+        "from /proc/<pid>/maps",
+    }
 
 
 def listeners(port: int, pids: list[int]) -> list[int]:

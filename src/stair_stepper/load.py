@@ -309,3 +309,59 @@ def format_stats(result: LoadResult) -> str:
     lines.append("")
     lines.extend(f"{label:<25} {value}" for label, value in global_rows)
     return "\n".join(lines)
+
+
+def add_arguments(p) -> None:
+    """``load``'s flags."""
+    import argparse
+
+    from .validate import flag, positive_float, positive_int
+
+    p.add_argument("--benchmark", "-b", required=True, help="drill benchmark file")
+    p.add_argument("--tags", help="run only items with these tags (comma-separated)")
+    p.add_argument("--skip-tags", help="skip items with these tags")
+    p.add_argument("--stats", "-s", action="store_true", help="print drill-style statistics")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress output")
+    p.add_argument("--iterations", type=flag(positive_int), help="override the file's iterations")
+    p.add_argument("--concurrency", type=flag(positive_int), help="override the file's concurrency")
+    p.add_argument("--base", help="override the file's base URL")
+    p.add_argument(
+        "--timeout", type=flag(positive_float), default=120.0, help="per-request timeout, seconds"
+    )
+    p.add_argument("--json", metavar="FILE", help="write the statistics as JSON")
+    p.add_argument("--allow-non-loopback", action="store_true", help=argparse.SUPPRESS)
+
+
+def run_args(args) -> int:
+    import json
+    from pathlib import Path
+
+    from . import drillfile
+
+    bench = drillfile.read_benchmark(
+        args.benchmark, iterations=args.iterations, concurrency=args.concurrency, base=args.base
+    )
+    items = drillfile.select(bench, args.tags, args.skip_tags)
+    for warning in bench.warnings:
+        print(f"warning: {bench.path}: {warning}", file=sys.stderr)
+    if not args.quiet:
+        names = ", ".join(i.name for i in items)
+        print(
+            f"{bench.iterations} iterations x {len(items)} items ({names}) = "
+            f"{bench.total_requests(items)} requests, concurrency {bench.concurrency}, "
+            f"base {args.base or bench.base}",
+            file=sys.stderr,
+        )
+    result = run_load(
+        bench,
+        items,
+        base=args.base,
+        timeout=args.timeout,
+        progress=None if args.quiet else ProgressBar(),
+        allow_non_loopback=args.allow_non_loopback,
+    )
+    if args.stats:
+        print(format_stats(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result.to_json(), indent=2) + "\n")
+    return 0

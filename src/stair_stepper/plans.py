@@ -180,3 +180,29 @@ def generate(out: Path, sizes: dict[str, int], seed: int | None = None) -> list[
         path.write_text(plan_yaml(tag, make_body(target, seed)), encoding="ascii")
         written.append(path)
     return written
+
+
+def add_arguments(p) -> None:
+    """``plans generate``'s flags."""
+    from .validate import flag, non_negative_int
+
+    actions = p.add_subparsers(dest="plans_command", required=True, metavar="ACTION")
+    g = actions.add_parser("generate", help="write plans/<tag>.yml with deterministic bodies")
+    g.add_argument("--out", default="plans", help="folder to write (default plans/)")
+    g.add_argument("--seed", type=flag(non_negative_int), help="random seed (default: fixed)")
+    g.add_argument(
+        "--size",
+        action="append",
+        metavar="TAG=BYTES",
+        help="add or resize a tag, e.g. huge=5mb (repeatable)",
+    )
+    g.add_argument("--only", metavar="TAGS", help="write only these tags (comma-separated)")
+
+
+def run_args(args) -> int:
+    sizes = parse_sizes(args.size)
+    if args.only:
+        sizes = {tag: n for tag, n in sizes.items() if tag in args.only.split(",")}
+    for path in generate(Path(args.out), sizes, args.seed):
+        print(f"wrote {path} ({path.stat().st_size} bytes)")
+    return 0

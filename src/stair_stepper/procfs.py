@@ -20,7 +20,18 @@ _PAGE = os.sysconf("SC_PAGE_SIZE")
 _HWM = re.compile(rb"^VmHWM:\s+(\d+)", re.MULTILINE)
 _ROLLUP = re.compile(rb"^(Pss|Private_Clean|Private_Dirty):\s+(\d+)", re.MULTILINE)
 #: the columns a tree sample sums over its processes (the CSV's header comment says so)
-SUMMED = ("rss_bytes", "rss_anon_bytes", "peak_rss_bytes", "pss_bytes", "uss_bytes", "cpu_s")
+SUMMED = (
+    "rss_bytes",
+    "rss_anon_bytes",
+    "peak_rss_bytes",
+    "pss_bytes",
+    "uss_bytes",
+    "cpu_s",
+    "cpu_user_s",
+    "cpu_system_s",
+    "minor_faults",
+    "major_faults",
+)
 
 
 class ProcessGone(Exception):
@@ -52,9 +63,28 @@ def _read(path: str) -> bytes:
         os.close(fd)
 
 
-def _cpu(stat: bytes) -> float:
-    fields = stat[stat.rindex(b")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+def _fields(stat: bytes) -> list[bytes]:
+    """/proc/<pid>/stat after the command name (which may hold spaces and parentheses):
+    [0] state, [7] minflt, [9] majflt, [11] utime, [12] stime (proc(5))."""
+    return stat[stat.rindex(b")") + 2 :].split()
+
+
+def _gone(fields: list[bytes]) -> bool:
+    """A zombie or a dead process: it has no memory left to read."""
+    return fields[0] in (b"Z", b"X")
+
+
+def _cpu(stat: bytes) -> dict[str, float | int]:
+    """CPU seconds (user, system, and both) and page faults (minor, major) so far."""
+    fields = _fields(stat)
+    user, system = int(fields[11]) / _CLK_TCK, int(fields[12]) / _CLK_TCK
+    return {
+        "cpu_s": user + system,
+        "cpu_user_s": user,
+        "cpu_system_s": system,
+        "minor_faults": int(fields[7]),
+        "major_faults": int(fields[9]),
+    }
 
 
 def _rollup(pid: int) -> dict[str, int | None]:
@@ -97,7 +127,8 @@ class Watch:
             raise
 
     def sample(self, rollup: bool = True) -> dict[str, int | float | None]:
-        """RSS, anonymous RSS, CPU seconds and, with ``rollup``, peak RSS, PSS and USS.
+        """RSS, anonymous RSS, CPU seconds (user, system), page faults and, with ``rollup``,
+        peak RSS, PSS and USS.
 
         statm's resident and shared pages are the kernel's own counters behind status's
         VmRSS and RssFile + RssShmem, so anonymous RSS is their difference, exactly.
@@ -105,12 +136,12 @@ class Watch:
         pages = _pread(self._statm, self._statm_path).split()
         resident, shared = int(pages[1]), int(pages[2])
         stat = _pread(self._stat, self._stat_path)
-        if resident == 0 and stat[stat.rindex(b")") + 2 : stat.rindex(b")") + 3] in b"ZX":
-            raise ProcessGone(self._stat_path)  # a zombie has no memory left
+        if resident == 0 and _gone(_fields(stat)):
+            raise ProcessGone(self._stat_path)
         row: dict[str, int | float | None] = {
             "rss_bytes": resident * _PAGE,
             "rss_anon_bytes": (resident - shared) * _PAGE,
-            "cpu_s": _cpu(stat),
+            **_cpu(stat),
         }
         row.update(_rollup(self.pid) if rollup else _NOT_ROLLED)
         return row
@@ -213,14 +244,29 @@ def memory(pid: int, rollup: bool = True) -> dict[str, int | float | None]:
         watch.close()
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time the process has used so far."""
+def cpu(pid: int) -> dict[str, float | int]:
+    """CPU seconds (user, system, both) and page faults the process has had so far."""
     return _cpu(_read(f"/proc/{pid}/stat"))
 
 
 def alive(pid: int) -> bool:
     try:
-        state = _read(f"/proc/{pid}/stat")
+        return not _gone(_fields(_read(f"/proc/{pid}/stat")))
     except ProcessGone:
         return False
-    return state[state.rindex(b")") + 2 : state.rindex(b")") + 3] not in (b"Z", b"X")
+
+
+def runs_python(pid: int) -> bool:
+    """Is the process a CPython interpreter (so that PYTHONMALLOC means something to it)? Its
+    executable is named python… or it maps libpython (a shared-library build)."""
+    try:
+        exe = os.path.basename(os.readlink(f"/proc/{pid}/exe"))
+    except OSError:
+        exe = ""
+    if re.fullmatch(r"python[\d.]*", exe):
+        return True
+    try:
+        with open(f"/proc/{pid}/maps", encoding="utf-8", errors="replace") as maps:
+            return any("/libpython" in line for line in maps)
+    except OSError:
+        return False

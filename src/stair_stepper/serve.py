@@ -47,6 +47,87 @@ class ServeOptions:
     app_dir: str | None = None
 
 
+def add_arguments(p) -> None:
+    """``serve``'s flags."""
+    from .validate import flag, non_negative_int, positive_int
+
+    count = flag(non_negative_int)
+    p.add_argument(
+        "--allocator",
+        default="glibc",
+        metavar="VARIANT",
+        help=f"allocator variant: {', '.join(allocators.VARIANTS)} (default glibc)",
+    )
+    p.add_argument(
+        "--bind",
+        action="append",
+        metavar="HOST:PORT",
+        help="address to listen on, repeatable (default localhost:3000, which means "
+        "127.0.0.1 and ::1)",
+    )
+    p.add_argument(
+        "--sleep-ms",
+        type=count,
+        help="simulated database time per request (default: $SLEEP_MS or 150)",
+    )
+    p.add_argument(
+        "--python-malloc",
+        choices=allocators.PYTHON_MALLOC_MODES,
+        default="pymalloc",
+        help="'malloc' sets PYTHONMALLOC=malloc so small objects reach the allocator",
+    )
+    p.add_argument(
+        "--workers", type=flag(positive_int), default=1, help="Hypercorn worker processes"
+    )
+    p.add_argument(
+        "--offload-threads",
+        type=count,
+        help="parse/copy/serialise in N worker threads (0: on the event loop)",
+    )
+    p.add_argument(
+        "--max-body-bytes", type=count, help="largest accepted request body (default 64 MiB)"
+    )
+    p.add_argument("--ready-file", help="write pid and URLs as JSON here once listening")
+    p.add_argument("--access-log", action="store_true", help="log every request to stderr")
+    p.add_argument(
+        "--public",
+        action="store_true",
+        help="allow a non-loopback --bind (allocator internals then need --debug-endpoints)",
+    )
+    p.add_argument(
+        "--debug-endpoints",
+        action="store_true",
+        help="with --public: keep the memory and trim endpoints on",
+    )
+    p.add_argument(
+        "--app",
+        metavar="MODULE:ATTR",
+        help="serve your own ASGI or WSGI application instead of the widget app "
+        "(MODULE:factory() calls a factory); the memory endpoints are under "
+        "/__stair_stepper__/",
+    )
+    p.add_argument("--app-dir", metavar="DIR", help="import --app from here (default: .)")
+
+
+def run_args(args) -> int:
+    options = ServeOptions(
+        variant=args.allocator,
+        binds=tuple(args.bind or [DEFAULT_BIND]),
+        sleep_ms=args.sleep_ms,
+        python_malloc=args.python_malloc,
+        workers=args.workers,
+        offload_threads=args.offload_threads,
+        max_body_bytes=args.max_body_bytes,
+        ready_file=args.ready_file,
+        access_log=args.access_log,
+        public=args.public,
+        debug_endpoints=args.debug_endpoints,
+        app=args.app,
+        app_dir=args.app_dir,
+    )
+    return serve(options, args.argv)
+
+
 def parse_bind(bind: str) -> tuple[str, int]:
     host, sep, port = bind.rpartition(":")
     if not sep or not host:

@@ -14,9 +14,9 @@ biggest member's RSS in ``largest_rss_bytes``. Readers skip leading ``#`` lines.
 
 from __future__ import annotations
 
+import collections
 import csv
 import io
-import operator
 from pathlib import Path
 
 TRACE_COLUMNS = (
@@ -33,6 +33,10 @@ TRACE_COLUMNS = (
     "held_bytes",
     "processes",
     "largest_rss_bytes",
+    "cpu_user_s",
+    "cpu_system_s",
+    "minor_faults",
+    "major_faults",
 )
 BATCH_COLUMNS = (
     "batch",
@@ -52,7 +56,11 @@ BATCH_COLUMNS = (
     "pause_requests",
     "idle_requests_sent",
 )
+#: one batch and the pause after it, as ``<variant>.batches.csv`` holds it (every field a column)
+BatchRow = collections.namedtuple("BatchRow", BATCH_COLUMNS, defaults=(None,) * len(BATCH_COLUMNS))
+
 FLOAT_COLUMNS = {"t_s", "wall_time", "cpu_s", "start_s", "end_s", "pause_end_s", "pause_s"}
+FLOAT_COLUMNS |= {"cpu_user_s", "cpu_system_s"}
 FLOAT_COLUMNS |= {"requests_per_second", "p50_ms", "p99_ms", "p99_9_ms"}
 TEXT_COLUMNS = {"phase"}
 
@@ -95,12 +103,13 @@ class RowWriter:
                 self._file.write(f"# {comment}\n")
             self._writer.writerow(columns)
             self._file.flush()
-        self.rows = 0
 
-    def write(self, row: dict) -> None:
+    def write(self, row) -> None:
+        """One row: a mapping, or a named tuple such as ``BatchRow``."""
+        if hasattr(row, "_asdict"):
+            row = row._asdict()
         self._writer.writerow([_cell(row.get(k)) for k in self.columns])
         self._file.flush()
-        self.rows += 1
 
     def close(self) -> None:
         if not self._file.closed:
@@ -181,7 +190,12 @@ class Table:
 
 
 def read_table(path: Path, required: tuple[str, ...]) -> Table:
-    """Read a trace or batches CSV; unreadable rows are skipped and reported."""
+    """Read a trace or batches CSV, tolerating what a crash or damage leaves behind.
+
+    One rule for every file: a line with the wrong number of cells is dropped with a
+    warning (a truncated last line says so), and a cell that is not a number becomes an
+    empty one, with a warning naming the column and the line; the rest of that row is kept.
+    """
     path = Path(path)
     try:
         if path.suffix == ".gz":  # published folders keep their traces compressed
@@ -197,60 +211,49 @@ def read_table(path: Path, required: tuple[str, ...]) -> Table:
     if not text.strip():
         raise TraceError(f"{path} is empty.")
     truncated = not text.endswith("\n")
+    skipped = 0
     while text.startswith("#"):  # a tree recording says which columns are sums
         text = text.partition("\n")[2]
+        skipped += 1
     if not text.strip():
         raise TraceError(f"{path} has no header.")
-    if '"' not in text and _read_fast(table, text, required):
-        return table
-    reader = csv.reader(io.StringIO(text))
-    header = next(reader)
+    header, body = _split(text)
     missing = [c for c in required if c not in header]
     if missing:
         raise TraceError(f"{path} is not a stair-stepper CSV (no column {missing[0]!r}).")
-    body = list(reader)
-    table.columns = {name: [] for name in header}
-    for number, cells in enumerate(body, start=2):
-        last = number == len(body) + 1
-        if len(cells) != len(header):
-            if last and truncated:
-                table.warnings.append(f"{path.name}: dropped a truncated last line.")
-            else:
-                table.warnings.append(f"{path.name}: skipped malformed line {number}.")
-            continue
-        try:
-            values = [_parse(name, cell) for name, cell in zip(header, cells, strict=True)]
-        except ValueError:
-            reason = "truncated last" if last and truncated else f"unreadable line {number}"
-            table.warnings.append(f"{path.name}: dropped {reason} line.")
-            continue
-        for name, value in zip(header, values, strict=True):
-            table.columns[name].append(value)
+    width = len(header)
+    kept, lines = [], []
+    for number, cells in enumerate(body, start=2 + skipped):
+        if len(cells) == width:
+            kept.append(cells)
+            lines.append(number)
+        elif number == len(body) + 1 + skipped and truncated:
+            table.warnings.append(f"{path.name}: dropped a truncated last line.")
+        else:
+            table.warnings.append(f"{path.name}: skipped malformed line {number}.")
+    table.columns = {
+        name: _Unparsed([row[k] for row in kept], lines) for k, name in enumerate(header)
+    }
     return table
 
 
-def _read_fast(table: Table, text: str, required: tuple[str, ...]) -> bool:
-    """The usual file, read a column at a time: no quoted cell, every line whole. A 10-hour
-    trace is 360,000 lines; splitting the whole body at once and slicing it into columns
-    is four times faster than a row-by-row CSV reader. False: read it row by row instead."""
+def _split(text: str) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of cells. The usual file has no quoted cell: split at commas, which for
+    a 10-hour trace (360,000 lines) is four times faster than the csv module."""
+    if '"' in text:
+        rows = list(csv.reader(io.StringIO(text)))
+        return rows[0], rows[1:]
     lines = text.splitlines()
-    header = lines[0].split(",")
-    missing = [c for c in required if c not in header]
-    if missing:
-        raise TraceError(f"{table.path} is not a stair-stepper CSV (no column {missing[0]!r}).")
-    body = lines[1:]
-    width = len(header)
-    if any(count != width - 1 for count in map(operator.methodcaller("count", ","), body)):
-        return False  # a damaged or truncated line: the careful reader says which
-    cells = ",".join(body).split(",") if body else []
-    table.columns = {name: _Unparsed(cells[k::width]) for k, name in enumerate(header)}
-    return True
+    return lines[0].split(","), [line.split(",") for line in lines[1:]]
 
 
 class _Unparsed(list):
     """A column's cells as text until first asked for (``Table.column``): an analysis uses
-    five of a trace's thirteen columns. A cell that is not a number becomes an empty one,
-    with a warning (the row-by-row reader drops such rows; this reader has kept the rest)."""
+    five of a trace's columns. ``lines``: each cell's line in the file, for warnings."""
+
+    def __init__(self, cells: list[str], lines: list[int]) -> None:
+        super().__init__(cells)
+        self.lines = lines
 
     def parse(self, column: str, table: Table) -> list:
         try:
@@ -258,7 +261,7 @@ class _Unparsed(list):
         except ValueError:
             pass
         values = []
-        for number, cell in enumerate(self, start=2):
+        for number, cell in zip(self.lines, self, strict=True):
             try:
                 values.append(_parse(column, cell))
             except ValueError:
