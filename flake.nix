@@ -61,11 +61,13 @@
             ps.hypercorn
             ps.pyyaml
             ps.aiohttp
+            ps.psutil
             ps.matplotlib
           ];
           library = python.pkgs.buildPythonPackage {
             pname = "stair-stepper";
-            version = "0.1.0";
+            # the one version, pyproject.toml's (builtins.fromTOML: a Nix builtin since 2.3)
+            version = (builtins.fromTOML (builtins.readFile ./pyproject.toml)).project.version;
             pyproject = true;
             src = packageSrc;
             build-system = [ python.pkgs.setuptools ];

@@ -6,19 +6,17 @@ the data. Needs the ``[analysis]`` extra; nothing else in stair-stepper does.
 
 from __future__ import annotations
 
+import statistics
+import textwrap
 from pathlib import Path
 
 import matplotlib
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.collections import PolyCollection
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import statistics  # noqa: E402
-import textwrap  # noqa: E402
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.collections import PolyCollection  # noqa: E402
-
-from .summary import MB, WINDOW_S, floor_columns, glibc_version  # noqa: E402
+from .summary import MB, WINDOW_S, floor_columns, glibc_version
 
 COLORS = ("#d1495b", "#00798c", "#edae49", "#66a182", "#2e4057", "#8d96a3")
 
@@ -30,17 +28,24 @@ def save(fig, folder: Path, stem: str) -> list[Path]:
     files: ``bbox_inches="tight"`` would lay the figure out again for each. SVG text stays
     text (smaller, searchable, and much faster to write than glyph outlines)."""
     paths = []
-    plt.rcParams["svg.hashsalt"] = "stair-stepper"
-    plt.rcParams["svg.fonttype"] = "none"
     fig.set_dpi(130)
-    tight = fig.get_tightbbox(fig.canvas.get_renderer()).padded(0.1)
-    for ext in ("png", "svg"):
-        path = Path(folder) / f"{stem}.{ext}"
-        metadata = {"Software": None} if ext == "png" else {"Date": None, "Creator": None}
-        fig.savefig(path, dpi=130 if ext == "png" else None, bbox_inches=tight, metadata=metadata)
-        paths.append(path)
-    plt.close(fig)
+    with matplotlib.rc_context({"svg.hashsalt": "stair-stepper", "svg.fonttype": "none"}):
+        tight = fig.get_tightbbox(fig.canvas.get_renderer()).padded(0.1)
+        for ext in ("png", "svg"):
+            path = Path(folder) / f"{stem}.{ext}"
+            metadata = {"Software": None} if ext == "png" else {"Date": None, "Creator": None}
+            fig.savefig(
+                path, dpi=130 if ext == "png" else None, bbox_inches=tight, metadata=metadata
+            )
+            paths.append(path)
     return paths
+
+
+def new_figure(rows: int = 1, figsize=(10, 4.8), **kwargs):
+    """A figure of its own (no pyplot state shared between figures or threads) and its axes."""
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(rows, 1, **kwargs)
 
 
 def _title(summary: dict, what: str) -> str:
@@ -223,9 +228,7 @@ def _panel(ax, name: str, v, s: dict, color: str) -> None:
 def memory_figure(data: dict, summary: dict):
     """One panel per variant (shared y axis), for slides: readable at 100 % on a laptop."""
     n = max(1, len(data))
-    fig, axes = plt.subplots(
-        n, 1, figsize=(12, 2.4 * n + 1.6), sharex=True, sharey=True, squeeze=False
-    )
+    fig, axes = new_figure(n, (12, 2.4 * n + 1.6), sharex=True, sharey=True, squeeze=False)
     for i, (name, v) in enumerate(data.items()):
         _panel(axes[i][0], name, v, summary["variants"].get(name, {}), COLORS[i % len(COLORS)])
     axes[0][0].set_ylim(bottom=0)
@@ -250,7 +253,7 @@ def memory_figure(data: dict, summary: dict):
 
 def rss_overlay_figure(data: dict, summary: dict):
     """RSS of every variant on one axis, to compare them at a glance."""
-    fig, ax = plt.subplots(figsize=(12, 5))
+    fig, ax = new_figure(figsize=(12, 5))
     for i, (name, v) in enumerate(data.items()):
         ax.plot(
             *decimate(
@@ -287,7 +290,7 @@ def floors_by_batch(summary: dict, folder: Path) -> list[Path]:
     if n > MAX_BARS:
         return save(floors_as_lines(summary, n), folder, "floors")
     labels = ["baseline", *[f"after batch {i + 1}" for i in range(n)], "after trim"]
-    fig, ax = plt.subplots(figsize=(10, 4.8))
+    fig, ax = new_figure()
     width = 0.8 / max(1, len(variants))
     for i, (name, s) in enumerate(variants.items()):
         values = [s["baseline_bytes"], *s["floors_bytes"]]
@@ -323,7 +326,7 @@ def floors_as_lines(summary: dict, n: int):
     markers where the pause had not settled; 0 is the baseline, n + 1 after the trim."""
     from matplotlib.ticker import MaxNLocator
 
-    fig, ax = plt.subplots(figsize=(10, 4.8))
+    fig, ax = new_figure()
     for i, (name, s) in enumerate(summary["variants"].items()):
         color = COLORS[i % len(COLORS)]
         values = [s["baseline_bytes"], *s["floors_bytes"]]
@@ -356,7 +359,7 @@ def floors_across_runs(
 def floors_runs_figure(summaries: list[dict]):
     """Median line and min–max band of each variant's floors over several runs."""
     labels, columns = floor_columns(summaries)
-    fig, ax = plt.subplots(figsize=(10, 4.8))
+    fig, ax = new_figure()
     for i, (name, cells) in enumerate(columns.items()):
         color = COLORS[i % len(COLORS)]
         runs = sum(1 for s in summaries if name in s["variants"])
@@ -380,7 +383,7 @@ def floors_against_idle(table: dict, folder: Path, stem: str = "idle-traffic") -
     """Median settled floor (band: min–max over the runs) against idle requests per second.
 
     ``table``: idle rate -> a --repeat summary's ``variants``."""
-    fig, ax = plt.subplots(figsize=(10, 5))
+    fig, ax = new_figure(figsize=(10, 5))
     rates = sorted(table)
     positions = range(len(rates))
     names = [n for n in ("jemalloc", "jemalloc+bg") if all(n in table[r] for r in rates)]

@@ -167,16 +167,14 @@ def test_floors_across_runs_of_different_lengths_keep_their_columns(tmp_path):
 
 
 def test_assert_images_refuses_a_blank_figure(tmp_path):
-    import matplotlib.pyplot as plt
+    from stair_stepper.analysis.figures import COLORS, new_figure, save
 
-    from stair_stepper.analysis.figures import COLORS, save
-
-    fig, ax = plt.subplots(figsize=(10, 5))
+    fig, ax = new_figure(figsize=(10, 5))
     ax.set_title("an empty axis")
     save(fig, tmp_path, "blank")
     with pytest.raises(AssertionError):
         assert_images(tmp_path, ("blank",))
-    fig, ax = plt.subplots(figsize=(10, 5))
+    fig, ax = new_figure(figsize=(10, 5))
     ax.plot([0, 1, 2], [1, 3, 2], color=COLORS[0], lw=2)
     save(fig, tmp_path, "drawn")
     assert_images(tmp_path, ("drawn",))

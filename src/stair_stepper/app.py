@@ -23,7 +23,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from .service import ENV_DEBUG, ENV_VARIANT, Endpoints
+from .service import Endpoints, endpoints_from_env
 from .validate import non_negative_int
 
 DEFAULT_SLEEP_MS = 150
@@ -43,8 +43,6 @@ class Settings:
     sleep_ms: int = DEFAULT_SLEEP_MS
     offload_threads: int = 0
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-    variant: str | None = None
-    debug_endpoints: bool = True
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -55,8 +53,6 @@ class Settings:
             max_body_bytes=_non_negative_int(
                 ENV_MAX_BODY, env.get(ENV_MAX_BODY), DEFAULT_MAX_BODY_BYTES
             ),
-            variant=env.get(ENV_VARIANT) or None,
-            debug_endpoints=env.get(ENV_DEBUG, "1") != "0",
         )
 
     def to_env(self) -> dict[str, str]:
@@ -65,9 +61,6 @@ class Settings:
             ENV_OFFLOAD: str(self.offload_threads),
             ENV_MAX_BODY: str(self.max_body_bytes),
         }
-        if self.variant:
-            env[ENV_VARIANT] = self.variant
-        env[ENV_DEBUG] = "1" if self.debug_endpoints else "0"
         return env
 
 
@@ -121,8 +114,7 @@ def create_app(settings: Settings | None = None, endpoints: Endpoints | None = N
     from werkzeug.exceptions import HTTPException
 
     settings = Settings.from_env() if settings is None else settings
-    if endpoints is None:
-        endpoints = Endpoints("stair_stepper.app", settings.variant, settings.debug_endpoints)
+    endpoints = endpoints or endpoints_from_env("stair_stepper.app")
     app = Quart(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.config["BODY_TIMEOUT"] = 120
@@ -186,7 +178,7 @@ def create_app(settings: Settings | None = None, endpoints: Endpoints | None = N
             "offload_threads": settings.offload_threads,
         }
 
-    if not settings.debug_endpoints:
+    if not endpoints.internals:
         return app  # served publicly: no allocator internals, no trim for strangers
 
     @app.get("/debug/memory")

@@ -19,23 +19,30 @@ import time
 from urllib.parse import urlsplit
 
 
-def is_loopback(host: str) -> bool:
-    """True when every address ``host`` names is on this machine's loopback: the one rule for
-    what ``serve`` may bind without ``--public`` and what the load driver may send to."""
+def outside_loopback(host: str) -> str | None:
+    """The first address ``host`` names that is not on this machine's loopback ("" when it
+    names none at all); None when every address it names is loopback. The one rule for what
+    ``serve`` may bind without ``--public`` and what the load driver may send to."""
     host = host.strip("[]").split("%")[0]
     if host == "localhost":
-        return True
+        return None
     try:
-        return ipaddress.ip_address(host).is_loopback
+        return None if ipaddress.ip_address(host).is_loopback else host
     except ValueError:
         pass
     try:
         infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
     except OSError:
-        return False
-    return bool(infos) and all(
-        ipaddress.ip_address(i[4][0].split("%")[0]).is_loopback for i in infos
-    )
+        return ""
+    for info in infos:
+        address = ipaddress.ip_address(info[4][0].split("%")[0])
+        if not address.is_loopback:
+            return str(address)
+    return None if infos else ""
+
+
+def is_loopback(host: str) -> bool:
+    return outside_loopback(host) is None
 
 
 class Client:

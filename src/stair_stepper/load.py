@@ -11,10 +11,8 @@ reported like any other.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import math
 import resource
-import socket
 import statistics
 import sys
 import threading
@@ -55,24 +53,29 @@ class Samples:
     def figures(self) -> dict:
         values = sorted(self.durations_ms)
         n = len(values)
-
-        def quantile(q: float) -> float | None:
-            return values[max(0, math.ceil(q * n) - 1)] if n else None
-
         return {
             "total_requests": n,
             "successful_requests": self.successful,
             "failed_requests": n - self.successful,
-            "median_ms": statistics.median(values) if n else None,
+            "median_ms": percentile(values, 0.5),
             "mean_ms": statistics.fmean(values) if n else None,
             "stdev_ms": statistics.stdev(values) if n > 1 else 0.0 if n else None,
-            "p99_ms": quantile(0.99),
-            "p99_5_ms": quantile(0.995),
-            "p99_9_ms": quantile(0.999),
+            "p99_ms": percentile(values, 0.99),
+            "p99_5_ms": percentile(values, 0.995),
+            "p99_9_ms": percentile(values, 0.999),
             "max_ms": values[-1] if n else None,
             "status_counts": {str(k): v for k, v in sorted(self.statuses.items())},
             "errors": dict(self.errors),
         }
+
+
+def percentile(ordered: list[float], q: float) -> float | None:
+    """The nearest-rank percentile, the one definition used for every latency we report (the
+    median too): the smallest value with at least a share ``q`` of the samples at or below it
+    (HdrHistogram's, and so drill's, ``value_at_quantile`` is of the same kind)."""
+    if not ordered:
+        return None
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
 
 @dataclass
@@ -110,20 +113,19 @@ class LoadResult:
 
 def check_loopback(url: str) -> None:
     """Refuse targets that do not resolve to loopback only (this lab never loads anything else)."""
+    from .client import outside_loopback
+
     host = urlsplit(url).hostname
     if not host:
         raise UserError(f"{url!r} has no host.")
-    try:
-        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
-    except socket.gaierror:
-        raise UserError(f"cannot resolve {host!r}.") from None
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0].split("%")[0])
-        if not address.is_loopback:
-            raise UserError(
-                f"{host} resolves to {address}, which is not loopback; stair-stepper only loads "
-                "local servers (pass --allow-non-loopback if you really mean it)."
-            )
+    address = outside_loopback(host)
+    if address == "":
+        raise UserError(f"cannot resolve {host!r}.")
+    if address is not None:
+        raise UserError(
+            f"{host} resolves to {address}, which is not loopback; stair-stepper only loads "
+            "local servers (pass --allow-non-loopback if you really mean it)."
+        )
 
 
 @dataclass(frozen=True)

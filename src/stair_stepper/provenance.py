@@ -42,6 +42,21 @@ def nixpkgs() -> dict:
     return {"nixpkgs_rev": rev, "nix": "run through the flake" if rev else "not run through Nix"}
 
 
+def glibc_version() -> str | None:
+    """The C library that runs this process, as it reports itself (``gnu_get_libc_version``).
+    ``platform.libc_ver()`` reads ``sys.executable`` instead, which under nixpkgs'
+    ``python.withPackages`` is a small C wrapper (makeBinaryWrapper): its GLIBC symbol
+    version is not the glibc that runs."""
+    import ctypes
+
+    try:
+        fn = ctypes.CDLL(None).gnu_get_libc_version
+    except (AttributeError, OSError):
+        return None  # not glibc (musl has no such function)
+    fn.restype = ctypes.c_char_p
+    return fn().decode()
+
+
 def collect(allocator_rows: list[dict] | None = None) -> dict:
     """Everything about this machine and build that could change a memory result."""
     rev = _git("rev-parse", "HEAD")
@@ -49,14 +64,22 @@ def collect(allocator_rows: list[dict] | None = None) -> dict:
     return {
         "python": sys.version.split()[0],
         "python_implementation": platform.python_implementation(),
-        "glibc": platform.libc_ver()[1] or None,
+        "glibc": glibc_version(),
         "allocators": {
             row["name"]: {k: row[k] for k in ("available", "version", "library")}
             for row in (allocator_rows or [])
         },
         "packages": {
             name: _package_version(name)
-            for name in ("stair-stepper", "quart", "hypercorn", "aiohttp", "pyyaml", "matplotlib")
+            for name in (
+                "stair-stepper",
+                "quart",
+                "hypercorn",
+                "aiohttp",
+                "pyyaml",
+                "psutil",
+                "matplotlib",
+            )
         },
         "kernel": platform.release(),
         "machine": platform.machine(),

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import ipaddress
-import json
 import logging
 import os
 import socket
@@ -139,24 +137,11 @@ def parse_bind(bind: str) -> tuple[str, int]:
         raise UserError(f"--bind {bind!r} has no valid port number.") from None
 
 
-def is_loopback(host: str) -> bool:
-    """True when every address ``host`` names is on this machine's loopback."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        pass
-    try:
-        infos = socket.getaddrinfo(host, None)
-    except OSError:
-        return False
-    return bool(infos) and all(ipaddress.ip_address(i[4][0]).is_loopback for i in infos)
-
-
 def check_exposure(options: ServeOptions) -> None:
     """The service is built to waste memory and shows allocator internals: loopback only,
     unless the user says --public (and then /debug/* only with --debug-endpoints)."""
+    from .client import is_loopback
+
     exposed = [b for b in options.binds if not is_loopback(parse_bind(b)[0])]
     if exposed and not options.public:
         raise UserError(
@@ -238,8 +223,6 @@ def _widget_settings(options: ServeOptions):
         max_body_bytes=(
             env.max_body_bytes if options.max_body_bytes is None else options.max_body_bytes
         ),
-        variant=options.variant,
-        debug_endpoints=not options.public or options.debug_endpoints,
     )
 
 
@@ -288,9 +271,7 @@ def served_app():
     """What a server process serves, behind the endpoints middleware: the user's --app
     (named in the environment, so that spawned workers find it too) or our widget app."""
     spec = os.environ.get(service.ENV_APP)
-    variant = os.environ.get(service.ENV_VARIANT)
-    internals = os.environ.get(service.ENV_DEBUG, "1") != "0"
-    endpoints = service.Endpoints(spec or "stair_stepper.app", variant, internals)
+    endpoints = service.endpoints_from_env(spec or "stair_stepper.app")
     if spec:
         app = service.load_app(spec, os.environ.get(service.ENV_APP_DIR) or None)
         return service.wrapped(app, endpoints)
@@ -333,7 +314,6 @@ def _serve_here(var: allocators.Variant, settings, options: ServeOptions) -> int
         "app": options.app or "stair_stepper.app",
     }
     what = options.app or f"the widget app, SLEEP_MS={settings.sleep_ms}"
-    internals = os.environ.get(service.ENV_DEBUG, "1") != "0"
     print(
         f"stair-stepper: serving {var.name} ({provider}) on {', '.join(urls)}, "
         f"pid {info['pid']}, {what}",
@@ -341,16 +321,16 @@ def _serve_here(var: allocators.Variant, settings, options: ServeOptions) -> int
         flush=True,
     )
     if options.public:
-        debug = "on (--debug-endpoints)" if internals else "off"
+        debug = "on (--debug-endpoints)" if options.debug_endpoints else "off"
         print(
             f"stair-stepper: --public: reachable from other machines; /debug/* endpoints {debug}",
             file=sys.stderr,
             flush=True,
         )
     if options.ready_file:
-        tmp = Path(options.ready_file).with_suffix(".tmp")
-        tmp.write_text(json.dumps(info))
-        tmp.replace(options.ready_file)
+        from .results import write_json
+
+        write_json(Path(options.ready_file), info)
     if options.workers == 1:
         from hypercorn.asyncio import serve as hypercorn_serve
 

@@ -84,7 +84,14 @@ class Endpoints:
         return {"pid": os.getpid(), **probes.trim(self.allocator)}
 
 
-def _json(status: int, body: dict) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+def endpoints_from_env(app_name: str) -> Endpoints:
+    """The endpoints of a server process, as ``serve`` set them up in its environment: the
+    variant's name, and whether allocator internals are shown (off under --public)."""
+    internals = os.environ.get(ENV_DEBUG, "1") != "0"
+    return Endpoints(app_name, os.environ.get(ENV_VARIANT) or None, internals)
+
+
+def _json(body: dict) -> tuple[bytes, list[tuple[bytes, bytes]]]:
     data = json.dumps(body).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
     return data, headers
@@ -107,7 +114,7 @@ class AsgiEndpoints:
             await self.app(scope, receive, send)
             return
         status, body = answered
-        data, headers = _json(status, body)
+        data, headers = _json(body)
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": data})
 
@@ -125,7 +132,7 @@ class WsgiEndpoints:
         if answered is None:
             return self.app(environ, start_response)
         status, body = answered
-        data, headers = _json(status, body)
+        data, headers = _json(body)
         reason = {200: "OK", 404: "Not Found", 405: "Method Not Allowed"}[status]
         start_response(f"{status} {reason}", [(k.decode(), v.decode()) for k, v in headers])
         return [data]

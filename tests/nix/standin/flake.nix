@@ -84,6 +84,7 @@
             hypercorn = "host:hypercorn";
             pyyaml = "host:pyyaml";
             aiohttp = "host:aiohttp";
+            psutil = "host:psutil";
             matplotlib = "host:matplotlib";
             pytest = "host:pytest";
             setuptools = "host:setuptools";
