@@ -22,7 +22,6 @@ from stair_stepper.analysis.summary import (
     summarise,
     summarise_repeats,
     write,
-    write_repeats,
 )
 from stair_stepper.results import NewerFormat
 from stair_stepper.validate import flag, non_negative_float
@@ -95,7 +94,7 @@ def analyse_repeats(
         summaries.append(summary)
         written += files
     result = summarise_repeats(folder, step_threshold)
-    written += list(write_repeats(out, result))
+    written += list(write(out, result))
     if figures and summaries and not (stop is not None and stop.is_set()):
         try:
             from stair_stepper.analysis import figures as drawing

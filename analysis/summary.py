@@ -398,10 +398,11 @@ def interpretation(summary: dict) -> list[str]:
 
 
 def write(folder: Path, summary: dict) -> tuple[Path, Path]:
+    """summary.json and summary.md of one run, or of a --repeat folder (``"runs"`` in it)."""
     folder = Path(folder)
     json_path, md_path = folder / "summary.json", folder / "summary.md"
     json_path.write_text(json.dumps(summary, indent=2) + "\n")
-    md_path.write_text(markdown(summary))
+    md_path.write_text(markdown_repeats(summary) if "runs" in summary else markdown(summary))
     return json_path, md_path
 
 
@@ -609,14 +610,6 @@ def markdown_repeats(result: dict) -> str:
     if result.get("status") and result["status"] != "complete":
         text += ["", f"**This run did not complete: {result['status']}.**"]
     return "\n".join(text) + "\n"
-
-
-def write_repeats(folder: Path, result: dict) -> tuple[Path, Path]:
-    folder = Path(folder)
-    json_path, md_path = folder / "summary.json", folder / "summary.md"
-    json_path.write_text(json.dumps(result, indent=2) + "\n")
-    md_path.write_text(markdown_repeats(result))
-    return json_path, md_path
 
 
 # --- the default run's targets (bench/contrast.py prints them; ./dev docs publishes them) --

@@ -106,12 +106,31 @@ _HTTP_MESSAGES = {
 }
 
 
+def _answer_errors_as_json(app, settings: Settings) -> None:
+    """Every error is ``{"error": "<one sentence>"}`` with its status, never an HTML page."""
+    from werkzeug.exceptions import HTTPException
+
+    @app.errorhandler(HTTPException)
+    async def http_error(exc: HTTPException):
+        code = exc.code or 500
+        message = _HTTP_MESSAGES.get(code, f"{exc.name.lower()}.")
+        if code == 413:
+            message = (
+                f"the request body is larger than the limit of {settings.max_body_bytes} bytes."
+            )
+        return _error(code, message)
+
+    @app.errorhandler(Exception)
+    async def unexpected(exc: Exception):  # pragma: no cover - a bug, reported as JSON
+        app.logger.exception("unexpected error")
+        return _error(500, f"internal error: {type(exc).__name__}.")
+
+
 def create_app(settings: Settings | None = None, endpoints: Endpoints | None = None):
     """The Quart app. Its ``/healthz`` and ``/debug/*`` are answered by ``endpoints`` (the
     middleware's, so one counter counts every request the process answers; by default a
     fresh one, which counts only when the app is served behind ``service.wrapped``)."""
     from quart import Quart, request
-    from werkzeug.exceptions import HTTPException
 
     settings = Settings.from_env() if settings is None else settings
     endpoints = endpoints or endpoints_from_env("stair_stepper.app")
@@ -132,20 +151,7 @@ def create_app(settings: Settings | None = None, endpoints: Endpoints | None = N
         if state["pool"] is not None:
             state["pool"].shutdown(wait=False, cancel_futures=True)
 
-    @app.errorhandler(HTTPException)
-    async def http_error(exc: HTTPException):
-        code = exc.code or 500
-        message = _HTTP_MESSAGES.get(code, f"{exc.name.lower()}.")
-        if code == 413:
-            message = (
-                f"the request body is larger than the limit of {settings.max_body_bytes} bytes."
-            )
-        return _error(code, message)
-
-    @app.errorhandler(Exception)
-    async def unexpected(exc: Exception):  # pragma: no cover - a bug, reported as JSON
-        app.logger.exception("unexpected error")
-        return _error(500, f"internal error: {type(exc).__name__}.")
+    _answer_errors_as_json(app, settings)
 
     @app.post("/widgets")
     async def create_widget():

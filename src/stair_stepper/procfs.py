@@ -15,23 +15,12 @@ import contextlib
 import os
 import re
 
+from .traces import SUMMED_COLUMNS as SUMMED  # what a tree sample sums
+
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 _HWM = re.compile(rb"^VmHWM:\s+(\d+)", re.MULTILINE)
 _ROLLUP = re.compile(rb"^(Pss|Private_Clean|Private_Dirty):\s+(\d+)", re.MULTILINE)
-#: the columns a tree sample sums over its processes (the CSV's header comment says so)
-SUMMED = (
-    "rss_bytes",
-    "rss_anon_bytes",
-    "peak_rss_bytes",
-    "pss_bytes",
-    "uss_bytes",
-    "cpu_s",
-    "cpu_user_s",
-    "cpu_system_s",
-    "minor_faults",
-    "major_faults",
-)
 
 
 class ProcessGone(Exception):

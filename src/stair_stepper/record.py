@@ -230,33 +230,16 @@ def record_command(
     with Stopper() as stopper:
         try:
             if command:
-                import subprocess
-
-                try:
-                    child = subprocess.Popen(command, **selfexec.child_popen_options())
-                except OSError as exc:
-                    raise UserError(f"cannot start {command[0]}: {exc.strerror}.") from None
+                child = _start(command)
                 pid = child.pid
             assert pid is not None
             if not procfs.alive(pid):
                 raise UserError(f"there is no process {pid} to record.")
             if service_url:
                 poller = AllocatorPoller(service_url, MEMORY, poll_interval)
-            try:
-                recorder = Recorder(
-                    pid,
-                    out,
-                    interval,
-                    include_children=include_children,
-                    pss_interval=pss_interval,
-                    allocator=poller,
-                    append=append,
-                    stop=stopper.event,
-                )
-            except procfs.ProcessGone:
-                raise UserError(f"process {pid} exited before the first sample.") from None
-            except OSError as exc:
-                raise UserError(f"cannot write {out}: {exc.strerror}.") from None
+            recorder = _recorder(
+                pid, out, interval, include_children, pss_interval, poller, append, stopper
+            )
             what = "the process tree of pid" if include_children else "pid"
             print(
                 f"recording {what} {pid} every {interval} s into {out} (Ctrl-C stops)",
@@ -284,6 +267,40 @@ def record_command(
         )
         return 128 + stopper.signum
     return 130 if stopper.signum == signal.SIGINT else 0
+
+
+def _start(command: list[str]):
+    """The command to record, in its own session, dying with us."""
+    import subprocess
+
+    from . import selfexec
+    from .errors import UserError
+
+    try:
+        return subprocess.Popen(command, **selfexec.child_popen_options())
+    except OSError as exc:
+        raise UserError(f"cannot start {command[0]}: {exc.strerror}.") from None
+
+
+def _recorder(pid, out, interval, include_children, pss_interval, poller, append, stopper):
+    """The Recorder, or the one sentence that says why it cannot record."""
+    from .errors import UserError
+
+    try:
+        return Recorder(
+            pid,
+            out,
+            interval,
+            include_children=include_children,
+            pss_interval=pss_interval,
+            allocator=poller,
+            append=append,
+            stop=stopper.event,
+        )
+    except procfs.ProcessGone:
+        raise UserError(f"process {pid} exited before the first sample.") from None
+    except OSError as exc:
+        raise UserError(f"cannot write {out}: {exc.strerror}.") from None
 
 
 def add_arguments(p) -> None:

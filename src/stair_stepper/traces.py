@@ -19,6 +19,19 @@ import csv
 import io
 from pathlib import Path
 
+#: the columns a process-tree row sums over its processes (its ``#`` line says so)
+SUMMED_COLUMNS = (
+    "rss_bytes",
+    "rss_anon_bytes",
+    "peak_rss_bytes",
+    "pss_bytes",
+    "uss_bytes",
+    "cpu_s",
+    "cpu_user_s",
+    "cpu_system_s",
+    "minor_faults",
+    "major_faults",
+)
 TRACE_COLUMNS = (
     "t_s",
     "wall_time",

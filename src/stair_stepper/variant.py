@@ -47,8 +47,84 @@ class Fault(Exception):
         return self.reason + kept
 
 
+class Watched:
+    """A variant's server, its recorder and its allocator poller, and the waits that watch
+    them: any wait ends at once when the run is stopped, and fails when the server or the
+    recorder has died."""
+
+    def __init__(self, name: str, config: Config, folder: Path, port: int, stop) -> None:
+        self.name, self.stop = name, stop
+        self.server = launch.start_variant(name, config, port, folder / f"{name}.server.log", stop)
+        self.poller: AllocatorPoller | None = None
+        try:
+            if not config.command:  # a foreign process has no accounting endpoint to poll
+                self.poller = AllocatorPoller(self.server.base_url, service.MEMORY, config.poll_s)
+                self.poller.quiet()  # polls only while a batch runs (resume() ... quiet())
+                self.poller.start()
+            self.recorder = Recorder(
+                self.server.pid,
+                folder / f"{name}{TRACE_SUFFIX}",
+                config.interval_s,
+                include_children=bool(config.command),
+                allocator=self.poller,
+            )
+        except BaseException:
+            if self.poller is not None:
+                self.poller.stop()
+            self.server.stop()  # nothing else knows of it yet
+            raise
+        self.recorder.phase = "baseline"  # labelled from its very first row
+        self.recorder.start()
+
+    @property
+    def polls(self) -> int:
+        return self.poller.sent if self.poller else 0
+
+    def wait(self, seconds: float, during: str) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if self.stop.wait(min(0.2, max(0.0, deadline - time.monotonic()))):
+                raise Stopped(f"the {self.name} variant was stopped during {during}.")
+            self.check_alive(during)
+
+    def check_alive(self, during: str) -> None:
+        server, rec = self.server, self.recorder
+        if not server.alive() or rec.gone:
+            raise Fault(
+                f"the {self.name} server died during {during} (exit code "
+                f"{server.process.poll()}); its log is {server.log_path}."
+            )
+        if not rec.healthy():
+            why = rec.error
+            reason = f"{type(why).__name__}: {why}" if why else "its thread ended"
+            raise Fault(f"the {self.name} recorder stopped during {during} ({reason}).")
+
+    def read_allocator(self, after: str) -> dict | None:
+        """The one allocator read (service.MEMORY) after an idle phase, in a phase of its own
+        ("read K"), so the request cannot touch the floor it follows; held until a sample
+        carries it. None for a --command server."""
+        rec = self.recorder
+        rec.phase = f"read {after}"
+        reading = self.poller.poll_now() if self.poller else None
+        taken, deadline = rec.samples, time.monotonic() + 1.0
+        while rec.samples == taken and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return reading
+
+    def settled_since(self, start: float) -> bool:
+        recent = [(t, r) for t, r in list(self.recorder.recent) if t >= start]
+        return settled([t for t, _ in recent], [r for _, r in recent])
+
+    def cleanup(self) -> int | None:
+        """Stop the recorder, the poller and the server; the server's exit code."""
+        self.recorder.stop()
+        if self.poller is not None:
+            self.poller.stop()
+        return self.server.stop()
+
+
 class VariantRun:
-    """One variant's server, recorder and batch log."""
+    """One variant's steps: start, the baseline, each batch with its pause, the trim."""
 
     def __init__(
         self,
@@ -63,95 +139,86 @@ class VariantRun:
     ) -> None:
         self.name, self.config, self.folder, self.workload = name, config, folder, workload
         self.port, self.stop, self.console, self.save_meta = port, stop, console, save_meta
-        self.server: launch.RunningServer | None = None
-        self.recorder: Recorder | None = None
-        self.poller: AllocatorPoller | None = None
+        self.w: Watched | None = None
         self.info: dict = {}  # this variant's entry in meta.json
+        self._reading: dict | None = None  # the last allocator read (its request count)
         self._cleaned = False
-
-    def path(self, suffix: str) -> Path:
-        return self.folder / f"{self.name}{suffix}"
 
     def run(self) -> None:
         self.start()
         self.baseline()
-        with RowWriter(self.path(BATCHES_SUFFIX), BATCH_COLUMNS) as log:
+        with RowWriter(self.folder / f"{self.name}{BATCHES_SUFFIX}", BATCH_COLUMNS) as log:
             for k in range(1, self.config.batches + 1):
                 log.write(self.batch(k))
         self.trim()
 
-    # --- the steps --------------------------------------------------------------------
-
     def start(self) -> None:
-        """The server (either kind), then the recorder on it, labelled from its first row."""
-        c = self.config
-        self.server = launch.start_variant(
-            self.name, c, self.port, self.path(".server.log"), self.stop
-        )
-        self.info.update(pid=self.server.pid, url=self.server.base_url, health=self.server.health)
+        self.w = Watched(self.name, self.config, self.folder, self.port, self.stop)
+        server = self.w.server
+        self.info.update(pid=server.pid, url=server.base_url, health=server.health)
         self.save_meta()  # the pid is on disk before any load: nothing can be orphaned unseen
-        if not c.command:  # a foreign process has no accounting endpoint to poll
-            self.poller = AllocatorPoller(self.server.base_url, service.MEMORY, c.poll_s)
-            self.poller.quiet()  # polls only while a batch runs (resume() ... quiet())
-            self.poller.start()
-        self.recorder = Recorder(
-            self.server.pid,
-            self.path(TRACE_SUFFIX),
-            c.interval_s,
-            include_children=bool(c.command),
-            allocator=self.poller,
-        )
-        self.recorder.phase = "baseline"
-        self.recorder.start()
-        self.console.serving(self.name, self.server)
+        self.console.serving(self.name, server)
 
     def baseline(self) -> None:
         """Idle, no request at all; then the first allocator read (and request count)."""
-        self._wait(self.config.baseline_s, "the baseline")
-        self._reading = self._read_allocator("baseline")
+        assert self.w is not None
+        self.w.wait(self.config.baseline_s, "the baseline")
+        self._reading = self.w.read_allocator("baseline")
 
     def batch(self, k: int) -> BatchRow:
         """Batch k and the pause after it, as one row of the batch log."""
-        rec = self.recorder
-        assert rec is not None and self.server is not None
+        w = self.w
+        assert w is not None
+        rec = w.recorder
         rec.phase = f"batch {k}"
-        polls_before = self._polls()
-        if self.poller:
-            self.poller.resume()
+        polls_before = w.polls
+        if w.poller:
+            w.poller.resume()
         start = rec.now()
         outcome = self._load(k)
         end = rec.now()
-        self._check_alive(f"batch {k}")
+        w.check_alive(f"batch {k}")
         rss_batch = _rss(rec.last)
         rec.phase = f"pause {k}"
-        if self.poller:
-            self.poller.quiet()
-        polls_in_batch = self._polls() - polls_before
-        pause_s, is_settled, idle_sent = self._pause(k)
+        if w.poller:
+            w.poller.quiet()
+        polls_in_batch = w.polls - polls_before
+        pause_s, is_settled, idle_sent = self.pause(k)
         rss_pause = _rss(rec.last)
-        reading = self._read_allocator(str(k))
+        reading = w.read_allocator(str(k))
         unasked = _unasked(self._reading, reading, outcome.requests + polls_in_batch + 1)
         self._reading = reading
         row = BatchRow(
-            batch=k,
-            start_s=start,
-            end_s=end,
-            pause_end_s=rec.now(),
-            requests=outcome.requests,
-            failures=outcome.failures,
-            requests_per_second=outcome.requests_per_second,
-            p50_ms=outcome.p50_ms,
-            p99_ms=outcome.p99_ms,
-            p99_9_ms=outcome.p99_9_ms,
-            rss_end_batch_bytes=rss_batch,
-            rss_end_pause_bytes=rss_pause,
-            pause_s=pause_s,
-            settled=int(is_settled),
-            pause_requests=unasked,
-            idle_requests_sent=idle_sent,
-        )
+            batch=k, start_s=start, end_s=end, pause_end_s=rec.now(),
+            requests=outcome.requests, failures=outcome.failures,
+            requests_per_second=outcome.requests_per_second, p50_ms=outcome.p50_ms,
+            p99_ms=outcome.p99_ms, p99_9_ms=outcome.p99_9_ms,
+            rss_end_batch_bytes=rss_batch, rss_end_pause_bytes=rss_pause, pause_s=pause_s,
+            settled=int(is_settled), pause_requests=unasked, idle_requests_sent=idle_sent,
+        )  # fmt: skip
         self.console.batch(self.name, row, self.config.batches)
         return row
+
+    def pause(self, k: int) -> tuple[float, bool, int]:
+        """A fixed pause, or one until RSS settles (--pause auto, capped). No request reaches
+        the service but the idle traffic asked for. (length, settled, idle requests sent)"""
+        c, w = self.config, self.w
+        assert w is not None
+        rec = w.recorder
+        idle = None
+        if c.idle_rps > 0:
+            idle = IdleTraffic(w.server.base_url, service.HEALTH, c.idle_rps)
+        start = rec.now()
+        try:
+            if c.pause != AUTO:
+                w.wait(float(c.pause), f"pause {k}")
+            else:
+                w.wait(SETTLE_WINDOW_S, f"pause {k}")
+                while not w.settled_since(start) and rec.now() - start < c.pause_cap_s:
+                    w.wait(0.2, f"pause {k}")
+        finally:
+            sent = idle.stop() if idle else 0
+        return rec.now() - start, w.settled_since(start), sent
 
     def trim(self) -> None:
         """Ask the allocator to give free memory back, and keep recording."""
@@ -159,111 +226,39 @@ class VariantRun:
             self.info["trim"] = NOT_MEASURED
             self.console.say(self.name, "trim: not measured (a --command server cannot be asked)")
             return
-        rec, server = self.recorder, self.server
-        assert rec is not None and server is not None
-        rec.phase = "trim"
+        w = self.w
+        assert w is not None
+        w.recorder.phase = "trim"
         try:
-            trim = server.post(service.TRIM)
+            trim = w.server.post(service.TRIM)
         except OSError as exc:
-            self._check_alive("the trim")
+            w.check_alive("the trim")
             raise Fault(f"the {self.name} server did not answer the trim: {exc}.") from None
         self.info["trim"] = {k: v for k, v in trim.items() if k not in ("before", "after")}
-        self.path(".trim.json").write_text(json.dumps(trim, indent=2))
-        rec.phase = "after trim"
-        self._wait(self.config.after_trim_s, "the after-trim recording")
-        self._read_allocator("after trim")
+        (self.folder / f"{self.name}.trim.json").write_text(json.dumps(trim, indent=2))
+        w.recorder.phase = "after trim"
+        w.wait(self.config.after_trim_s, "the after-trim recording")
+        w.read_allocator("after trim")
         self.console.trim(self.name, trim)
 
-    def cleanup(self) -> None:
-        """Stop the recorder, the poller and the server; once, whoever calls it first."""
-        if self._cleaned:
-            return
-        self._cleaned = True
-        if self.recorder is not None:
-            self.recorder.stop()
-        if self.poller is not None:
-            self.poller.stop()
-        if self.server is not None:
-            self.info["exit_code"] = self.server.stop()
-
-    # --- what the steps share ---------------------------------------------------------
-
-    def _pause(self, k: int) -> tuple[float, bool, int]:
-        """A fixed pause, or one until RSS settles (--pause auto, capped). No request reaches
-        the service but the idle traffic asked for. (length, settled, idle requests sent)"""
-        c, rec = self.config, self.recorder
-        assert rec is not None and self.server is not None
-        idle = None
-        if c.idle_rps > 0:
-            idle = IdleTraffic(self.server.base_url, service.HEALTH, c.idle_rps)
-        start = rec.now()
-        try:
-            if c.pause != AUTO:
-                self._wait(float(c.pause), f"pause {k}")
-            else:
-                self._wait(SETTLE_WINDOW_S, f"pause {k}")
-                while not self._settled_since(start) and rec.now() - start < c.pause_cap_s:
-                    self._wait(0.2, f"pause {k}")
-        finally:
-            sent = idle.stop() if idle else 0
-        return rec.now() - start, self._settled_since(start), sent
-
-    def _settled_since(self, start: float) -> bool:
-        assert self.recorder is not None
-        recent = [(t, r) for t, r in list(self.recorder.recent) if t >= start]
-        return settled([t for t, _ in recent], [r for _, r in recent])
-
-    def _read_allocator(self, after: str) -> dict | None:
-        """The one allocator read (service.MEMORY) after an idle phase, in a phase of its own
-        ("read K"), so the request cannot touch the floor it follows; held until a sample
-        carries it. None for a --command server."""
-        rec = self.recorder
-        assert rec is not None
-        rec.phase = f"read {after}"
-        reading = self.poller.poll_now() if self.poller else None
-        taken, deadline = rec.samples, time.monotonic() + 1.0
-        while rec.samples == taken and time.monotonic() < deadline:
-            time.sleep(0.01)
-        return reading
-
-    def _polls(self) -> int:
-        return self.poller.sent if self.poller else 0
-
     def _load(self, k: int) -> drivers.BatchOutcome:
-        assert self.server is not None
-        progress = self.console.progress(self.name, k, self.config.batches, self.recorder)
+        assert self.w is not None
+        progress = self.console.progress(self.name, k, self.config.batches, self.w.recorder)
         try:
             return drivers.run_batch(
-                self.config.driver,
-                self.workload,
-                self.server.base_url,
-                self.folder,
-                self.name,
-                self.stop,
-                progress,
-            )
+                self.config.driver, self.workload, self.w.server.base_url, self.folder,
+                self.name, self.stop, progress,
+            )  # fmt: skip
         except UserError as exc:
             raise Fault(f"the load driver failed in batch {k}: {exc}") from None
 
-    def _check_alive(self, during: str) -> None:
-        server, rec = self.server, self.recorder
-        assert server is not None
-        if not server.alive() or (rec and rec.gone):
-            raise Fault(
-                f"the {self.name} server died during {during} (exit code "
-                f"{server.process.poll()}); its log is {server.log_path}."
-            )
-        if rec and not rec.healthy():
-            why = rec.error
-            reason = f"{type(why).__name__}: {why}" if why else "its thread ended"
-            raise Fault(f"the {self.name} recorder stopped during {during} ({reason}).")
-
-    def _wait(self, seconds: float, during: str) -> None:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            if self.stop.wait(min(0.2, max(0.0, deadline - time.monotonic()))):
-                raise Stopped(f"the {self.name} variant was stopped during {during}.")
-            self._check_alive(during)
+    def cleanup(self) -> None:
+        """Once, whoever calls it first (the variant's thread, or the run when it stops)."""
+        if self._cleaned:
+            return
+        self._cleaned = True
+        if self.w is not None:
+            self.info["exit_code"] = self.w.cleanup()
 
 
 def _rss(row: dict | None) -> int | None:
