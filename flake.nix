@@ -118,7 +118,14 @@
             program = "${drv}/bin/${name}";
             meta.description = description;
           };
-          devPython = python.withPackages (ps: runtimeDeps ps ++ [ ps.pytest ]);
+          devPython = python.withPackages (
+            ps:
+            runtimeDeps ps
+            ++ [
+              ps.pytest
+              ps.pytest-xdist
+            ]
+          );
 
           # drill 0.8.3 and 0.9.0 build their latency histogram with bounds 1..3,600,000 while
           # recording microseconds (compute_stats in src/main.rs), so one request slower than

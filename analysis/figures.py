@@ -168,8 +168,14 @@ def _panel(ax, name: str, v, s: dict, color: str) -> None:
         if not read.any():
             continue
         xs, ys = t[read], values[read]
-        ax.plot(*decimate(*with_gaps(xs, ys, MAX_GAP_S)), color=color, lw=1.0, ls=style,
-                label=label, gid=column)  # fmt: skip
+        ax.plot(
+            *decimate(*with_gaps(xs, ys, MAX_GAP_S)),
+            color=color,
+            lw=1.0,
+            ls=style,
+            label=label,
+            gid=column,
+        )
         # A reading with no neighbour close by (the one read after each pause) is a marker:
         # no line leads to it, and it must still show.
         lone = lone_points(xs, MAX_GAP_S)
@@ -338,8 +344,16 @@ def floors_as_lines(summary: dict, n: int):
         loose = [(x, y) for x, (y, good) in enumerate(zip(ys, ok, strict=True)) if not good]
         if loose:
             xs, ys_ = zip(*loose, strict=True)
-            ax.plot(xs, ys_, ls="none", marker="o", ms=5, mfc="white", color=color,
-                    gid=f"unsettled-{name}")  # fmt: skip
+            ax.plot(
+                xs,
+                ys_,
+                ls="none",
+                marker="o",
+                ms=5,
+                mfc="white",
+                color=color,
+                gid=f"unsettled-{name}",
+            )
     ax.xaxis.set_major_locator(MaxNLocator(12, integer=True))
     ax.set_xlabel(f"after batch (0: baseline; {n + 1}: after the trim)")
     ax.set_ylabel("RSS floor, MB (2^20 bytes)")

@@ -129,9 +129,7 @@ def main() -> None:
         for variants in (2, 6):
             for label, hours in lengths:
                 folder = make(base / f"{label.replace(' ', '')}-{variants}", hours, variants)
-                times[label, variants] = [
-                    timed(folder, f"out-{k}") for k in range(args.repeat)
-                ]  # fmt: skip
+                times[label, variants] = [timed(folder, f"out-{k}") for k in range(args.repeat)]
                 print(
                     f"{label:>6} × {variants} variants ({int(hours * 36_000):,} rows each): "
                     f"{spread(times[label, variants])}",

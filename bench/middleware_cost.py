@@ -122,8 +122,10 @@ def main() -> None:
     costs = {}
     for kind, (method, path, body) in KINDS.items():
         costs[kind], alone = in_process_cost(method, path, body)
-        print(f"in-process, {kind}: the app {alone * 1e6:.1f} us per call; the middleware adds "
-              f"{costs[kind] * 1e6:+.2f} us (median of 20 rounds of 2,000 calls)")  # fmt: skip
+        print(
+            f"in-process, {kind}: the app {alone * 1e6:.1f} us per call; the middleware adds "
+            f"{costs[kind] * 1e6:+.2f} us (median of 20 rounds of 2,000 calls)"
+        )
     env = dict(
         os.environ, STAIR_STEPPER_APP="examples.asgi_app:app", STAIR_STEPPER_APP_DIR=str(ROOT)
     )

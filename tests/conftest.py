@@ -34,7 +34,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def real_drill() -> Path | None:
     """Real drill for tests: $STAIR_STEPPER_TEST_DRILL, drill on PATH (`nix develop`), or the
-    0.8.3 build (the version nixpkgs ships) in ../shared/tools beside the checkout."""
+    0.8.3 build in ../shared/tools beside the checkout (nixpkgs has shipped 0.8.3; which
+    version the pin has is not known here: the tests pass with 0.8.3 and 0.9.0)."""
     for candidate in (
         os.environ.get("STAIR_STEPPER_TEST_DRILL"),
         shutil.which("drill"),
@@ -45,9 +46,18 @@ def real_drill() -> Path | None:
     return None
 
 
-needs_drill = pytest.mark.skipif(
-    real_drill() is None, reason="real drill is not here (nix develop, or ../shared/tools)"
-)
+def _drill_missing() -> str | None:
+    if real_drill() is None:
+        return "real drill is not here (nix develop, or ../shared/tools)"
+    if not Path("/etc/resolv.conf").exists():
+        # drill enables reqwest's trust-dns resolver (Cargo.toml of 0.8.3 and 0.9.0), which
+        # reads /etc/resolv.conf when its client is built and panics without it: the Nix build
+        # sandbox has none (only fixed-output derivations get the host's)
+        return "real drill cannot run without /etc/resolv.conf (its trust-dns resolver reads it)"
+    return None
+
+
+needs_drill = pytest.mark.skipif(_drill_missing() is not None, reason=str(_drill_missing()))
 
 
 def cli(

@@ -1,49 +1,72 @@
 """Python applications laid out the way nixpkgs builds them, without Nix.
 
-Used by tests/test_launch_shapes.py (no Nix needed) and by the stand-in for
-nixpkgs in tests/nix/standin (its ``toPythonApplication`` calls this file), so
-both model nixpkgs in one place. What is modelled, with the nixpkgs source:
+Used by tests/test_launch_shapes.py (no Nix needed), by the stand-in for nixpkgs in
+tests/nix/standin (its ``toPythonApplication`` and ``withPackages`` call this file) and by
+the model of Nix's build sandbox (tests/nix/sandbox.py, whose Python environment is built
+here), so all three model nixpkgs in one place. What is modelled, with the nixpkgs source:
 
-- ``wrap_application``: ``wrapPythonPrograms``
-  (pkgs/development/interpreters/python/wrap.sh with the preamble of
-  wrap-python.nix). The console script keeps the *bare* interpreter of the
-  Python derivation in its shebang and gets one line before its first
-  statement: ``import sys;import site;import functools;sys.argv[0] = '<path>';
-  functools.reduce(lambda k, p: site.addsitedir(p, k), [<site dirs>],
-  site._init_pathinfo());``. It is renamed ``.NAME-wrapped`` and a shell wrapper
-  (makeWrapper) prefixes ``PATH``, sets ``PYTHONNOUSERSITE=true`` and execs it.
+- ``bare_interpreter``: ``pkgs.python3`` itself (pkgs/development/interpreters/python/
+  cpython/default.nix): an interpreter that sees the standard library and an empty
+  site-packages. Modelled as a venv made ``--without-pip``.
+- ``package_store_paths``: ``python3.pkgs.<name>``: every Python distribution in a store
+  path of its own, ``<hash>-python3.X-<name>-<version>/lib/python3.X/site-packages`` (and
+  its ``bin/``), and ``requiredPythonModules``' walk over what each one requires.
+- ``build_env``: ``buildEnv`` (pkgs/build-support/buildenv/builder.pl): the union of
+  several store paths as a tree of symlinks. A folder that only one path provides is a
+  symlink to that path's folder; a folder several provide is a real folder whose entries
+  are merged the same way; a file is a symlink to the one path that provides it (two
+  different files at one place are a collision, an error).
+- ``binary_wrapper``: ``makeBinaryWrapper`` (pkgs/build-support/setup-hooks/
+  make-binary-wrapper): a small C program that sets variables and execs its target.
+- ``with_packages``: ``python.withPackages`` (pkgs/development/interpreters/python/
+  wrapper.nix): ``buildEnv`` of the interpreter and the packages, whose ``bin/python3.X``
+  is a binary wrapper of the interpreter with ``--inherit-argv0 --resolve-argv0 --set
+  PYTHONNOUSERSITE true``; the interpreter, run under the environment's name, finds the
+  environment's site-packages by itself, and ``sys.executable`` is the wrapper: a child
+  started with it sees the packages too.
+- ``wrap_application``: ``wrapPythonPrograms`` (wrap.sh with the preamble of
+  wrap-python.nix). The console script keeps the *bare* interpreter in its shebang and gets
+  one line before its first statement: ``import sys;import site;import functools;
+  sys.argv[0] = '<path>';functools.reduce(lambda k, p: site.addsitedir(p, k), [<site
+  dirs>], site._init_pathinfo());``. It is renamed ``.NAME-wrapped`` and a shell wrapper
+  (makeShellWrapper: ``#! <stdenv's bash> -e``, never ``/bin/bash``, which the build
+  sandbox does not have) prefixes ``PATH``, sets ``PYTHONNOUSERSITE=true`` and execs it.
   No ``PYTHONPATH`` anywhere.
-- ``bare_interpreter``: ``pkgs.python3`` itself: an interpreter that sees the
-  standard library and an empty site-packages (here a venv made
-  ``--without-pip``: no system site-packages, nothing installed).
-- ``with_packages``: ``python.withPackages`` (wrapper.nix + sitecustomize.py):
-  an environment whose interpreter sees its packages without ``PYTHONPATH``
-  and whose ``sys.executable`` is the environment's own interpreter, so a child
-  started with it sees them too. Modelled as a venv whose site-packages holds a
-  ``.pth`` naming the packages' folders.
 
-Not modelled: makeWrapper's binary wrappers and ``--inherit-argv0``; the
-``NIX_PYTHONPREFIX``/``NIX_PYTHONEXECUTABLE`` variables (a venv reaches the
-same ``sys.executable`` another way); propagated-build-inputs walking (the
-caller lists every folder); byte-compilation and the sandbox.
+Not modelled: the interpreter's own store layout (a venv stands in, found through its
+``pyvenv.cfg`` where nixpkgs' is found by its ``lib/python3.X/os.py``; both give
+``sys.prefix`` = the environment), nixpkgs' ``sitecustomize.py`` (``NIX_PYTHONPATH``,
+``NIX_PYTHONEXECUTABLE``: wrapper.nix no longer sets them for the interpreter), buildEnv's
+priorities, ``pathsToLink`` and ``propagated-user-env-packages``; a store path's files are
+hard links of the host's installed files, not a build of them; byte-compilation; the
+sandbox (tests/nix/sandbox.py models that).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import shutil
 import subprocess
 import sys
+from importlib import metadata
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+PYTHON_X_Y = f"python{sys.version_info.major}.{sys.version_info.minor}"
+SITE = f"lib/{PYTHON_X_Y}/site-packages"
 
 
 def bare_interpreter(folder: Path) -> Path:
     """A Python that sees only its standard library (``pkgs.python3``)."""
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(folder)], check=True)
     return folder / "bin" / "python3"
+
+
+def _store_name(name: str) -> str:
+    digest = hashlib.sha256(name.encode()).hexdigest()[:32]
+    return f"{digest}-{name}"
 
 
 def install_package(target: Path) -> Path:
@@ -53,6 +76,61 @@ def install_package(target: Path) -> Path:
     shutil.copytree(ROOT / "src" / "stair_stepper", target / "stair_stepper", ignore=ignore)
     shutil.copytree(ROOT / "analysis", target / "stair_stepper" / "analysis", ignore=ignore)
     return target
+
+
+def _canonical(name: str) -> str:
+    return name.lower().replace("_", "-").replace(".", "-")
+
+
+def requirement_closure(names: list[str]) -> list[metadata.Distribution]:
+    """The installed distributions ``names`` and all they require, as ``requiredPythonModules``
+    walks a package's propagated Python inputs (extras not taken, markers evaluated)."""
+    from packaging.requirements import Requirement
+
+    installed = {_canonical(d.metadata["Name"]): d for d in metadata.distributions()}
+    found: dict[str, metadata.Distribution] = {}
+    todo = [_canonical(n) for n in names]
+    while todo:
+        name = todo.pop()
+        if name in found or name not in installed:
+            continue
+        found[name] = dist = installed[name]
+        for line in dist.requires or []:
+            req = Requirement(line)
+            if req.marker is None or req.marker.evaluate({"extra": ""}):
+                todo.append(_canonical(req.name))
+    return [found[n] for n in sorted(found)]
+
+
+def package_store_paths(store: Path, names: list[str], skip: tuple[str, ...] = ()) -> list[Path]:
+    """One store path per distribution of ``requirement_closure(names)`` under ``store``, its
+    files (by its RECORD) hard links of (or, across file systems, copies of) what the host
+    installed: site-packages files under ``lib/python3.X/site-packages``, its scripts under
+    ``bin``. Real files, as in nixpkgs: a path resolved through the environment's symlinks
+    ends in the package's own store path, never in a flat folder holding everything."""
+    paths = []
+    for dist in requirement_closure(names):
+        name = _canonical(dist.metadata["Name"])
+        if name in skip:
+            continue
+        out = store / _store_name(f"{PYTHON_X_Y}-{name}-{dist.version}")
+        site = out / SITE
+        for file in dist.files or []:
+            source = Path(dist.locate_file(file))
+            if not source.is_file() or "__pycache__" in file.parts:
+                continue
+            parts = file.parts
+            if parts[:3] == ("..", "..", "..") and parts[3:4] == ("bin",):
+                target = out / "bin" / parts[-1]
+            elif ".." in parts:
+                continue  # data installed outside site-packages and bin: not needed here
+            else:
+                target = site / file
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if not target.exists():
+                _link(source.resolve(), target)
+        paths.append(out)
+    return paths
 
 
 def editable_site(target: Path, work: Path) -> Path:
@@ -86,17 +164,126 @@ def editable_site(target: Path, work: Path) -> Path:
     return target
 
 
+def _link(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)
+    except OSError:  # another file system (or mount): a copy
+        shutil.copy2(source, target)
+
+
 def dependencies_site(target: Path) -> Path:
-    """The folder holding Quart, Hypercorn & co. here, without any stair_stepper in it."""
+    """The folder that holds Quart, Hypercorn & co. *as this interpreter imports them*, without
+    any stair_stepper in it. Not resolved through symlinks: under ``python.withPackages`` that
+    folder is a buildEnv, and resolving quart's path lands in quart's own store path, which
+    holds quart alone."""
     import quart
 
-    source = Path(quart.__file__).resolve().parents[1]
+    source = Path(os.path.abspath(quart.__file__)).parents[1]
     target.mkdir(parents=True, exist_ok=True)
     for entry in source.iterdir():
         if entry.name.startswith(("stair_stepper", "__editable__", "_stair_stepper")):
             continue
         (target / entry.name).symlink_to(entry)
     return target
+
+
+def build_env(out: Path, paths: list[Path]) -> Path:
+    """``buildEnv``: the union of ``paths`` as a tree of symlinks (builder.pl's rules)."""
+    links: dict[tuple[str, ...], Path | None] = {(): None}  # None: a real directory
+
+    def find(rel: tuple[str, ...], target: Path) -> None:
+        if rel[-1:] in (("nix-support",), ("propagated-build-inputs",), ("perllocal.pod",)):
+            return
+        old = links.get(rel, "absent")
+        if old == "absent":
+            links[rel] = target
+            return
+        if old is not None and os.path.realpath(old) == os.path.realpath(target):
+            return
+        if not target.is_dir() or (old is not None and not old.is_dir()):
+            raise RuntimeError(f"collision between {target} and {old}")
+        if old is not None:
+            links[rel] = None
+            for entry in sorted(old.iterdir()):
+                find((*rel, entry.name), entry)
+        for entry in sorted(target.iterdir()):
+            find((*rel, entry.name), entry)
+
+    for path in paths:
+        for entry in sorted(Path(path).iterdir()):
+            find((entry.name,), entry)
+    for rel, target in sorted(links.items()):
+        where = out.joinpath(*rel)
+        if target is None:
+            where.mkdir(parents=True, exist_ok=True)
+        else:
+            where.parent.mkdir(parents=True, exist_ok=True)
+            where.symlink_to(target)
+    return out
+
+
+_WRAPPER_C = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+/* makeBinaryWrapper's shape: set the variables, keep argv (--inherit-argv0), and with
+   --resolve-argv0 make a bare name absolute through PATH; then exec the target. */
+static char *resolve(const char *name) {
+    const char *path = getenv("PATH");
+    static char found[4096];
+    if (strchr(name, '/') || !path) return (char *) name;
+    for (const char *p = path; *p;) {
+        const char *end = strchr(p, ':');
+        size_t n = end ? (size_t) (end - p) : strlen(p);
+        snprintf(found, sizeof found, "%.*s/%s", (int) n, p, name);
+        if (access(found, X_OK) == 0) return found;
+        if (!end) break;
+        p = end + 1;
+    }
+    return (char *) name;
+}
+int main(int argc, char **argv) {
+    (void) argc;
+    @SETENV@
+    argv[0] = resolve(argv[0]);
+    execv("@TARGET@", argv);
+    perror("execv @TARGET@");
+    return 127;
+}
+"""
+
+
+def binary_wrapper(target: Path, out: Path, env: dict[str, str]) -> Path:
+    """A compiled wrapper of ``target`` (needs a C compiler: skip where there is none)."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        raise FileNotFoundError("no C compiler here for the makeBinaryWrapper stand-in")
+    sets = "".join(f'setenv("{k}", "{v}", 1);' for k, v in env.items())
+    source = out.with_name(out.name + ".c")
+    source.write_text(_WRAPPER_C.replace("@SETENV@", sets).replace("@TARGET@", str(target)))
+    subprocess.run([cc, "-O2", "-o", str(out), str(source)], check=True)
+    source.unlink()
+    return out
+
+
+def with_packages(folder: Path, paths: list[Path], store: Path | None = None) -> Path:
+    """``python.withPackages``: an environment whose interpreter sees ``paths``' packages by
+    itself, and whose ``sys.executable`` is that interpreter's binary wrapper. The bare
+    interpreter and wrapper.nix's empty ``bin`` path are made in ``store`` (default: beside
+    ``folder``)."""
+    store = store or folder.parent
+    python = bare_interpreter(store / _store_name(f"{PYTHON_X_Y}-bare"))
+    bin_path = store / _store_name("bin")  # wrapper.nix: so that bin/ is always a real folder
+    (bin_path / "bin").mkdir(parents=True)
+    build_env(folder, [python.parent.parent, *paths, bin_path])
+    executable = folder / "bin" / PYTHON_X_Y
+    executable.unlink()
+    binary_wrapper(python.parent / PYTHON_X_Y, executable, {"PYTHONNOUSERSITE": "true"})
+    for name in ("python", "python3"):  # as in nixpkgs' python: links to python3.X
+        (folder / "bin" / name).unlink(missing_ok=True)
+        (folder / "bin" / name).symlink_to(PYTHON_X_Y)
+    return executable
 
 
 def wrap_application(
@@ -120,8 +307,9 @@ def wrap_application(
         f"    sys.exit({function}())\n"
     )
     wrapper = bin_dir / name
+    shell = shutil.which("bash")  # stdenv's bash, on PATH: the sandbox has no /bin/bash
     wrapper.write_text(
-        "#!/bin/bash -e\n"
+        f"#! {shell} -e\n"
         f"PATH={interpreter.parent}${{PATH:+':'$PATH}}\nexport PATH\n"
         "export PYTHONNOUSERSITE='true'\n"
         f'exec -a "$0" "{wrapped}"  "$@"\n'
@@ -131,23 +319,14 @@ def wrap_application(
     return wrapper
 
 
-def with_packages(folder: Path, site_dirs: list[Path]) -> Path:
-    """``python.withPackages``: an interpreter that sees ``site_dirs`` by itself."""
-    interpreter = bare_interpreter(folder)
-    done = subprocess.run(
-        [str(interpreter), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    Path(done.stdout.strip(), "nix-env.pth").write_text("".join(f"{d}\n" for d in site_dirs))
-    return interpreter
-
-
 def clean_env(**extra: str) -> dict[str, str]:
     """Our environment without anything that would tell Python where packages are."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     return {**env, **extra}
+
+
+#: what stair-stepper needs at run time (pyproject.toml's dependencies)
+RUNTIME = ["quart", "hypercorn", "pyyaml", "aiohttp", "psutil"]
 
 
 def main() -> int:
@@ -163,9 +342,12 @@ def main() -> int:
     if args.action == "wrap-application":
         wrap_application(args.out / "bin", args.name, args.interpreter, args.site_dir, args.entry)
     else:
-        interpreter = with_packages(args.out, args.site_dir)
-        (args.out / "bin" / "python").unlink(missing_ok=True)
-        (args.out / "bin" / "python").symlink_to(interpreter.name)
+        store = args.out / "store"
+        store.mkdir(parents=True)
+        packages = [d.parent.parent.parent for d in args.site_dir]
+        with_packages(args.out / "env", packages, store)
+        (args.out / "bin").mkdir()
+        (args.out / "bin" / "python3").symlink_to(args.out / "env" / "bin" / "python3")
     return 0
 
 

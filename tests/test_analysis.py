@@ -155,8 +155,12 @@ def test_floors_across_runs_of_different_lengths_keep_their_columns(tmp_path):
     labels, columns = numbers.floor_columns(summaries)
     assert labels == ["baseline", "after batch 1", "after batch 2", "after batch 3", "after trim"]
     assert columns["glibc"] == [
-        [50 * MB, 50 * MB], [200 * MB, 210 * MB], [600 * MB], [620 * MB], [70 * MB, 70 * MB]
-    ]  # fmt: skip
+        [50 * MB, 50 * MB],
+        [200 * MB, 210 * MB],
+        [600 * MB],
+        [620 * MB],
+        [70 * MB, 70 * MB],
+    ]
     from stair_stepper.analysis import figures
 
     fig = figures.floors_runs_figure(summaries)
@@ -327,8 +331,11 @@ def test_compare_says_within_noise_only_where_the_run_ranges_overlap(tmp_path):
     assert done.returncode == 0, done.stderr
     row = next(line for line in done.stdout.splitlines() if line.startswith("| glibc"))
     assert row.split(" | ")[3] == "within noise"  # median floor: 200–240 against 230–260
-    row = next(line for line in cli("compare", str(a), str(apart)).stdout.splitlines()
-               if line.startswith("| glibc"))  # fmt: skip
+    row = next(
+        line
+        for line in cli("compare", str(a), str(apart)).stdout.splitlines()
+        if line.startswith("| glibc")
+    )
     assert row.split(" | ")[3] == "1.41"  # 310 / 220: 200–240 against 300–320
 
 

@@ -166,10 +166,23 @@ def test_a_taken_port_is_one_sentence_and_leaves_nothing_running(tmp_path):
 def _start_and_wait_for(folder: Path, ready, *extra: str) -> subprocess.Popen:
     """The tiny experiment (3 s requests unless ``extra`` says otherwise), once ``ready()``."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "stair_stepper", "experiment", *TINY, "--sleep-ms", "3000",
-         "--out", str(folder), *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "stair_stepper",
+            "experiment",
+            *TINY,
+            "--sleep-ms",
+            "3000",
+            "--out",
+            str(folder),
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if ready():
@@ -182,8 +195,9 @@ def _start_and_wait_for(folder: Path, ready, *extra: str) -> subprocess.Popen:
 
 def _start_and_wait_for_phase(folder: Path, phase: str, *extra: str) -> subprocess.Popen:
     trace = folder / "glibc.trace.csv"
-    return _start_and_wait_for(folder, lambda: trace.exists() and phase in trace.read_text(),
-                               *extra)  # fmt: skip
+    return _start_and_wait_for(
+        folder, lambda: trace.exists() and phase in trace.read_text(), *extra
+    )
 
 
 def _start_and_wait_for_batch(folder: Path, *extra: str) -> subprocess.Popen:

@@ -38,7 +38,7 @@ MOMENTS = [
         signal.SIGTERM,
         "batch 1",
         ("--sleep-ms", "0", "--iterations", "3000", "--concurrency", "32"),
-    ),  # fmt: skip
+    ),
     (signal.SIGTERM, "pause 1", ("--pause", "30")),
     (signal.SIGHUP, "pause 1", ("--pause", "30")),
     # one after another: the second variant is being started
@@ -56,8 +56,9 @@ def test_sigterm_or_sighup_ends_like_ctrl_c(tmp_path, signum, moment, extra):
     drops exceptions raised in its callbacks) can swallow, wherever the run is."""
     folder = tmp_path / "r"
     if moment == "second variant":
-        process = _start_and_wait_for(folder, lambda: (folder / "glibc+arena2.server.log").exists(),
-                                      *extra)  # fmt: skip
+        process = _start_and_wait_for(
+            folder, lambda: (folder / "glibc+arena2.server.log").exists(), *extra
+        )
     else:
         process = _start_and_wait_for_phase(folder, moment, *extra)
     began = time.monotonic()

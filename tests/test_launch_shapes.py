@@ -17,11 +17,14 @@ from pathlib import Path
 import pytest
 from conftest import needs_jemalloc, serve_flags
 from nixpkgs_shape import (
+    RUNTIME,
+    SITE,
     bare_interpreter,
     clean_env,
     dependencies_site,
     editable_site,
     install_package,
+    package_store_paths,
     with_packages,
     wrap_application,
 )
@@ -141,12 +144,39 @@ def test_experiment_through_the_nixpkgs_wrapper(nix_shaped, tmp_path):
     }
 
 
-def test_with_packages_interpreter_serves(tmp_path):
-    """``python.withPackages``: the interpreter sees the packages without PYTHONPATH."""
-    sites = [install_package(tmp_path / "app-site"), dependencies_site(tmp_path / "deps-site")]
-    python = with_packages(tmp_path / "env", sites)
-    health = serve_once_with(python, tmp_path)
+@pytest.fixture(scope="module")
+def with_packages_env(tmp_path_factory) -> Path:
+    """``python.withPackages`` of stair-stepper and its dependencies, buildEnv-shaped: one store
+    path per package, the interpreter a binary wrapper (tests/nixpkgs_shape.py)."""
+    store = tmp_path_factory.mktemp("store")
+    app = store / "stair-stepper"
+    install_package(app / SITE)
+    try:
+        return with_packages(store / "env", [app, *package_store_paths(store, RUNTIME)], store)
+    except FileNotFoundError as exc:  # no C compiler (the build sandbox has none)
+        pytest.skip(str(exc))
+
+
+def test_with_packages_interpreter_serves(with_packages_env, tmp_path):
+    """``python.withPackages``: the interpreter sees the packages without PYTHONPATH, and so do
+    the children it starts with ``sys.executable`` (the LD_PRELOAD re-exec)."""
+    health = serve_once_with(with_packages_env, tmp_path)
     assert health["allocator"] == "glibc" and health["maps"] == "glibc"
+
+
+def test_meta_json_names_the_glibc_that_runs_under_with_packages(with_packages_env):
+    """Under withPackages ``sys.executable`` is a small C wrapper; the version recorded must be
+    the running C library's (``gnu_get_libc_version``), not a symbol version in a binary."""
+    probe = (
+        "import os, sys; from stair_stepper import provenance; "
+        "print(provenance.collect()['glibc']); print(os.confstr('CS_GNU_LIBC_VERSION')); "
+        "print(sys.executable)"
+    )
+    done = run([str(with_packages_env), "-c", probe])
+    assert done.returncode == 0, done.stderr
+    recorded, running, executable = done.stdout.split("\n")[:3]
+    assert executable == str(with_packages_env)  # the wrapper, as under nixpkgs
+    assert f"glibc {recorded}" == running
 
 
 def serve_once_with(python: Path, tmp_path: Path) -> dict:
@@ -166,7 +196,8 @@ def test_an_editable_install_s_importing_pth_reaches_the_re_executed_child(tmp_p
     work.mkdir()
     sites = [editable_site(tmp_path / "app-site", work), dependencies_site(tmp_path / "deps")]
     assert any(p.suffix == ".pth" and "import" in p.read_text() for p in sites[0].iterdir())
-    wrapper = wrap_application(tmp_path / "bin", "stair-stepper", bare, sites,
-                               "stair_stepper.cli:main")  # fmt: skip
+    wrapper = wrap_application(
+        tmp_path / "bin", "stair-stepper", bare, sites, "stair_stepper.cli:main"
+    )
     health = serve_once(wrapper, tmp_path, "--allocator", "jemalloc")
     assert health["allocator"] == "jemalloc" and health["maps"] == "jemalloc"

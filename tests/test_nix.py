@@ -91,7 +91,8 @@ def standin(tmp_path_factory):
     shutil.copy(STANDIN / "flake.nix", folder / "flake.nix")
     # nixpkgs' pieces that our code depends on, modelled once in tests/nixpkgs_shape.py.
     bare = nixpkgs_shape.bare_interpreter(folder / "python3-bare")
-    deps = nixpkgs_shape.dependencies_site(folder / "deps-site")
+    wanted = [*nixpkgs_shape.RUNTIME, "matplotlib", "pytest", "pytest-xdist"]  # devPython's
+    deps = nixpkgs_shape.package_store_paths(folder / "pkgs", wanted)
 
     def lib(name: str) -> str:
         path = allocators.find_library(allocators.ALLOCATORS[name])
@@ -101,7 +102,7 @@ def standin(tmp_path_factory):
     host = {
         "python": sys.executable,  # the build tool (pip), never the interpreter of an output
         "bare": str(bare),
-        "depsSite": str(deps),
+        "depsSiteArgs": " ".join(f"--site-dir {d / nixpkgs_shape.SITE}" for d in deps),
         "shape": str(Path(nixpkgs_shape.__file__).resolve()),
         "drill": str(real_drill() or ""),
         "nixpkgsRev": locked_rev(),

@@ -70,9 +70,16 @@ def test_a_user_app_s_server_imports_nothing_of_the_widget_app(spec):
 def test_experiment_runs_a_user_app_with_its_own_workload(tmp_path, spec, benchmark):
     folder = tmp_path / "r"
     done = experiment(
-        "--app", spec, "--benchmark", str(ROOT / "examples" / benchmark),
-        "--allocators", "glibc,jemalloc", *SMALL[:-1], "--out", str(folder),
-    )  # fmt: skip
+        "--app",
+        spec,
+        "--benchmark",
+        str(ROOT / "examples" / benchmark),
+        "--allocators",
+        "glibc,jemalloc",
+        *SMALL[:-1],
+        "--out",
+        str(folder),
+    )
     assert done.returncode == 0, done.stderr
     meta = json.loads((folder / "meta.json").read_text())
     assert meta["status"] == "complete" and meta["config"]["app"] == spec
@@ -97,10 +104,18 @@ def test_a_multi_process_command_is_recorded_as_a_tree_with_the_allocator_in_eac
         f"{sys.executable} -m hypercorn --workers 2 --bind {{host}}:{{port}} examples.asgi_app:app"
     )
     done = experiment(
-        "--command", command, "--health-path", "/ping",
-        "--benchmark", str(ROOT / "examples" / "asgi.yml"),
-        "--allocators", "jemalloc", *SMALL, "--out", str(folder),
-    )  # fmt: skip
+        "--command",
+        command,
+        "--health-path",
+        "/ping",
+        "--benchmark",
+        str(ROOT / "examples" / "asgi.yml"),
+        "--allocators",
+        "jemalloc",
+        *SMALL,
+        "--out",
+        str(folder),
+    )
     assert done.returncode == 0, done.stderr
     health = json.loads((folder / "meta.json").read_text())["variants"]["jemalloc"]["health"]
     assert len(health["serving_pids"]) >= 3  # the master and both workers hold the socket
@@ -206,10 +221,21 @@ def test_a_fixed_port_command_gets_the_user_s_environment_and_the_allocator(tmp_
     port = free_port()
     folder = tmp_path / "r"
     done = experiment(
-        "--command", f"{sys.executable} {script} {port} {seen}", "--port", str(port),
-        "--benchmark", str(bench), "--allocators", "jemalloc", "--preset", "quick",
-        "--no-plot", "--out", str(folder), env={"MY_SETTING": "from-the-user"},
-    )  # fmt: skip
+        "--command",
+        f"{sys.executable} {script} {port} {seen}",
+        "--port",
+        str(port),
+        "--benchmark",
+        str(bench),
+        "--allocators",
+        "jemalloc",
+        "--preset",
+        "quick",
+        "--no-plot",
+        "--out",
+        str(folder),
+        env={"MY_SETTING": "from-the-user"},
+    )
     assert done.returncode == 0, done.stderr
     setting, preload = seen.read_text().split("|")
     assert setting == "from-the-user" and "libjemalloc" in preload
@@ -218,9 +244,16 @@ def test_a_fixed_port_command_gets_the_user_s_environment_and_the_allocator(tmp_
     assert (folder / "jemalloc.batches.csv").read_text().splitlines()[1].split(",")[5] == "0"
     assert_no_orphans(folder)
     refused = experiment(
-        "--command", f"{sys.executable} {script} {port} {seen}", "--port", str(port),
-        "--allocators", "glibc,jemalloc", "--parallel", "--out", str(tmp_path / "never"),
-    )  # fmt: skip
+        "--command",
+        f"{sys.executable} {script} {port} {seen}",
+        "--port",
+        str(port),
+        "--allocators",
+        "glibc,jemalloc",
+        "--parallel",
+        "--out",
+        str(tmp_path / "never"),
+    )
     assert refused.returncode == 2 and "cannot run side by side" in refused.stderr
 
 
@@ -239,10 +272,20 @@ def test_a_fixed_port_command_runs_the_default_preset_one_variant_after_another(
     port = free_port()
     folder = tmp_path / "r"
     done = experiment(
-        "--command", f"{sys.executable} {script} {port} {seen}", "--port", str(port),
-        "--benchmark", str(bench), "--allocators", "glibc,jemalloc", "--batches", "1",
-        "--no-plot", "--out", str(folder),
-    )  # fmt: skip
+        "--command",
+        f"{sys.executable} {script} {port} {seen}",
+        "--port",
+        str(port),
+        "--benchmark",
+        str(bench),
+        "--allocators",
+        "glibc,jemalloc",
+        "--batches",
+        "1",
+        "--no-plot",
+        "--out",
+        str(folder),
+    )
     assert done.returncode == 0, done.stderr
     said = [line for line in done.stderr.splitlines() if f"fixed port {port}" in line]
     assert said and "run one after another" in said[0], done.stderr
@@ -295,9 +338,17 @@ def test_a_command_that_is_not_python_is_not_said_to_run_with_pythonmalloc(tmp_p
     )
     folder = tmp_path / "r"
     done = experiment(
-        "--command", f"{perl} {script} {{port}}", "--benchmark", str(bench),
-        "--allocators", "glibc", "--preset", "quick", "--out", str(folder),
-    )  # fmt: skip
+        "--command",
+        f"{perl} {script} {{port}}",
+        "--benchmark",
+        str(bench),
+        "--allocators",
+        "glibc",
+        "--preset",
+        "quick",
+        "--out",
+        str(folder),
+    )
     assert done.returncode == 0, done.stderr
     meta = json.loads((folder / "meta.json").read_text())
     assert meta["variants"]["glibc"]["health"]["python"] is False
@@ -305,10 +356,18 @@ def test_a_command_that_is_not_python_is_not_said_to_run_with_pythonmalloc(tmp_p
     assert "PYTHONMALLOC" not in (folder / "memory.svg").read_text()
     assert "PYTHONMALLOC" not in done.stderr.splitlines()[0]
     python = experiment(
-        "--command", f"{sys.executable} -m http.server --bind 127.0.0.1 {{port}}",
-        "--benchmark", str(bench), "--allocators", "glibc", "--preset", "quick",
-        "--no-plot", "--out", str(tmp_path / "py"),
-    )  # fmt: skip
+        "--command",
+        f"{sys.executable} -m http.server --bind 127.0.0.1 {{port}}",
+        "--benchmark",
+        str(bench),
+        "--allocators",
+        "glibc",
+        "--preset",
+        "quick",
+        "--no-plot",
+        "--out",
+        str(tmp_path / "py"),
+    )
     assert python.returncode == 0, python.stderr
     meta = json.loads((tmp_path / "py" / "meta.json").read_text())
     assert meta["variants"]["glibc"]["health"]["python"] is True

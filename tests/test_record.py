@@ -218,10 +218,23 @@ def test_a_terminated_record_stops_its_command_and_the_command_s_children(tmp_pa
     pids = tmp_path / "pids"
     out = tmp_path / "t.csv"
     recorder = subprocess.Popen(
-        [sys.executable, "-m", "stair_stepper", "record", "--out", str(out),
-         "--include-children", "--", sys.executable, "-c", TREE, str(pids)],
-        stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "stair_stepper",
+            "record",
+            "--out",
+            str(out),
+            "--include-children",
+            "--",
+            sys.executable,
+            "-c",
+            TREE,
+            str(pids),
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert wait_until(lambda: pids.exists() and pids.read_text(), 30)
         kids = [int(p) for p in pids.read_text().split()]

@@ -201,4 +201,10 @@ def _drill_failure(code: int, log: Path) -> str:
             "0.9.0); use --driver builtin, fewer requests in flight, or the flake's patched "
             f"drill (nix develop). drill's output is in {log}."
         )
+    if code == 101 and "error reading DNS system conf" in tail:
+        return (
+            "drill could not build its HTTP client: its DNS resolver (reqwest with trust-dns) "
+            "reads /etc/resolv.conf, which this machine lacks (a build sandbox?); use "
+            f"--driver builtin. drill's output is in {log}."
+        )
     return f"drill exited with code {code}; its output is in {log}."

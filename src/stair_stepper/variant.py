@@ -189,13 +189,23 @@ class VariantRun:
         unasked = _unasked(self._reading, reading, outcome.requests + polls_in_batch + 1)
         self._reading = reading
         row = BatchRow(
-            batch=k, start_s=start, end_s=end, pause_end_s=rec.now(),
-            requests=outcome.requests, failures=outcome.failures,
-            requests_per_second=outcome.requests_per_second, p50_ms=outcome.p50_ms,
-            p99_ms=outcome.p99_ms, p99_9_ms=outcome.p99_9_ms,
-            rss_end_batch_bytes=rss_batch, rss_end_pause_bytes=rss_pause, pause_s=pause_s,
-            settled=int(is_settled), pause_requests=unasked, idle_requests_sent=idle_sent,
-        )  # fmt: skip
+            batch=k,
+            start_s=start,
+            end_s=end,
+            pause_end_s=rec.now(),
+            requests=outcome.requests,
+            failures=outcome.failures,
+            requests_per_second=outcome.requests_per_second,
+            p50_ms=outcome.p50_ms,
+            p99_ms=outcome.p99_ms,
+            p99_9_ms=outcome.p99_9_ms,
+            rss_end_batch_bytes=rss_batch,
+            rss_end_pause_bytes=rss_pause,
+            pause_s=pause_s,
+            settled=int(is_settled),
+            pause_requests=unasked,
+            idle_requests_sent=idle_sent,
+        )
         self.console.batch(self.name, row, self.config.batches)
         return row
 
@@ -246,9 +256,14 @@ class VariantRun:
         progress = self.console.progress(self.name, k, self.config.batches, self.w.recorder)
         try:
             return drivers.run_batch(
-                self.config.driver, self.workload, self.w.server.base_url, self.folder,
-                self.name, self.stop, progress,
-            )  # fmt: skip
+                self.config.driver,
+                self.workload,
+                self.w.server.base_url,
+                self.folder,
+                self.name,
+                self.stop,
+                progress,
+            )
         except UserError as exc:
             raise Fault(f"the load driver failed in batch {k}: {exc}") from None
 

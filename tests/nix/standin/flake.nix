@@ -78,7 +78,7 @@
           # tests/nixpkgs_shape.py holds the nixpkgs behaviours modelled here, in one place.
           shape = action: args: "${host.python} ${host.shape} ${action} --out $out ${args}";
           pythonPkgs = {
-            # The host's dependency folder (host.depsSite) already holds these; the names only
+            # The host's per-package store paths (host.depsSiteArgs) already hold these; the names only
             # need to exist. Not modelled: each as its own derivation, propagated inputs.
             quart = "host:quart";
             hypercorn = "host:hypercorn";
@@ -87,6 +87,7 @@
             psutil = "host:psutil";
             matplotlib = "host:matplotlib";
             pytest = "host:pytest";
+            pytest-xdist = "host:pytest-xdist";
             setuptools = "host:setuptools";
             pip = "host:pip";
             # nixpkgs: pkgs/development/interpreters/python/mk-python-derivation.nix installs the
@@ -100,7 +101,7 @@
                 ${host.python} -m pip install --quiet --no-deps --no-build-isolation \
                   --no-cache-dir --target $out/${sitePackages} ${src}
                 rm -rf $out/${sitePackages}/bin
-                ${shape "wrap-application" "--interpreter ${host.bare} --site-dir $out/${sitePackages} --site-dir ${host.depsSite}"}
+                ${shape "wrap-application" "--interpreter ${host.bare} --site-dir $out/${sitePackages} ${host.depsSiteArgs}"}
               '' { HOME = "/tmp"; };
             # nixpkgs: pkgs/development/interpreters/python/python-packages-base.nix changes only
             # passthru (name, pythonModule): the application is the same wrapped package.
@@ -110,20 +111,21 @@
           python3 = mk "python3-bare" "mkdir -p $out/bin && ln -s ${host.bare} $out/bin/python3" { } // {
             pkgs = pythonPkgs;
             inherit sitePackages;
-            # nixpkgs: pkgs/development/interpreters/python/wrapper.nix + sitecustomize.py: an
-            # environment whose interpreter sees its packages without PYTHONPATH, and whose
-            # sys.executable is that interpreter (a child started with it sees them too).
-            # Modelled as a venv with a .pth naming the host's dependency folder; every
-            # package the function asks for is in it. pytest's command is linked as in buildEnv.
+            # nixpkgs: pkgs/development/interpreters/python/wrapper.nix: buildEnv
+            # (pkgs/build-support/buildenv/builder.pl) of the interpreter and one store path per
+            # package, whose bin/python3.X is a binary wrapper (makeBinaryWrapper) of the
+            # interpreter; sys.executable is that wrapper, so a child started with it sees the
+            # packages too (tests/nixpkgs_shape.py). Every package the flake asks for is in it
+            # (host.depsSiteArgs). pytest's command is a script calling the environment's python.
             withPackages =
               f:
               mk "python3-bare-env" ''
-                ${shape "with-packages" "--site-dir ${host.depsSite}"}
+                ${shape "with-packages" host.depsSiteArgs}
                 printf '#!${sh}\nexec %s -m pytest "$@"\n' "$out/bin/python3" > $out/bin/pytest
                 chmod +x $out/bin/pytest
               '' { };
           };
-          # Real drill 0.8.3 (the version nixpkgs ships) when the host has it. Not modelled:
+          # Real drill (0.8.3, or what the test gives) when the host has it. Not modelled:
           # overrideAttrs patches nothing here, so this drill still has upstream's histogram bound.
           drill =
             (if host.drill != "" then wrapperBin "drill" host.drill else placeholderBin "drill")
