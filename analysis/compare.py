@@ -23,8 +23,10 @@ def figures_of(folder: Path) -> tuple[dict, str, int]:
         result = summary.summarise_repeats(folder)
         table = {
             name: {
-                key: (sp["median"], sp["min"], sp["max"]) if sp else None
-                for key, sp in fields.items()
+                key: (fields[key]["median"], fields[key]["min"], fields[key]["max"])
+                if fields.get(key)
+                else None
+                for _, key in FIELDS
             }
             for name, fields in result["variants"].items()
         }

@@ -217,10 +217,11 @@ def _panel(ax, name: str, v, s: dict, color: str) -> None:
         ax.text(
             trims[0][0], 0.95, " trim", transform=ax.get_xaxis_transform(), fontsize=9, va="top"
         )
+    settings = s.get("settings")
     ax.text(
         0.005,
         0.95,
-        name,
+        name if not settings or settings == name else f"{name}: {settings}",
         transform=ax.transAxes,
         fontsize=12,
         fontweight="bold",
@@ -426,5 +427,50 @@ def floors_against_idle(table: dict, folder: Path, stem: str = "idle-traffic") -
     return save(fig, folder, stem)
 
 
+def sweep_figure(sweep: dict, runs: int = 1):
+    """A sweep along its axis: median settled floor and after-trim floor against the setting's
+    value, with the run-to-run range as a band when there are several runs."""
+    fig, ax = new_figure(figsize=(10, 4.8))
+    values = [r["value"] for r in sweep["rows"]]
+    xs = range(len(values))
+    for i, (key, label) in enumerate(
+        (("median_floor_bytes", "median settled floor"), ("after_trim_bytes", "after trim"))
+    ):
+        color = COLORS[i]
+        cells = [r[key] for r in sweep["rows"]]
+        mid = [_middle(c) for c in cells]
+        ax.plot(xs, mid, color=color, marker="o", lw=1.8, label=label)
+        if runs > 1:
+            lows = [c["min"] / MB if c else float("nan") for c in cells]
+            highs = [c["max"] / MB if c else float("nan") for c in cells]
+            ax.fill_between(xs, lows, highs, color=color, alpha=0.2, lw=0)
+    ax.set_xticks(xs, values)
+    ax.set_xlabel(f"{sweep['var']} (variants {', '.join(r['variant'] for r in sweep['rows'])})")
+    ax.set_ylabel("RSS, MB (2^20 bytes)" + ("; band: min–max over the runs" if runs > 1 else ""))
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    what = f", median of {runs} runs" if runs > 1 else ""
+    ax.set_title(f"Sweep {sweep['name']}: floors against {sweep['var']}{what}")
+    ax.legend(fontsize=9)
+    return fig
+
+
+def _middle(cell) -> float:
+    if isinstance(cell, dict):
+        return cell["median"] / MB if cell else float("nan")
+    return cell / MB if cell is not None else float("nan")
+
+
+def sweeps(summary: dict, folder: Path, runs: int = 1) -> list[Path]:
+    written = []
+    for sweep in summary.get("sweeps") or []:
+        written += save(sweep_figure(sweep, runs), folder, f"sweep-{sweep['name']}")
+    return written
+
+
 def draw_all(data: dict, summary: dict, folder: Path) -> list[Path]:
-    return memory_over_time(data, summary, folder) + floors_by_batch(summary, folder)
+    return (
+        memory_over_time(data, summary, folder)
+        + floors_by_batch(summary, folder)
+        + sweeps(summary, folder)
+    )

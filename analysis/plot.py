@@ -102,6 +102,7 @@ def analyse_repeats(
             result["warnings"].append("matplotlib is not installed: no figures.")
         else:
             written += drawing.floors_across_runs(summaries, out)
+            written += drawing.sweeps(result, out, result["runs"])
     return result, written
 
 

@@ -271,12 +271,15 @@ def summarise(
                 f"{name}: requests the experiment did not send reached the service during a "
                 f"pause ({s['unasked_pause_requests']}): the floors may be disturbed."
             )
+    for name, s in variants.items():
+        s.update(_settings_of(meta, name), periodic_trim=_periodic_trim(data[name], s))
     best = _ratios(variants, "median_floor_bytes", "ratio_to_best")
     _ratios(variants, "last_floor_bytes", "last_floor_ratio_to_best")
     return {
         "format": results.FORMAT,
         "variants": variants,
         "best_variant": best,
+        "sweeps": sweep_rows(variants, (meta.get("config") or {}).get("sweeps") or ()),
         "step_threshold_bytes": step_threshold,
         "described": results.describe(meta),
         "foreign": bool((meta.get("config") or {}).get("command")),
@@ -287,6 +290,54 @@ def summarise(
         "status": meta.get("status"),
         "warnings": warnings,
     }
+
+
+def _settings_of(meta: dict, name: str) -> dict:
+    """The variant's settings exactly as given, and whether every one read back as given."""
+    proof = ((meta.get("variants") or {}).get(name) or {}).get("settings") or {}
+    values = (proof.get("read_back") or {}).get("values") or {}
+    checked = [v.get("same") for v in values.values() if isinstance(v, dict) and "same" in v]
+    return {
+        "settings": proof.get("described") or name,
+        "settings_read_back": all(checked) if checked else None,
+    }
+
+
+def _periodic_trim(v: VariantData, s: dict) -> dict | None:
+    """A periodic-trim variant's trims, as the server timed them: count, seconds, share of the
+    run's time."""
+    if v.batches is None or "trims" not in v.batches.columns:
+        return None
+    counts = [c for c in v.batches.column("trims") if c is not None]
+    seconds = [t for t in v.batches.column("trims_s") if t is not None]
+    if not counts:
+        return None
+    total, duration = (seconds[-1] if seconds else None), s.get("duration_s")
+    return {
+        "count": counts[-1],
+        "total_s": total,
+        "share": total / duration if total is not None and duration else None,
+    }
+
+
+def sweep_rows(variants: dict, sweeps) -> list[dict]:
+    """Each --sweep laid out along its axis: per value, its variant's median settled floor and
+    after-trim floor (one run: the values; a --repeat folder: their spreads)."""
+    laid = []
+    for sweep in sweeps:
+        rows = []
+        for value, name in zip(sweep["values"], sweep["variants"], strict=True):
+            v = variants.get(name) or {}
+            rows.append(
+                {
+                    "value": value,
+                    "variant": name,
+                    "median_floor_bytes": v.get("median_floor_bytes"),
+                    "after_trim_bytes": v.get("after_trim_bytes"),
+                }
+            )
+        laid.append({"name": sweep["name"], "var": sweep["var"], "rows": rows})
+    return laid
 
 
 def glibc_version(provenance: dict) -> str | None:
@@ -353,8 +404,11 @@ def markdown(summary: dict) -> str:
         "whose RSS had not settled; medians and ratios leave it out."
     )
     text.append("")
+    if summary.get("config"):
+        text += variants_text(variants)
     text.extend(lines)
     text.append("")
+    text += sweep_text(summary.get("sweeps") or [])
     text.extend(interpretation(summary))
     if unprobed:
         text.append(
@@ -368,6 +422,53 @@ def markdown(summary: dict) -> str:
     if summary.get("status") and summary["status"] != "complete":
         text += ["", f"**This run did not complete: {summary['status']}.**"]
     return "\n".join(text) + "\n"
+
+
+def variants_text(variants: dict) -> list[str]:
+    """Each variant's settings exactly as given, whether they read back so, and the time a
+    periodic trim took."""
+    lines = ["Variants, their settings as given (read back in each variant's own process):", ""]
+    for name, s in variants.items():
+        checked = {True: "read back as given", False: "READ BACK DIFFERENTLY", None: ""}
+        note = checked[s.get("settings_read_back")]
+        line = f"- {name}: `{s.get('settings', name)}`" + (f" ({note})" if note else "")
+        trims = s.get("periodic_trim")
+        if trims and trims.get("total_s") is not None:
+            share = f", {trims['share']:.2%} of the run" if trims.get("share") else ""
+            line += f"; {trims['count']} trims took {trims['total_s'] * 1000:.0f} ms{share}"
+        spent = s.get("trims_s")
+        if isinstance(spent, dict) and spent:
+            line += f"; the trims took {spread_text(spent, 3, 1)} s per run"
+        lines.append(line)
+    return [*lines, ""]
+
+
+def sweep_text(sweeps: list[dict], runs: int = 1) -> list[str]:
+    """Each sweep as a table along its axis."""
+    text = []
+    for sweep in sweeps:
+        head = [sweep["var"], "variant", "median settled floor, MB", "after trim, MB"]
+        rows = [
+            [
+                r["value"],
+                r["variant"],
+                _mb_or_spread(r["median_floor_bytes"]),
+                _mb_or_spread(r["after_trim_bytes"]),
+            ]
+            for r in sweep["rows"]
+        ]
+        what = f" (median (min–max) over {runs} runs)" if runs > 1 else ""
+        text += [
+            f"Sweep `{sweep['name']}` over {sweep['var']}{what}:",
+            "",
+            *markdown_table(head, rows),
+            "",
+        ]
+    return text
+
+
+def _mb_or_spread(value) -> str:
+    return spread_text(value) if isinstance(value, dict) else mb(value)
 
 
 def interpretation(summary: dict) -> list[str]:
@@ -526,8 +627,19 @@ def summarise_repeats(folder: Path, step_threshold: float = DEFAULT_STEP_THRESHO
         meta = {}
     names = [n for n in (meta.get("config") or {}).get("variants", [])] or None
     result = summarise_runs(per_run, names)
+    for name, fields in result["variants"].items():  # what a variant is: the same in every run
+        first = next((r["variants"][name] for r in per_run if name in r["variants"]), {})
+        fields["settings"] = first.get("settings", name)
+        fields["settings_read_back"] = first.get("settings_read_back")
+        fields["trims_s"] = spread(
+            [
+                ((r["variants"].get(name) or {}).get("periodic_trim") or {}).get("total_s")
+                for r in per_run
+            ]
+        )
     result.update(
         format=results.FORMAT,
+        sweeps=sweep_rows(result["variants"], (meta.get("config") or {}).get("sweeps") or ()),
         described=per_run[0].get("described"),
         preset=per_run[0].get("preset"),
         config=meta.get("config") or per_run[0].get("config"),
@@ -604,7 +716,9 @@ def markdown_repeats(result: dict) -> str:
     ]
     if result.get("described"):
         text += [f"Preset `{result.get('preset')}`: {result['described']}.", ""]
+    text += variants_text(result["variants"])
     text.append(repeats_table(result))
+    text += sweep_text(result.get("sweeps") or [], result["runs"])
     if result.get("warnings"):
         text += ["", "Warnings:", *[f"- {w}" for w in result["warnings"]]]
     if result.get("status") and result["status"] != "complete":

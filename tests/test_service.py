@@ -279,7 +279,8 @@ def test_unknown_allocator_is_one_sentence():
     assert done.returncode == 2
     assert done.stderr.strip() == (
         "stair-stepper: unknown allocator 'hoard'; choose one of: glibc, glibc+arena2, "
-        "jemalloc, jemalloc+bg, mimalloc, tcmalloc."
+        "jemalloc, jemalloc+bg, mimalloc, tcmalloc, or write a variant as "
+        "'NAME=ALLOCATOR VAR=VALUE …'."
     )
 
 

@@ -14,8 +14,11 @@ from . import allocators, selfexec
 from .errors import UserError
 
 
-def probe_variant(var: allocators.Variant, python_malloc: str = "pymalloc") -> dict:
-    """Run ``python -m stair_stepper.probes`` under the variant's environment."""
+def probe_variant(
+    var: allocators.Variant, python_malloc: str = "pymalloc", extra_env: dict | None = None
+) -> dict:
+    """Run ``python -m stair_stepper.probes`` under the variant's environment; ``stderr`` is
+    what the allocator said about its settings there (a verbose mimalloc lists its options)."""
     row: dict = {
         "name": var.allocator.name,
         "package": var.allocator.package,
@@ -24,6 +27,7 @@ def probe_variant(var: allocators.Variant, python_malloc: str = "pymalloc") -> d
         "library": None,
         "version": None,
         "problem": None,
+        "stderr": "",
     }
     try:
         env = allocators.server_env(var, python_malloc)
@@ -31,6 +35,9 @@ def probe_variant(var: allocators.Variant, python_malloc: str = "pymalloc") -> d
         row["problem"] = str(exc)
         return row
     row["library"] = env.get("LD_PRELOAD")
+    env.update(extra_env or {})  # e.g. the settings to read back (settings.for_child)
+    if var.allocator.name == "mimalloc" and any(k.startswith("MIMALLOC_") for k in var.env):
+        env["MIMALLOC_VERBOSE"] = "1"  # it then prints every option as it took it
     command, env = selfexec.python_command("stair_stepper.probes", env=env)
     try:
         done = subprocess.run(
@@ -40,14 +47,16 @@ def probe_variant(var: allocators.Variant, python_malloc: str = "pymalloc") -> d
             text=True,
             timeout=60,
         )
-        result = json.loads(done.stdout)
-    except (subprocess.SubprocessError, ValueError, OSError):
+        row["stderr"] = done.stderr
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+    except (subprocess.SubprocessError, ValueError, OSError, IndexError):
         row["problem"] = f"a process preloaded with {row['library']} did not start cleanly."
         return row
     if result["allocator"] != var.allocator.name:
         row["problem"] = f"malloc was served by {result['malloc_provider']} instead."
         return row
     row.update(available=True, version=result["version"], library=result["malloc_provider"])
+    row["read_back"] = result.get("read_back")
     return row
 
 

@@ -31,13 +31,27 @@ class Allocator(namedtuple("Allocator", "name env_var sonames package maps_prefi
         return self.env_var is not None
 
 
-class Variant(namedtuple("Variant", "name allocator env", defaults=(None,))):
-    """An allocator plus the tuning put into the server's environment (``env``)."""
+class Variant(namedtuple("Variant", "name allocator env strategy spec")):
+    """An allocator plus its settings: ``env``, what goes into the server's environment
+    (checked by ``settings``), and ``strategy``, what the lab does around it (``trim_every``
+    seconds, ``workers``, ``max_requests``); ``spec`` is how it was written."""
 
     __slots__ = ()
 
-    def __new__(cls, name: str, allocator: Allocator, env: dict[str, str] | None = None):
-        return super().__new__(cls, name, allocator, dict(env or {}))
+    def __new__(cls, name, allocator, env=None, strategy=None, spec=None):
+        env, strategy = dict(env or {}), dict(strategy or {})
+        if spec is None:
+            words = [f"{k}={v}" for k, v in {**env, **strategy}.items()]
+            spec = " ".join([f"{name}={allocator.name}", *words])
+        return super().__new__(cls, name, allocator, env, strategy, spec)
+
+    @property
+    def strategy_text(self) -> dict[str, str]:
+        return {k: f"{v:g}" if isinstance(v, float) else str(v) for k, v in self.strategy.items()}
+
+    @property
+    def builtin(self) -> bool:
+        return VARIANTS.get(self.name) == self
 
 
 ALLOCATORS: dict[str, Allocator] = {
@@ -81,8 +95,48 @@ VARIANTS: dict[str, Variant] = {
     )
 }
 
-#: variables a variant controls; inherited values are removed so a label never lies
-CONTROLLED_ENV = ("LD_PRELOAD", "MALLOC_CONF", "MALLOC_ARENA_MAX", "PYTHONMALLOC")
+#: glibc's environment aliases of its malloc tunables (glibc elf/dl-tunables.list); glibc also
+#: reads GLIBC_TUNABLES
+GLIBC_ALIASES = {
+    "MALLOC_CHECK_": "glibc.malloc.check",
+    "MALLOC_TOP_PAD_": "glibc.malloc.top_pad",
+    "MALLOC_PERTURB_": "glibc.malloc.perturb",
+    "MALLOC_MMAP_THRESHOLD_": "glibc.malloc.mmap_threshold",
+    "MALLOC_TRIM_THRESHOLD_": "glibc.malloc.trim_threshold",
+    "MALLOC_MMAP_MAX_": "glibc.malloc.mmap_max",
+    "MALLOC_ARENA_MAX": "glibc.malloc.arena_max",
+    "MALLOC_ARENA_TEST": "glibc.malloc.arena_test",
+}
+#: the variables gperftools 2.10's tcmalloc reads (the EnvTo* calls of its src/)
+TCMALLOC_VARIABLES = (
+    "TCMALLOC_AGGRESSIVE_DECOMMIT TCMALLOC_DEVMEM_LIMIT TCMALLOC_DEVMEM_START "
+    "TCMALLOC_DISABLE_MEMORY_RELEASE TCMALLOC_HEAP_LIMIT_MB TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD "
+    "TCMALLOC_MAX_FREE_QUEUE_SIZE TCMALLOC_MAX_TOTAL_THREAD_CACHE_BYTES "
+    "TCMALLOC_MEMFS_ABORT_ON_FAIL TCMALLOC_MEMFS_DISABLE_FALLBACK TCMALLOC_MEMFS_IGNORE_MMAP_FAIL "
+    "TCMALLOC_MEMFS_LIMIT_MB TCMALLOC_MEMFS_MALLOC_PATH TCMALLOC_MEMFS_MAP_PRIVATE "
+    "TCMALLOC_PAGE_FENCE TCMALLOC_PAGE_FENCE_NEVER_RECLAIM TCMALLOC_PAGE_FENCE_READABLE "
+    "TCMALLOC_RECLAIM_MEMORY TCMALLOC_RELEASE_RATE TCMALLOC_SAMPLE_PARAMETER TCMALLOC_SKIP_MMAP "
+    "TCMALLOC_SKIP_SBRK TCMALLOC_STACKTRACE_METHOD_VERBOSE TCMALLOC_SYMBOLIZE_STACKTRACE "
+    "TCMALLOC_TRACE"
+).split()
+
+
+def reads(allocator: str, key: str) -> bool:
+    """Does ``allocator`` read the environment variable ``key``?"""
+    if allocator == "glibc":
+        return key in GLIBC_ALIASES or key == "GLIBC_TUNABLES"
+    if allocator == "jemalloc":
+        return key == "MALLOC_CONF"
+    if allocator == "mimalloc":
+        return key.startswith("MIMALLOC_")
+    return allocator == "tcmalloc" and key in TCMALLOC_VARIABLES
+
+
+def controlled(key: str) -> bool:
+    """A variable a variant controls: inherited values are removed so a label never lies (a
+    shell's own MALLOC_ARENA_MAX would otherwise change the 'glibc' baseline unseen)."""
+    return key in ("LD_PRELOAD", "PYTHONMALLOC") or any(reads(a, key) for a in ALLOCATORS)
+
 
 PYTHON_MALLOC_MODES = ("pymalloc", "malloc")
 
@@ -151,14 +205,12 @@ def server_env(
     """The environment a server of this variant runs in (raises if the library is missing)."""
     if python_malloc not in PYTHON_MALLOC_MODES:
         raise UserError(f"--python-malloc must be one of {', '.join(PYTHON_MALLOC_MODES)}.")
-    env = dict(os.environ if base is None else base)
-    for key in CONTROLLED_ENV:
-        env.pop(key, None)
+    env = {k: v for k, v in (os.environ if base is None else base).items() if not controlled(k)}
     if var.allocator.preloaded:
         env["LD_PRELOAD"] = str(require_library(var.allocator, env))
-    env.update(var.env)
     if python_malloc == "malloc":
         env["PYTHONMALLOC"] = "malloc"
+    env.update(var.env)  # the variant's own PYTHONMALLOC wins over the run's --python-malloc
     return env
 
 

@@ -23,10 +23,10 @@ from dataclasses import asdict, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from . import allocators, drillfile, drivers, launch, provenance, results, validate
+from . import allocators, drillfile, drivers, launch, provenance, results, settings, validate
 from .console import Console, report
 from .errors import Stopped, Stopper, Terminated, UserError
-from .presets import PRESETS, Config, overrides
+from .presets import PRESETS, Config, overrides, variant_of
 from .traces import RUN_PREFIX
 from .variant import Fault, VariantRun
 
@@ -61,6 +61,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         dest="variants",
         type=_variant_list,
         help=f"comma-separated variants: {', '.join(allocators.VARIANTS)}",
+    )
+    p.add_argument(
+        "--variant",
+        dest="variant_specs",
+        action="append",
+        metavar="'NAME=ALLOCATOR VAR=VALUE …'",
+        help="a variant of your own, e.g. 'je-eager=jemalloc MALLOC_CONF=dirty_decay_ms:0' or "
+        "'trim5=glibc trim_every=5' (repeatable; added to --allocators or the preset's)",
+    )
+    p.add_argument(
+        "--variants",
+        dest="variants_file",
+        metavar="FILE.yml",
+        help="variants of your own from a file: NAME: 'ALLOCATOR VAR=VALUE …'",
+    )
+    p.add_argument(
+        "--sweep",
+        dest="sweep_specs",
+        action="append",
+        metavar="'NAME=ALLOCATOR VAR=V1|V2|…'",
+        help="one setting over several values, a variant each (NAME-V1 …; values may hold commas)",
     )
     p.add_argument("--batches", type=AT_LEAST_ONE)
     p.add_argument(
@@ -148,6 +169,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
     names = {f.name for f in fields(Config)} - {"preset"}
     given = {k: v for k, v in vars(args).items() if k in names and v is not None}
     config = replace(config, **given)
+    config = _with_own_variants(config, args)
     fixed = config.command and launch.fixed_port(config.command)
     # side by side because the preset says so, not the user: then one after another
     if fixed and config.parallel and args.parallel is None and len(config.variants) > 1:
@@ -157,6 +179,25 @@ def config_from_args(args: argparse.Namespace) -> Config:
         )
         config = replace(config, parallel=False, notes=(*config.notes, note))
     return config
+
+
+def _with_own_variants(config: Config, args: argparse.Namespace) -> Config:
+    """--variant, --variants and --sweep, written out in ``definitions`` and added by name."""
+    own = [settings.parse(spec) for spec in getattr(args, "variant_specs", None) or ()]
+    if getattr(args, "variants_file", None):
+        own += settings.load_file(args.variants_file)
+    sweeps = []
+    for spec in getattr(args, "sweep_specs", None) or ():
+        variants, sweep = settings.expand_sweep(spec)
+        own += variants
+        sweeps.append(sweep)
+    names = [*config.variants, *(v.name for v in own)]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise UserError(f"two variants are called {twice[0]}: give each its own name.")
+    return replace(
+        config, variants=tuple(names), definitions=tuple(v.spec for v in own), sweeps=tuple(sweeps)
+    )
 
 
 def default_benchmark() -> str:
@@ -203,8 +244,10 @@ def _stopped(exc: BaseException, folder: Path | None) -> int:
 
 def prepare(config: Config) -> tuple[Config, drivers.Workload]:
     """Check everything a user can get wrong, before anything starts; the workload read."""
-    for name in config.variants:
-        allocators.server_env(allocators.variant(name), config.python_malloc)  # fail early
+    for name in config.variants:  # every setting of every variant, before anything starts
+        var = variant_of(config, name)
+        allocators.server_env(var, config.python_malloc)  # the library is there
+        settings.checked(var, config.python_malloc)
     _check_service(config)
     if config.port and config.port + len(config.variants) - 1 > 65535:
         raise UserError(f"--port {config.port} leaves no room for {len(config.variants)} servers.")
@@ -359,6 +402,7 @@ def _run_variants(runs: list[VariantRun], parallel: bool, stopper: Stopper) -> N
         for t in threads:
             t.start()
         stopper.wait(threads)
+    stopper.check()  # a signal before a group started (the loop broke) stops the run too
     failures = [e for e in errors if not isinstance(e, Stopped)]
     if failures or errors:
         raise (failures or errors)[0]

@@ -81,9 +81,10 @@ def start_variant(
     """A variant's server for an experiment (``config``: a ``presets.Config``), either kind:
     ``serve`` with the widget app or the user's ``--app``, or the user's ``--command``."""
     from . import allocators
+    from .presets import variant_of
 
+    var = variant_of(config, variant)
     if config.command:
-        var = allocators.variant(variant)
         return start_command(
             config.command,
             variant,
@@ -104,8 +105,14 @@ def start_variant(
             "--offload-threads",
             str(config.offload_threads),
         ]
+    written = variant if var.builtin else var.spec  # serve checks and applies it again
     return start_server(
-        variant, port=port, extra_args=tuple(args), log_path=log_path, cancel=cancel
+        written,
+        port=port,
+        extra_args=tuple(args),
+        log_path=log_path,
+        cancel=cancel,
+        what=f"the {variant} server",
     )
 
 
@@ -119,8 +126,10 @@ def start_server(
     log_path: Path | None = None,
     timeout: float = 60.0,
     cancel: threading.Event | None = None,
+    what: str | None = None,
 ) -> RunningServer:
-    """``stair-stepper serve`` on ``variant``; returns once its health endpoint answers."""
+    """``stair-stepper serve`` on ``variant`` (a name, or one written out); returns once its
+    health endpoint answers."""
     ready = Path(tempfile.mkdtemp(prefix="stair-stepper-")) / "ready.json"
     bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     args = ["serve", "--allocator", variant, "--bind", bind, "--ready-file", str(ready)]
@@ -139,7 +148,7 @@ def start_server(
             command,
             child_env,
             log_path,
-            f"the {variant} server",
+            what or f"the {variant} server",
             f"{service.HEALTH}",
             probe,
             timeout,

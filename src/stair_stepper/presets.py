@@ -41,6 +41,11 @@ class Config:
     app_dir: str | None = None
     command: str | None = None  # any HTTP server, "CMD … {port} …", its tree recorded
     health_path: str | None = None
+    #: variants written out (--variant, --variants, --sweep): "NAME=ALLOCATOR VAR=VALUE …";
+    #: ``variants`` names them among the built-in ones, in the order they run
+    definitions: tuple[str, ...] = ()
+    #: each --sweep laid out: {"name", "var", "values", "variants"}
+    sweeps: tuple[dict, ...] = ()
     #: what the run changed in what was asked, and why (printed at its start, kept in meta)
     notes: tuple[str, ...] = ()
 
@@ -73,7 +78,7 @@ PRESETS: dict[str, Config] = {
 }
 
 #: where the files are and how the load is sent, not what was measured: never an override
-_NOT_MEASURED = {"benchmark", "port", "driver", "notes"}
+_NOT_MEASURED = {"benchmark", "port", "driver", "notes", "definitions", "sweeps"}
 
 
 def overrides(config: Config) -> dict:
@@ -83,6 +88,16 @@ def overrides(config: Config) -> dict:
         return {}
     base, mine = asdict(preset), asdict(config)
     return {k: v for k, v in mine.items() if k not in _NOT_MEASURED and v != base[k]}
+
+
+def variant_of(config: Config, name: str):
+    """The variant called ``name`` in this configuration: written out, or a built-in one."""
+    from .settings import parse, resolve
+
+    for spec in config.definitions:
+        if spec.partition("=")[0] == name:
+            return parse(spec)
+    return resolve(name)
 
 
 def pause_words(config: Config | dict) -> str:

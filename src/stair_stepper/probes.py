@@ -13,6 +13,7 @@ serves ``malloc`` in this process and its version (used by
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import json
@@ -251,6 +252,140 @@ def _tcmalloc_version() -> str | None:
     return raw.decode() if raw else None
 
 
+# --- settings read back in this process ----------------------------------------------------
+
+#: the type of each ``opt.*`` mallctl, from jemalloc 5.3's manual (doc/jemalloc.xml.in)
+JEMALLOC_OPT_TYPES = {
+    **dict.fromkeys(
+        "abort confirm_conf abort_conf cache_oblivious trust_madvise retain background_thread "
+        "stats_print zero utrace xmalloc tcache prof prof_active prof_thread_active_init "
+        "prof_accum prof_gdump prof_final prof_leak prof_leak_error".split(),
+        "bool",
+    ),
+    **dict.fromkeys(
+        "metadata_thp dss percpu_arena stats_print_opts stats_interval_opts junk thp "
+        "prof_prefix zero_realloc".split(),
+        "str",
+    ),
+    "narenas": "unsigned",
+    **dict.fromkeys(
+        "oversize_threshold max_background_threads lg_extent_max_active_fit tcache_max "
+        "lg_prof_sample".split(),
+        "size_t",
+    ),
+    **dict.fromkeys("dirty_decay_ms muzzy_decay_ms lg_prof_interval".split(), "ssize_t"),
+    "stats_interval": "int64",
+}
+_CTYPES = {
+    "bool": ctypes.c_bool,
+    "str": c_char_p,
+    "unsigned": ctypes.c_uint,
+    "size_t": c_size_t,
+    "ssize_t": ctypes.c_ssize_t,
+    "int64": ctypes.c_int64,
+}
+#: TCMALLOC_* -> the MallocExtension property that tells it back (gperftools src/tcmalloc.cc)
+TCMALLOC_PROPERTIES = {
+    "TCMALLOC_MAX_TOTAL_THREAD_CACHE_BYTES": "tcmalloc.max_total_thread_cache_bytes",
+    "TCMALLOC_AGGRESSIVE_DECOMMIT": "tcmalloc.aggressive_memory_decommit",
+    "TCMALLOC_HEAP_LIMIT_MB": "tcmalloc.heap_limit_mb",
+}
+
+
+def _as(kind: str, text: str):
+    if kind == "bool":
+        return text.strip().lower() in ("true", "1", "yes", "t", "y")
+    if kind == "str":
+        return text
+    return int(text, 0)
+
+
+def _jemalloc_read_back(conf: str) -> dict:
+    values = {}
+    for pair in filter(None, conf.split(",")):
+        name, _, given = pair.partition(":")
+        kind = JEMALLOC_OPT_TYPES.get(name)
+        entry = {"given": given, "read": None, "how": f"mallctl opt.{name}"}
+        if kind is None:
+            entry["how"] = "not read back: jemalloc's manual gives no type for it"
+        else:
+            read = _mallctl_read(f"opt.{name}", _CTYPES[kind])
+            read = read.decode() if isinstance(read, bytes) else read
+            entry.update(read=read, same=read == _as(kind, given))
+        values[f"MALLOC_CONF {name}"] = entry
+    return values
+
+
+def _mimalloc_read_back(env: dict, indexes: dict, expected: dict) -> dict:
+    fn = _global().mi_option_get
+    fn.argtypes, fn.restype = [c_int], ctypes.c_long
+    values = {}
+    for key in (k for k in env if k.startswith("MIMALLOC_")):
+        option = key.removeprefix("MIMALLOC_").lower()
+        entry = {"given": env[key], "read": None, "how": "not read back: no index for it"}
+        if option in indexes:
+            read = fn(indexes[option])
+            entry.update(read=read, same=read == expected.get(option), how="mi_option_get")
+        values[key] = entry
+    return values
+
+
+def _tcmalloc_read_back(env: dict) -> dict:
+    values = {}
+    for key, given in env.items():
+        entry = {
+            "given": given,
+            "read": None,
+            "how": "not read back: MallocExtension has no getter",
+        }
+        if key == "TCMALLOC_RELEASE_RATE":
+            # The C API has no getter; tcmalloc's own implementation of the C++ method
+            # (TCMallocImplementation::GetMemoryReleaseRate, src/tcmalloc.cc: it returns the
+            # flag the variable set) is called on MallocExtension::instance().
+            instance = _global()._ZN15MallocExtension8instanceEv
+            instance.restype = c_void_p
+            fn = _global()._ZN22TCMallocImplementation20GetMemoryReleaseRateEv
+            fn.argtypes, fn.restype = [c_void_p], ctypes.c_double
+            read = fn(instance())
+            entry.update(
+                read=read,
+                same=abs(read - float(given)) < 1e-9,
+                how="TCMallocImplementation::GetMemoryReleaseRate",
+            )
+        elif key in TCMALLOC_PROPERTIES:
+            read = _tc_property(TCMALLOC_PROPERTIES[key])
+            wanted = _as("bool", given) if "DECOMMIT" in key else int(given)
+            entry.update(
+                read=read,
+                same=(bool(read) if "DECOMMIT" in key else read) == wanted,
+                how=f"MallocExtension property {TCMALLOC_PROPERTIES[key]}",
+            )
+        values[key] = entry
+    return values
+
+
+def read_back(spec: dict) -> dict:
+    """What this process's allocator runs with, for the settings ``spec`` names (what
+    ``settings.for_child`` put in the environment): each ``{"given", "read", "same", "how"}``,
+    and whether pymalloc holds blocks (PYTHONMALLOC)."""
+    import sys
+
+    allocator, env = spec.get("allocator"), spec.get("env") or {}
+    values: dict = {}
+    try:
+        if allocator == "jemalloc" and env.get("MALLOC_CONF"):
+            values = _jemalloc_read_back(env["MALLOC_CONF"])
+        elif allocator == "mimalloc":
+            values = _mimalloc_read_back(env, spec.get("indexes") or {}, spec.get("expected") or {})
+        elif allocator == "tcmalloc":
+            values = _tcmalloc_read_back(
+                {k: v for k, v in env.items() if k.startswith("TCMALLOC_")}
+            )
+    except AttributeError as exc:
+        return {"values": {}, "note": _missing(exc), "pymalloc": sys.getallocatedblocks() > 0}
+    return {"values": values, "pymalloc": sys.getallocatedblocks() > 0}
+
+
 _PROBES = {
     "glibc": (_glibc_stats, _glibc_trim, _glibc_version),
     "jemalloc": (_jemalloc_stats, _jemalloc_trim, _jemalloc_version),
@@ -272,6 +407,14 @@ def memory(allocator: str) -> dict:
     except AttributeError as exc:
         snapshot.update(unknown, note=_missing(exc))
     return snapshot
+
+
+def release(allocator: str) -> None:
+    """Ask the allocator to give free memory back, nothing more (the periodic trim's call)."""
+    probe = _PROBES.get(allocator)
+    if probe:
+        with contextlib.suppress(AttributeError):  # a probe without that symbol: no trim
+            probe[1]()
 
 
 def trim(allocator: str) -> dict:
@@ -306,16 +449,15 @@ def version(allocator: str) -> str | None:
 def main() -> None:
     provider = malloc_provider()
     name = identify_path(provider) or "unknown"
-    print(
-        json.dumps(
-            {
-                "pid": os.getpid(),
-                "malloc_provider": provider,
-                "allocator": name,
-                "version": version(name),
-            }
-        )
-    )
+    spec = os.environ.get("STAIR_STEPPER_SETTINGS")  # settings.ENV_SETTINGS
+    answer = {
+        "pid": os.getpid(),
+        "malloc_provider": provider,
+        "allocator": name,
+        "version": version(name),
+        "read_back": read_back(json.loads(spec)) if spec else None,
+    }
+    print(json.dumps(answer))
 
 
 if __name__ == "__main__":

@@ -54,7 +54,8 @@ def add_arguments(p) -> None:
         "--allocator",
         default="glibc",
         metavar="VARIANT",
-        help=f"allocator variant: {', '.join(allocators.VARIANTS)} (default glibc)",
+        help=f"allocator variant: {', '.join(allocators.VARIANTS)} (default glibc), or one "
+        "written out: 'NAME=ALLOCATOR VAR=VALUE …' (see experiment --variant)",
     )
     p.add_argument(
         "--bind",
@@ -228,7 +229,9 @@ def _widget_settings(options: ServeOptions):
 
 def serve(options: ServeOptions, argv: list[str]) -> int:
     """Entry point of ``stair-stepper serve``; ``argv`` is re-used for the re-exec."""
-    var = allocators.variant(options.variant)
+    from . import settings as variant_settings
+
+    var = variant_settings.resolve(options.variant)
     check_exposure(options)
     settings = _widget_settings(options)
     if options.workers < 1:
@@ -236,7 +239,11 @@ def serve(options: ServeOptions, argv: list[str]) -> int:
     if os.environ.get(REEXEC_MARKER) != var.name:
         if options.app:  # one clear sentence here if the application cannot be loaded
             service.load_app(options.app, options.app_dir)
+        probe = variant_settings.checked(var, options.python_malloc)
         env = allocators.server_env(var, options.python_malloc)
+        env.update(variant_settings.for_child(var, probe))
+        if "trim_every" in var.strategy:
+            env[service.ENV_TRIM_EVERY] = str(var.strategy["trim_every"])
         for name in (service.ENV_APP, service.ENV_APP_DIR):
             env.pop(name, None)
         if settings is not None:
@@ -294,7 +301,8 @@ def _serve_here(var: allocators.Variant, settings, options: ServeOptions) -> int
     urls = [url_of(s) for s in sockets]
     config = Config()
     config.bind = [f"fd://{s.fileno()}" for s in sockets]
-    config.workers = options.workers
+    config.workers = var.strategy.get("workers", options.workers)
+    config.max_requests = var.strategy.get("max_requests")  # Hypercorn restarts the worker
     config.backlog = 2048
     config.keep_alive_timeout = 75
     config.graceful_timeout = 2
@@ -310,7 +318,8 @@ def _serve_here(var: allocators.Variant, settings, options: ServeOptions) -> int
         "python_malloc": os.environ.get("PYTHONMALLOC") or "pymalloc",
         "sleep_ms": settings.sleep_ms if settings else None,
         "offload_threads": settings.offload_threads if settings else None,
-        "workers": options.workers,
+        "workers": config.workers,
+        "max_requests": config.max_requests,
         "app": options.app or "stair_stepper.app",
     }
     what = options.app or f"the widget app, SLEEP_MS={settings.sleep_ms}"
@@ -331,14 +340,15 @@ def _serve_here(var: allocators.Variant, settings, options: ServeOptions) -> int
         from .results import write_json
 
         write_json(Path(options.ready_file), info)
-    if options.workers == 1:
+    if config.workers == 1 and config.max_requests is None:
         from hypercorn.asyncio import serve as hypercorn_serve
 
         asyncio.run(hypercorn_serve(served_app(), config))
     else:
         from hypercorn.run import run
 
-        # Workers are spawned processes: they rebuild the app from the environment.
+        # Workers are spawned processes: they rebuild the app from the environment; the master
+        # starts a new one when a worker stops after max_requests.
         config.application_path = "stair_stepper.serve:worker_app()"
         return run(config)
     return 0

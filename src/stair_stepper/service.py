@@ -14,6 +14,8 @@ import importlib
 import json
 import os
 import sys
+import threading
+import time
 from pathlib import Path
 
 from .errors import UserError
@@ -26,6 +28,39 @@ ENV_APP = "STAIR_STEPPER_APP"  # how Hypercorn's spawned workers find the user's
 ENV_APP_DIR = "STAIR_STEPPER_APP_DIR"
 ENV_VARIANT = "STAIR_STEPPER_VARIANT"
 ENV_DEBUG = "STAIR_STEPPER_DEBUG_ENDPOINTS"  # "0": no allocator internals (serve --public)
+ENV_TRIM_EVERY = "STAIR_STEPPER_TRIM_EVERY"  # a variant's trim_every: seconds between trims
+ENV_SETTINGS = "STAIR_STEPPER_SETTINGS"  # the variant's allocator settings, to read back
+
+
+class PeriodicTrim(threading.Thread):
+    """A maintenance strategy many services use instead of another allocator: ask the
+    allocator to give free memory back every ``every_s`` seconds, timing each call (the
+    trim holds the allocator's locks: what it costs is part of the answer)."""
+
+    def __init__(self, allocator: str, every_s: float) -> None:
+        super().__init__(name="periodic-trim", daemon=True)
+        self.allocator, self.every_s = allocator, every_s
+        self.count, self.total_s, self.max_s = 0, 0.0, 0.0
+        self.start()
+
+    def run(self) -> None:
+        from . import probes
+
+        while True:
+            time.sleep(self.every_s)
+            began = time.perf_counter()
+            probes.release(self.allocator)
+            took = time.perf_counter() - began
+            self.count, self.total_s = self.count + 1, self.total_s + took
+            self.max_s = max(self.max_s, took)
+
+    def report(self) -> dict:
+        return {
+            "every_s": self.every_s,
+            "count": self.count,
+            "total_s": self.total_s,
+            "max_s": self.max_s,
+        }
 
 
 class Endpoints:
@@ -39,6 +74,10 @@ class Endpoints:
 
         self.allocator = probes.live_allocator()  # what really serves malloc here
         self.requests = 0
+        spec = os.environ.get(ENV_SETTINGS)
+        self.settings = probes.read_back(json.loads(spec)) if spec else None
+        every = os.environ.get(ENV_TRIM_EVERY)
+        self.periodic = PeriodicTrim(self.allocator, float(every)) if every else None
 
     def answer(self, method: str, path: str) -> tuple[int, dict] | None:
         """(status, JSON body) for a path under PREFIX; None for the application's own."""
@@ -64,6 +103,7 @@ class Endpoints:
             "variant": self.variant or self.allocator,
             "malloc_provider": probes.malloc_provider(),
             "python_malloc": os.environ.get("PYTHONMALLOC") or "pymalloc",
+            "settings": self.settings,
         }
 
     def memory(self) -> dict:
@@ -72,11 +112,10 @@ class Endpoints:
         did not send reached the service meanwhile."""
         from . import probes
 
-        return {
-            "pid": os.getpid(),
-            "requests_served": self.requests,
-            **probes.memory(self.allocator),
-        }
+        answer = {"pid": os.getpid(), "requests_served": self.requests}
+        if self.periodic is not None:  # the trims the strategy made, as timed here
+            answer["periodic_trim"] = self.periodic.report()
+        return {**answer, **probes.memory(self.allocator)}
 
     def trim(self) -> dict:
         from . import probes

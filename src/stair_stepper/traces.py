@@ -68,12 +68,14 @@ BATCH_COLUMNS = (
     "settled",
     "pause_requests",
     "idle_requests_sent",
+    "trims",
+    "trims_s",
 )
 #: one batch and the pause after it, as ``<variant>.batches.csv`` holds it (every field a column)
 BatchRow = collections.namedtuple("BatchRow", BATCH_COLUMNS, defaults=(None,) * len(BATCH_COLUMNS))
 
 FLOAT_COLUMNS = {"t_s", "wall_time", "cpu_s", "start_s", "end_s", "pause_end_s", "pause_s"}
-FLOAT_COLUMNS |= {"cpu_user_s", "cpu_system_s"}
+FLOAT_COLUMNS |= {"cpu_user_s", "cpu_system_s", "trims_s"}
 FLOAT_COLUMNS |= {"requests_per_second", "p50_ms", "p99_ms", "p99_9_ms"}
 TEXT_COLUMNS = {"phase"}
 

@@ -15,10 +15,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from . import drivers, launch, service
+from . import drivers, launch, service, settings
 from .client import AllocatorPoller, IdleTraffic
 from .errors import Stopped, UserError
-from .presets import AUTO, Config
+from .presets import AUTO, Config, variant_of
 from .record import Recorder
 from .results import NOT_MEASURED
 from .traces import (
@@ -52,20 +52,24 @@ class Watched:
     them: any wait ends at once when the run is stopped, and fails when the server or the
     recorder has died."""
 
-    def __init__(self, name: str, config: Config, folder: Path, port: int, stop) -> None:
+    def __init__(self, name: str, config: Config, folder: Path, port: int, stop, tree: bool):
         self.name, self.stop = name, stop
         self.server = launch.start_variant(name, config, port, folder / f"{name}.server.log", stop)
         self.poller: AllocatorPoller | None = None
         try:
-            if not config.command:  # a foreign process has no accounting endpoint to poll
+            # A foreign process has no accounting endpoint to poll; several worker processes
+            # would answer one at a time, each for itself: neither is the tree's.
+            if not tree:
                 self.poller = AllocatorPoller(self.server.base_url, service.MEMORY, config.poll_s)
                 self.poller.quiet()  # polls only while a batch runs (resume() ... quiet())
                 self.poller.start()
+            # a tree is recorded from its root: a worker's pid (what /healthz says) comes and goes
+            root = self.server.process.pid if tree else self.server.pid
             self.recorder = Recorder(
-                self.server.pid,
+                root,
                 folder / f"{name}{TRACE_SUFFIX}",
                 config.interval_s,
-                include_children=bool(config.command),
+                include_children=tree,
                 allocator=self.poller,
             )
         except BaseException:
@@ -139,6 +143,9 @@ class VariantRun:
     ) -> None:
         self.name, self.config, self.folder, self.workload = name, config, folder, workload
         self.port, self.stop, self.console, self.save_meta = port, stop, console, save_meta
+        self.var = variant_of(config, name)
+        #: a foreign command, or several worker processes: recorded as a tree, not asked
+        self.tree = bool(config.command) or multi_process(self.var)
         self.w: Watched | None = None
         self.info: dict = {}  # this variant's entry in meta.json
         self._reading: dict | None = None  # the last allocator read (its request count)
@@ -153,10 +160,21 @@ class VariantRun:
         self.trim()
 
     def start(self) -> None:
-        self.w = Watched(self.name, self.config, self.folder, self.port, self.stop)
+        self.w = Watched(self.name, self.config, self.folder, self.port, self.stop, self.tree)
         server = self.w.server
         self.info.update(pid=server.pid, url=server.base_url, health=server.health)
         self.save_meta()  # the pid is on disk before any load: nothing can be orphaned unseen
+        log = server.log_path.read_text(errors="replace") if server.log_path else ""
+        proof, problems = settings.proof(
+            self.var, server.health, log, bool(self.config.command), self.config.python_malloc
+        )
+        self.info["settings"] = proof
+        self.save_meta()
+        if problems:
+            raise Fault(
+                f"the {self.name} variant does not run with what it says: {'; '.join(problems)}; "
+                "refusing to measure it under that label."
+            )
         self.console.serving(self.name, server)
 
     def baseline(self) -> None:
@@ -188,6 +206,7 @@ class VariantRun:
         reading = w.read_allocator(str(k))
         unasked = _unasked(self._reading, reading, outcome.requests + polls_in_batch + 1)
         self._reading = reading
+        trims = (reading or {}).get("periodic_trim") or {}  # the server's own count and time
         row = BatchRow(
             batch=k,
             start_s=start,
@@ -205,6 +224,8 @@ class VariantRun:
             settled=int(is_settled),
             pause_requests=unasked,
             idle_requests_sent=idle_sent,
+            trims=trims.get("count"),
+            trims_s=trims.get("total_s"),
         )
         self.console.batch(self.name, row, self.config.batches)
         return row
@@ -232,9 +253,10 @@ class VariantRun:
 
     def trim(self) -> None:
         """Ask the allocator to give free memory back, and keep recording."""
-        if self.config.command:
+        if self.tree:
             self.info["trim"] = NOT_MEASURED
-            self.console.say(self.name, "trim: not measured (a --command server cannot be asked)")
+            why = "a --command server" if self.config.command else "several worker processes"
+            self.console.say(self.name, f"trim: not measured ({why} cannot be asked as one)")
             return
         w = self.w
         assert w is not None
@@ -274,6 +296,11 @@ class VariantRun:
         self._cleaned = True
         if self.w is not None:
             self.info["exit_code"] = self.w.cleanup()
+
+
+def multi_process(var) -> bool:
+    """A variant served by several processes (workers, or workers recycled by max_requests)."""
+    return var.strategy.get("workers", 1) > 1 or "max_requests" in var.strategy
 
 
 def _rss(row: dict | None) -> int | None:
