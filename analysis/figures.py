@@ -461,6 +461,161 @@ def _middle(cell) -> float:
     return cell / MB if cell is not None else float("nan")
 
 
+LAYER_COLORS = {"live": "#2e4057", "free": "#f3d9a4", "not heap": "#c5cad3"}
+KIND_COLORS = {
+    "free_bin_bytes": "#d1495b",
+    "top_bytes": "#f4a259",
+    "dirty_bytes": "#00798c",
+    "muzzy_bytes": "#66a182",
+    "pageheap_free_bytes": "#00798c",
+    "other_free_bytes": "#a07a3c",
+}
+
+
+def layers_figure(data: dict, summary: dict):
+    """Per variant, RSS in layers over time (stacked: allocator live, free held, not heap, from
+    the readings during batches and after each pause), and at each floor the free space split
+    by kind (a narrow stacked bar: bins, top, dirty, muzzy … as the allocator told)."""
+    names = [n for n in data if any(x is not None for x in data[n].trace.column("live_bytes"))]
+    n = max(1, len(names))
+    fig, axes = new_figure(n, (12, 2.4 * n + 1.6), sharex=True, sharey=True, squeeze=False)
+    for i, name in enumerate(names):
+        ax, v, s = axes[i][0], data[name], summary["variants"].get(name, {})
+        t = np.array(v.trace.column("t_s"), dtype=float)
+        rss = np.array(v.trace.column("rss_bytes"), dtype=float) / MB
+        live = np.array(v.trace.column("live_bytes"), dtype=float) / MB
+        held = np.array(v.trace.column("held_bytes"), dtype=float) / MB
+        read = ~np.isnan(live) & ~np.isnan(held) & ~np.isnan(rss)
+        tt, lv = with_gaps(t[read], live[read], MAX_GAP_S)
+        _, hd = with_gaps(t[read], held[read], MAX_GAP_S)
+        _, rs = with_gaps(t[read], rss[read], MAX_GAP_S)
+        # free held, clipped to what is resident (glibc counts chunks a trim handed back)
+        free = np.minimum(np.clip(hd - lv, 0, None), np.clip(rs - lv, 0, None))
+        bottom = np.zeros_like(lv)
+        for top, (label, color) in zip((lv, lv + free, rs), LAYER_COLORS.items(), strict=True):
+            ax.fill_between(
+                tt,
+                bottom,
+                top,
+                color=color,
+                alpha=0.85,
+                lw=0,
+                label=f"allocator {label}" if label != "not heap" else label,
+            )
+            bottom = top
+        ax.plot(*decimate(t, rss), color="black", lw=1.0, label="RSS")
+        pauses = _spans(v.trace, "pause")
+        for (_, end, _), layer in zip(pauses, s.get("layers_by_floor") or [], strict=False):
+            if not layer:
+                continue
+            bottom = layer["allocator_live_bytes"] / MB
+            for kind, value in (layer.get("free_kinds") or {}).items():
+                if value and value > 0:
+                    ax.bar(
+                        end,
+                        value / MB,
+                        width=1.2,
+                        bottom=bottom,
+                        color=KIND_COLORS[kind],
+                        edgecolor="black",
+                        lw=0.4,
+                        align="edge",
+                    )
+                    bottom += value / MB
+        verdict = (s.get("diagnosis") or {}).get("verdict")
+        ax.text(
+            0.005,
+            0.95,
+            f"{name}" + (f": {verdict}" if verdict else ""),
+            transform=ax.transAxes,
+            fontsize=12,
+            fontweight="bold",
+            color=COLORS[i % len(COLORS)],
+            va="top",
+        )
+        ax.set_ylabel("MB")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylim(bottom=0)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    from matplotlib.patches import Patch
+
+    handles += [
+        Patch(color=c, label=k.removesuffix("_bytes").replace("_", " "))
+        for k, c in KIND_COLORS.items()
+        if k != "pageheap_free_bytes"
+    ]
+    fig.legend(
+        handles=handles,
+        loc="lower center",
+        ncol=5,
+        fontsize=9,
+        frameon=False,
+        bbox_to_anchor=(0.5, -0.02),
+    )
+    axes[-1][0].set_xlabel(
+        "seconds since the variant's start — bars at each floor: the free space held, by kind"
+    )
+    fig.suptitle(_title(summary, "Where the memory sits (MB = 2^20 bytes)"), fontsize=11)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    return fig
+
+
+def arenas_figure(summary: dict):
+    """glibc's arenas at each floor: the bytes each holds from the system, split into in use,
+    free in bins and top chunk (how the free space spreads, and how the count grew)."""
+    glibc = {n: s for n, s in summary["variants"].items() if s.get("arena_detail")}
+    if not glibc:
+        return None
+    rows = len(glibc)
+    floors = max(len(s["arena_detail"]) for s in glibc.values())
+    fig, axes = new_figure(rows, (12, 2.6 * rows + 1.2), squeeze=False, sharey=True)
+    parts = (
+        ("in_use_bytes", "#2e4057", "in use"),
+        ("bin_bytes", "#d1495b", "free in bins"),
+        ("fastbin_bytes", "#f28482", "free in fastbins"),
+        ("top_bytes", "#f4a259", "top"),
+    )
+    for r, (name, s) in enumerate(glibc.items()):
+        ax = axes[r][0]
+        x = 0
+        ticks, labels = [], []
+        for k, floor in enumerate(s["arena_detail"]):
+            start = x
+            for arena in floor:
+                bottom = 0.0
+                for key, color, label in parts:
+                    value = (arena.get(key) or 0) / MB
+                    ax.bar(
+                        x,
+                        value,
+                        bottom=bottom,
+                        color=color,
+                        width=0.9,
+                        label=label if (x == 0) else None,
+                    )
+                    bottom += value
+                x += 1
+            ticks.append((start + x - 1) / 2)
+            labels.append(f"after batch {k + 1}\n({len(floor)} arenas)")
+            x += 1.5
+        ax.set_xticks(ticks, labels)
+        ax.set_ylabel("MB per arena")
+        ax.grid(axis="y", alpha=0.3)
+        ax.text(
+            0.005,
+            0.95,
+            f"{name}: {s.get('settings', name)}",
+            transform=ax.transAxes,
+            fontsize=11,
+            fontweight="bold",
+            va="top",
+        )
+    axes[0][0].legend(fontsize=9, loc="upper right")
+    fig.suptitle(_title(summary, f"glibc's arenas at each of {floors} floors"), fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
 def sweeps(summary: dict, folder: Path, runs: int = 1) -> list[Path]:
     written = []
     for sweep in summary.get("sweeps") or []:
@@ -469,8 +624,10 @@ def sweeps(summary: dict, folder: Path, runs: int = 1) -> list[Path]:
 
 
 def draw_all(data: dict, summary: dict, folder: Path) -> list[Path]:
-    return (
-        memory_over_time(data, summary, folder)
-        + floors_by_batch(summary, folder)
-        + sweeps(summary, folder)
-    )
+    written = memory_over_time(data, summary, folder) + floors_by_batch(summary, folder)
+    if any(s.get("layers") for s in summary["variants"].values()):
+        written += save(layers_figure(data, summary), folder, "layers")
+    arenas = arenas_figure(summary)
+    if arenas is not None:
+        written += save(arenas, folder, "arenas")
+    return written + sweeps(summary, folder)

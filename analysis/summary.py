@@ -35,14 +35,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from stair_stepper import results
+from stair_stepper.analysis import layers
 from stair_stepper.results import NOT_MEASURED
 from stair_stepper.traces import (
+    ARENAS_SUFFIX,
     BATCHES_SUFFIX,
     RUN_PREFIX,
+    STRUCTURE_SUFFIX,
     Table,
     TraceError,
     companion,
     read_batches,
+    read_table,
     read_trace,
     settled,
     variant_files,
@@ -63,6 +67,8 @@ class VariantData:
     trace: Table
     batches: Table | None
     warnings: list[str] = field(default_factory=list)
+    structure: Table | None = None  # the allocator's structure after each idle phase
+    arenas: Table | None = None  # per arena, at the same readings
 
 
 #: the trace columns the summary and the figures read (parsed, and checked, on loading)
@@ -111,6 +117,13 @@ def load_folder(folder: Path) -> tuple[dict[str, VariantData], dict, list[str]]:
                 warnings.append(str(exc))
         warnings.extend(trace.warnings)
         data[name] = VariantData(name, trace, batches)
+        for suffix, attr in ((STRUCTURE_SUFFIX, "structure"), (ARENAS_SUFFIX, "arenas")):
+            beside = companion(path, suffix)
+            if beside.exists():
+                try:
+                    setattr(data[name], attr, read_table(beside, ("t_s", "phase")))
+                except TraceError as exc:
+                    warnings.append(str(exc))
     for name in meta.get("config", {}).get("variants", []):
         if name not in data:
             warnings.append(f"variant {name} is in meta.json but has no usable trace.")
@@ -221,7 +234,35 @@ def variant_summary(v: VariantData, threshold: float) -> dict:
         "duration_s": trace.column("t_s")[-1],
         "ratio_to_best": None,
         "last_floor_ratio_to_best": None,
+        **_where_it_sits(v, pauses, floors, after_trim, threshold),
     }
+
+
+def _where_it_sits(v: VariantData, pauses: list[str], floors: list, after_trim, threshold) -> dict:
+    """Layers at each floor, arenas, and the diagnosis (analysis/layers.py)."""
+    by_floor = layers.variant_layers(v.structure, pauses, floors)
+    last = next((layer for layer in reversed(by_floor) if layer), None)
+    arena_floors = layers.arenas_by_floor(v.arenas, pauses)
+    found = {
+        "layers_by_floor": by_floor,
+        "layers": last,
+        "arenas": last.get("arenas") if last else None,
+        "arena_bytes_by_floor": [[a.get("system_bytes") for a in floor] for floor in arena_floors],
+        # glibc's per-arena split (held, in use, bins, top) for the arenas figure
+        "arena_detail": arena_floors
+        if any("bin_bytes" in a for f in arena_floors for a in f)
+        else [],
+    }
+    baseline_rss = _median(_phase_values(v.trace, "baseline", "rss_bytes")[1])
+    peak = max((r for r in v.trace.column("rss_bytes") if r is not None), default=None)
+    baseline = layers.variant_layers(v.structure, ["pause baseline"], [baseline_rss])
+    found["diagnosis"] = layers.diagnose(
+        {"after_trim_bytes": after_trim, "peak_bytes": peak, "baseline_bytes": baseline_rss},
+        by_floor,
+        threshold,
+        baseline[0],
+    )
+    return found
 
 
 def _ratios(variants: dict[str, dict], key: str, out_key: str) -> str | None:
@@ -409,6 +450,7 @@ def markdown(summary: dict) -> str:
     text.extend(lines)
     text.append("")
     text += sweep_text(summary.get("sweeps") or [])
+    text += layers_text(variants)
     text.extend(interpretation(summary))
     if unprobed:
         text.append(
@@ -441,6 +483,67 @@ def variants_text(variants: dict) -> list[str]:
             line += f"; the trims took {spread_text(spent, 3, 1)} s per run"
         lines.append(line)
     return [*lines, ""]
+
+
+def layers_text(variants: dict) -> list[str]:
+    """Where the memory sits at the last floor, and each variant's diagnosis with its numbers."""
+    rows = []
+    for name, s in variants.items():
+        layer = s.get("layers")
+        if not layer:
+            continue
+        kinds = ", ".join(
+            f"{k.removesuffix('_bytes').replace('_', ' ')} {mb(v)}"
+            for k, v in (layer.get("free_kinds") or {}).items()
+            if v
+        )
+        traced = layer.get("python_traced_bytes")
+        rows.append(
+            [
+                name,
+                mb(layer["rss_bytes"]),
+                mb(layer["allocator_live_bytes"]) + (f" ({mb(traced)} Python)" if traced else ""),
+                mb(layer["free_held_bytes"]) + (f" ({kinds})" if kinds else ""),
+                mb(layer.get("allocator_metadata_bytes")),
+                mb(layer["not_heap_bytes"]),
+                str(layer.get("arenas") if layer.get("arenas") is not None else "–"),
+            ]
+        )
+    text = []
+    if rows:
+        head = [
+            "variant",
+            "RSS",
+            "live",
+            "free held (by kind)",
+            "allocator metadata",
+            "not heap",
+            "arenas",
+        ]
+        text += [
+            "Where the memory sits at the last floor (MB; the allocator read after the pause):",
+            "",
+            *markdown_table(head, rows),
+            "",
+        ]
+        traced = [
+            s["layers"].get("tracemalloc_bytes")
+            for s in variants.values()
+            if s.get("layers") and s["layers"].get("tracemalloc_bytes")
+        ]
+        if traced:
+            text += [
+                f"tracemalloc (--trace-python) held {mb(max(traced))} MB of its own at the "
+                "last floor (in the live bytes above); its cost in time per request is in "
+                "the README's benchmarks.",
+                "",
+            ]
+    diagnosed = [(n, s["diagnosis"]) for n, s in variants.items() if s.get("diagnosis")]
+    if diagnosed:
+        text += ["Diagnosis:", ""]
+        text += [f"- {name}: **{d['verdict']}**: {d['why']}." for name, d in diagnosed]
+        text.append("")
+    return text
 
 
 def sweep_text(sweeps: list[dict], runs: int = 1) -> list[str]:

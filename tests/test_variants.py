@@ -193,3 +193,117 @@ def test_serve_takes_a_variant_written_out():
     )
     assert done.returncode == 2
     assert done.stderr.strip().startswith("stair-stepper: variant x: glibc does not take")
+
+
+# --- where the memory sits: layers, arenas, the diagnosis ----------------------------------
+
+
+def _leaky_benchmark(tmp_path):
+    """Each request posts about 600 kB, which tests/apps/leaky.py keeps for ever: 24 MB a batch."""
+    bench = tmp_path / "leaky.yml"
+    body = '{"payload": "' + "x" * 600_000 + '"}'
+    bench.write_text(
+        "base: 'http://localhost:9'\niterations: 40\nconcurrency: 4\nplan:\n"
+        f"  - name: keep\n    request:\n      url: /keep\n      method: POST\n"
+        f"      body: '{body}'\n"
+    )
+    return bench
+
+
+def _summary(folder):
+    return json.loads((folder / "summary.json").read_text())["variants"]
+
+
+def test_an_app_that_keeps_every_body_is_diagnosed_a_leak(tmp_path):
+    folder = tmp_path / "r"
+    done = experiment(
+        "--preset",
+        "quick",
+        "--batches",
+        "3",
+        "--app",
+        "apps.leaky:app",
+        "--app-dir",
+        str(ROOT / "tests"),
+        "--benchmark",
+        str(_leaky_benchmark(tmp_path)),
+        "--allocators",
+        "glibc",
+        "--no-plot",
+        "--out",
+        str(folder),
+    )
+    assert done.returncode == 0, done.stderr
+    diagnosis = _summary(folder)["glibc"]["diagnosis"]
+    assert diagnosis["verdict"] == "leak", diagnosis
+    live = diagnosis["live_floors_bytes"]
+    assert all(b - a > 16 * 2**20 for a, b in zip(live, live[1:], strict=False))  # 24 MB a batch
+
+
+@needs_jemalloc
+def test_the_widget_app_s_diagnoses_and_layers_under_the_default_load(tmp_path):
+    """The default preset, shortened to two batches: glibc fragments, plain jemalloc holds its
+    free space as pages waiting for decay, jemalloc with its background thread returns it."""
+    folder = tmp_path / "r"
+    done = experiment("--batches", "2", "--no-plot", "--out", str(folder))
+    assert done.returncode == 0, done.stderr
+    variants = _summary(folder)
+    verdicts = {name: v["diagnosis"]["verdict"] for name, v in variants.items()}
+    assert verdicts == {
+        "glibc": "fragmentation",
+        "jemalloc": "lazy-return",
+        "jemalloc+bg": "returned",
+    }, {n: v["diagnosis"]["why"] for n, v in variants.items()}
+    glibc = variants["glibc"]["layers"]
+    assert glibc["free_kinds"]["free_bin_bytes"] > glibc["free_held_bytes"] / 2  # in the bins
+    assert variants["jemalloc"]["layers"]["free_kinds"]["dirty_bytes"] > 0
+    for v in variants.values():
+        layer = v["layers"]
+        assert (
+            layer["allocator_live_bytes"]
+            + layer["free_held_bytes"]
+            + (layer["allocator_metadata_bytes"] or 0)
+            + layer["not_heap_bytes"]
+            == layer["rss_bytes"]
+        )  # the layers add up to RSS
+    assert variants["glibc"]["arenas"] == 9  # the main arena and one per offload thread
+    assert len(variants["glibc"]["arena_bytes_by_floor"][-1]) == 9
+    summary = (folder / "summary.md").read_text()
+    assert "Where the memory sits at the last floor" in summary and "**fragmentation**" in summary
+
+
+def test_threads_make_arenas_and_malloc_arena_max_bounds_them(tmp_path):
+    folder = tmp_path / "r"
+    done = experiment(
+        *SHORT,
+        "--offload-threads",
+        "8",
+        "--allocators",
+        "glibc",
+        "--variant",
+        "arena1=glibc MALLOC_ARENA_MAX=1",
+        "--out",
+        str(folder),
+    )
+    assert done.returncode == 0, done.stderr
+    alone = tmp_path / "alone"
+    done = experiment(
+        *SHORT, "--offload-threads", "0", "--allocators", "glibc", "--out", str(alone)
+    )
+    assert done.returncode == 0, done.stderr
+    threaded, single = _summary(folder), _summary(alone)
+    assert threaded["glibc"]["arenas"] > single["glibc"]["arenas"]
+    assert threaded["arena1"]["arenas"] == 1
+
+
+def test_trace_python_reports_python_s_traced_bytes_and_its_own_cost(tmp_path):
+    folder = tmp_path / "r"
+    done = experiment(*SHORT, "--allocators", "glibc", "--trace-python", "--out", str(folder))
+    assert done.returncode == 0, done.stderr
+    layer = _summary(folder)["glibc"]["layers"]
+    assert 0 < layer["python_traced_bytes"] < layer["allocator_live_bytes"]
+    assert layer["tracemalloc_bytes"] > 0
+    assert "tracemalloc (--trace-python) held" in (folder / "summary.md").read_text()
+    plain = tmp_path / "plain"
+    assert experiment(*SHORT, "--allocators", "glibc", "--out", str(plain)).returncode == 0
+    assert _summary(plain)["glibc"]["layers"]["python_traced_bytes"] is None  # off by default

@@ -173,6 +173,7 @@ class AllocatorPoller(threading.Thread):
         self.client, self.path = Client(service_url, 5.0), path
         self.interval, self.fresh_s = max(interval, 0.05), fresh_s
         self.latest: tuple[float, dict] | None = None
+        self.on_reading = None  # called with each reading, under the poll's lock
         self.stopping = threading.Event()
         self.active = threading.Event()
         self.active.set()
@@ -182,13 +183,15 @@ class AllocatorPoller(threading.Thread):
     def sent(self) -> int:
         return self.client.sent
 
-    def _get(self) -> dict | None:
+    def _get(self, query: str = "") -> dict | None:
         """One poll (the caller holds ``_busy``)."""
         try:
-            data = self.client.get(self.path, timeout=5.0)
+            data = self.client.get(self.path + (f"?{query}" if query else ""), timeout=30.0)
         except OSError:
             return None
         self.latest = (time.monotonic(), data)
+        if self.on_reading is not None:
+            self.on_reading(data)
         return data
 
     def run(self) -> None:
@@ -212,9 +215,10 @@ class AllocatorPoller(threading.Thread):
     def resume(self) -> None:
         self.active.set()
 
-    def poll_now(self) -> dict | None:
+    def poll_now(self, query: str = "") -> dict | None:
+        """One reading now (``query``: e.g. "structure=1" for the allocator's structure)."""
         with self._busy:
-            return self._get()
+            return self._get(query)
 
     def fresh(self) -> dict | None:
         if self.latest and time.monotonic() - self.latest[0] <= self.fresh_s:

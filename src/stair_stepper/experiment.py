@@ -155,6 +155,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="with --command: GET this until it answers 2xx/3xx (default: a TCP connect)",
     )
+    p.add_argument(
+        "--trace-python",
+        action="store_true",
+        default=None,
+        help="tracemalloc in the served process: Python's traced bytes beside the allocator's "
+        "(it costs memory and time per request; the summary says how much)",
+    )
     p.add_argument("--out", help="result folder (default results/<UTC time>-<preset>)")
     p.add_argument("--no-plot", action="store_true", help="tables only, no figures")
 
@@ -265,6 +272,8 @@ def _check_service(config: Config) -> None:
     """The service options that cannot go together, each refused in one sentence."""
     if config.command and config.app:
         raise UserError("give --app or --command, not both.")
+    if config.trace_python and config.command:
+        raise UserError("--trace-python needs a Python process of ours: the widget app or --app.")
     if config.health_path and not config.command:
         raise UserError("--health-path goes with --command (served apps have their own).")
     if config.health_path and not config.health_path.startswith("/"):

@@ -96,6 +96,8 @@ def start_variant(
             cancel=cancel,
         )
     args = ["--python-malloc", config.python_malloc]
+    if config.trace_python:
+        args.append("--trace-python")
     if config.app:
         args += ["--app", config.app, "--app-dir", str(Path(config.app_dir or ".").resolve())]
     else:

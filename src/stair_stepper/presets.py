@@ -41,6 +41,7 @@ class Config:
     app_dir: str | None = None
     command: str | None = None  # any HTTP server, "CMD … {port} …", its tree recorded
     health_path: str | None = None
+    trace_python: bool = False  # tracemalloc in the served process: Python's own layer
     #: variants written out (--variant, --variants, --sweep): "NAME=ALLOCATOR VAR=VALUE …";
     #: ``variants`` names them among the built-in ones, in the order they run
     definitions: tuple[str, ...] = ()

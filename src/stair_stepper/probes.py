@@ -18,6 +18,8 @@ import ctypes
 import functools
 import json
 import os
+import re
+import tempfile
 from ctypes import POINTER, byref, c_char_p, c_int, c_size_t, c_uint64, c_void_p
 
 from .allocators import identify_path
@@ -250,6 +252,150 @@ def _tcmalloc_version() -> str | None:
     fn.restype = c_char_p
     raw = fn(None, None, None)
     return raw.decode() if raw else None
+
+
+# --- the allocator's structure: arenas, pages waiting, caches ------------------------------
+
+_HEAP = re.compile(r'<heap nr="(\d+)">(.*?)</heap>', re.S)
+_TOTAL = re.compile(r'<total type="(\w+)" count="(\d+)" size="(\d+)"/>')
+_SYSTEM = re.compile(r'<system type="current" size="(\d+)"/>')
+_STATS_ARENA = re.compile(r"Arena (\d+):\s+system bytes\s+=\s+(\d+)\s+in use bytes\s+=\s+(\d+)")
+
+
+def _captured_stderr(call) -> str:
+    """What ``call()`` writes to file descriptor 2 (glibc's malloc_stats and pymalloc's
+    _debugmallocstats print there), captured through a temporary file swapped in."""
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        try:
+            os.dup2(capture.fileno(), 2)
+            call()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        capture.seek(0)
+        return capture.read().decode(errors="replace")
+
+
+def _glibc_structure() -> dict:
+    """Each arena (glibc's malloc_info(3), read into memory, and malloc_stats(3) for what each
+    arena has in use): bytes it holds from the system, in use, free in fastbins and in the
+    other bins, and its top chunk (the rest: held, not in use, not in a bin); mmapped chunks
+    apart."""
+    libc = _libc()
+    libc.open_memstream.restype = c_void_p
+    libc.open_memstream.argtypes = [POINTER(c_char_p), POINTER(c_size_t)]
+    libc.malloc_info.argtypes, libc.fclose.argtypes = [c_int, c_void_p], [c_void_p]
+    buffer, size = c_char_p(), c_size_t()
+    stream = libc.open_memstream(byref(buffer), byref(size))
+    libc.malloc_info(0, stream)
+    libc.fclose(stream)
+    xml = ctypes.string_at(buffer, size.value).decode()
+    libc.free.argtypes = [c_void_p]
+    libc.free(buffer)
+    in_use = {
+        int(i): int(u) for i, _, u in _STATS_ARENA.findall(_captured_stderr(libc.malloc_stats))
+    }
+    arenas = []
+    for nr, body in _HEAP.findall(xml):
+        totals = {kind: int(size) for kind, _, size in _TOTAL.findall(body)}
+        system = int(_SYSTEM.search(body).group(1))
+        used = in_use.get(int(nr))
+        free = totals.get("fast", 0) + totals.get("rest", 0)
+        arenas.append(
+            {
+                "arena": int(nr),
+                "system_bytes": system,
+                "in_use_bytes": used,
+                "fastbin_bytes": totals.get("fast", 0),
+                "bin_bytes": totals.get("rest", 0),
+                "top_bytes": None if used is None else max(0, system - used - free),
+            }
+        )
+    tail = xml.rsplit("</heap>", 1)[-1]
+    mmap = {kind: (int(c), int(sz)) for kind, c, sz in _TOTAL.findall(tail)}.get("mmap", (0, 0))
+    return {"arenas": arenas, "mmapped": {"count": mmap[0], "bytes": mmap[1]}}
+
+
+def _jemalloc_structure() -> dict:
+    """stats.* (after an ``epoch`` refresh), the number of arenas, each arena's dirty and
+    muzzy pages (decay's waiting room), and the background threads."""
+    page = _mallctl_read("arenas.page") or 4096
+    narenas = _mallctl_read("arenas.narenas", ctypes.c_uint) or 0
+    arenas = []
+    for i in range(narenas):
+        dirty = _mallctl_read(f"stats.arenas.{i}.pdirty")
+        if dirty is None:  # an arena index not (yet) in use
+            continue
+        muzzy = _mallctl_read(f"stats.arenas.{i}.pmuzzy") or 0
+        arenas.append({"arena": i, "dirty_bytes": dirty * page, "muzzy_bytes": muzzy * page})
+    return {
+        "arenas": arenas,
+        "narenas_option": _mallctl_read("opt.narenas", ctypes.c_uint),
+        "background_threads": _mallctl_read("stats.background_thread.num_threads"),
+        "dirty_bytes": sum(a["dirty_bytes"] for a in arenas),
+        "muzzy_bytes": sum(a["muzzy_bytes"] for a in arenas),
+    }
+
+
+def _tcmalloc_structure() -> dict:
+    names = (
+        "pageheap_free_bytes",
+        "pageheap_unmapped_bytes",
+        "current_total_thread_cache_bytes",
+        "central_cache_free_bytes",
+        "transfer_cache_free_bytes",
+    )
+    return {name: _tc_property(f"tcmalloc.{name}") for name in names}
+
+
+def _mimalloc_structure() -> dict:
+    return {}  # mi_process_info (in memory()) is all mimalloc 2.0's C API gives cheaply
+
+
+_STRUCTURE = {
+    "glibc": _glibc_structure,
+    "jemalloc": _jemalloc_structure,
+    "tcmalloc": _tcmalloc_structure,
+    "mimalloc": _mimalloc_structure,
+}
+
+
+def structure(allocator: str) -> dict | None:
+    """The allocator's structure (None where it gives nothing, or a symbol is missing)."""
+    probe = _STRUCTURE.get(allocator)
+    try:
+        return probe() if probe else None
+    except (AttributeError, OSError) as exc:
+        return {"note": _missing(exc) if isinstance(exc, AttributeError) else str(exc)}
+
+
+_PYMALLOC = re.compile(r"(\d+) arenas \* (\d+) bytes/arena")
+_PYMALLOC_BYTES = re.compile(r"# bytes in allocated blocks\s+=\s+([\d,]+)")
+
+
+def python_layer(trace: bool) -> dict:
+    """Python's own layer: tracemalloc's traced bytes and its own cost, when on (--trace-python),
+    and with pymalloc its arenas (sys._debugmallocstats, captured)."""
+    import sys
+
+    layer: dict = {"python_traced_bytes": None, "tracemalloc_bytes": None}
+    if trace:
+        import tracemalloc
+
+        if tracemalloc.is_tracing():
+            layer["python_traced_bytes"] = tracemalloc.get_traced_memory()[0]
+            layer["tracemalloc_bytes"] = tracemalloc.get_tracemalloc_memory()
+    if sys.getallocatedblocks() > 0:  # pymalloc holds the small objects
+        text = _captured_stderr(sys._debugmallocstats)
+        arenas = _PYMALLOC.search(text)
+        used = _PYMALLOC_BYTES.search(text)
+        layer["pymalloc_arenas"] = int(arenas.group(1)) if arenas else None
+        layer["pymalloc_arena_bytes"] = (
+            int(arenas.group(1)) * int(arenas.group(2)) if arenas else None
+        )
+        layer["pymalloc_used_bytes"] = int(used.group(1).replace(",", "")) if used else None
+    return layer
 
 
 # --- settings read back in this process ----------------------------------------------------

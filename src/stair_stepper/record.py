@@ -195,6 +195,62 @@ class Recorder:
         self.writer.close()
 
 
+class StructureLog:
+    """The allocator's structure from each reading of the accounting, into
+    ``<variant>.structure.csv`` (totals by kind) and ``<variant>.arenas.csv`` (per arena), on
+    the trace's clock and with its phase (``recorder``). Installed as the poller's
+    ``on_reading``."""
+
+    def __init__(self, folder: Path, name: str, recorder: Recorder) -> None:
+        from .traces import ARENA_COLUMNS, ARENAS_SUFFIX, STRUCTURE_COLUMNS, STRUCTURE_SUFFIX
+
+        self.recorder = recorder
+        self.totals = RowWriter(folder / f"{name}{STRUCTURE_SUFFIX}", STRUCTURE_COLUMNS)
+        self.arenas = RowWriter(folder / f"{name}{ARENAS_SUFFIX}", ARENA_COLUMNS)
+
+    def __call__(self, reading: dict) -> None:
+        if "structure" not in reading:
+            return  # a plain poll during a batch: the accounting only, in the trace
+        when = {"t_s": self.recorder.now(), "phase": self.recorder.phase}
+        structure = reading.get("structure") or {}
+        details = reading.get("details") or {}
+        arenas = structure.get("arenas") or []
+        row = {
+            **when,
+            "live_bytes": reading.get("live_bytes"),
+            "held_bytes": reading.get("held_bytes"),
+            "mmapped_bytes": (structure.get("mmapped") or {}).get("bytes"),
+            "dirty_bytes": structure.get("dirty_bytes"),
+            "muzzy_bytes": structure.get("muzzy_bytes"),
+            "retained_bytes": details.get("retained_bytes"),
+            "metadata_bytes": details.get("metadata_bytes"),
+            "pageheap_free_bytes": structure.get("pageheap_free_bytes"),
+            "thread_cache_bytes": structure.get("current_total_thread_cache_bytes"),
+            "arenas": len(arenas) if arenas else None,
+            "probe_s": reading.get("probe_s"),
+            **{
+                k: (reading.get("python") or {}).get(k)
+                for k in (
+                    "python_traced_bytes",
+                    "tracemalloc_bytes",
+                    "pymalloc_arena_bytes",
+                    "pymalloc_used_bytes",
+                )
+            },
+        }
+        if arenas and "bin_bytes" in arenas[0]:  # glibc
+            row["free_bin_bytes"] = sum(a["bin_bytes"] + a["fastbin_bytes"] for a in arenas)
+            tops = [a["top_bytes"] for a in arenas]
+            row["top_bytes"] = sum(tops) if None not in tops else None
+        self.totals.write(row)
+        for arena in arenas:
+            self.arenas.write({**when, **arena})
+
+    def close(self) -> None:
+        self.totals.close()
+        self.arenas.close()
+
+
 def record_command(
     *,
     out: Path,

@@ -43,6 +43,7 @@ class ServeOptions:
     debug_endpoints: bool = False
     app: str | None = None  # MODULE:ATTR or MODULE:factory(): the user's application
     app_dir: str | None = None
+    trace_python: bool = False
 
 
 def add_arguments(p) -> None:
@@ -106,6 +107,12 @@ def add_arguments(p) -> None:
         "/__stair_stepper__/",
     )
     p.add_argument("--app-dir", metavar="DIR", help="import --app from here (default: .)")
+    p.add_argument(
+        "--trace-python",
+        action="store_true",
+        help="start tracemalloc first thing: /__stair_stepper__/memory then has Python's traced "
+        "bytes (and tracemalloc's own)",
+    )
 
 
 def run_args(args) -> int:
@@ -123,6 +130,7 @@ def run_args(args) -> int:
         debug_endpoints=args.debug_endpoints,
         app=args.app,
         app_dir=args.app_dir,
+        trace_python=args.trace_python,
     )
     return serve(options, args.argv)
 
@@ -244,6 +252,9 @@ def serve(options: ServeOptions, argv: list[str]) -> int:
         env.update(variant_settings.for_child(var, probe))
         if "trim_every" in var.strategy:
             env[service.ENV_TRIM_EVERY] = str(var.strategy["trim_every"])
+        env.pop(service.ENV_TRACE_PYTHON, None)
+        if options.trace_python:
+            env[service.ENV_TRACE_PYTHON] = "1"
         for name in (service.ENV_APP, service.ENV_APP_DIR):
             env.pop(name, None)
         if settings is not None:
@@ -287,13 +298,23 @@ def served_app():
     return service.wrapped(create_app(endpoints=endpoints), endpoints)
 
 
+def trace_python_if_asked() -> None:
+    """tracemalloc from here on, when serve was given --trace-python (a worker starts its own)."""
+    if os.environ.get(service.ENV_TRACE_PYTHON) == "1":
+        import tracemalloc
+
+        tracemalloc.start()
+
+
 def worker_app():
     """A Hypercorn worker's app: the same service, and the worker dies with its parent."""
     selfexec.die_with_parent()
+    trace_python_if_asked()
     return served_app()
 
 
 def _serve_here(var: allocators.Variant, settings, options: ServeOptions) -> int:
+    trace_python_if_asked()
     from hypercorn.config import Config
 
     provider = _prove_allocator(var)

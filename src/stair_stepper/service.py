@@ -30,6 +30,7 @@ ENV_VARIANT = "STAIR_STEPPER_VARIANT"
 ENV_DEBUG = "STAIR_STEPPER_DEBUG_ENDPOINTS"  # "0": no allocator internals (serve --public)
 ENV_TRIM_EVERY = "STAIR_STEPPER_TRIM_EVERY"  # a variant's trim_every: seconds between trims
 ENV_SETTINGS = "STAIR_STEPPER_SETTINGS"  # the variant's allocator settings, to read back
+ENV_TRACE_PYTHON = "STAIR_STEPPER_TRACE_PYTHON"  # "1": tracemalloc on (--trace-python)
 
 
 class PeriodicTrim(threading.Thread):
@@ -76,11 +77,14 @@ class Endpoints:
         self.requests = 0
         spec = os.environ.get(ENV_SETTINGS)
         self.settings = probes.read_back(json.loads(spec)) if spec else None
+        self.trace_python = os.environ.get(ENV_TRACE_PYTHON) == "1"
         every = os.environ.get(ENV_TRIM_EVERY)
         self.periodic = PeriodicTrim(self.allocator, float(every)) if every else None
 
-    def answer(self, method: str, path: str) -> tuple[int, dict] | None:
-        """(status, JSON body) for a path under PREFIX; None for the application's own."""
+    def answer(self, method: str, path: str, query: str = "") -> tuple[int, dict] | None:
+        """(status, JSON body) for a path under PREFIX; None for the application's own.
+        ``MEMORY?structure=1`` adds the allocator's structure (arenas, pages waiting) and
+        Python's layer: costly for glibc under load, so asked for only at a floor."""
         if not path.startswith(PREFIX + "/"):
             return None
         wanted = {HEALTH: "GET", MEMORY: "GET", TRIM: "POST"}.get(path)
@@ -90,7 +94,9 @@ class Endpoints:
             return 404, {"error": f"no such endpoint under {PREFIX}: {HEALTH}, {MEMORY}, {TRIM}."}
         if method != wanted:
             return 405, {"error": f"{path} takes {wanted} only."}
-        return 200, {HEALTH: self.health, MEMORY: self.memory, TRIM: self.trim}[path]()
+        if path == MEMORY:
+            return 200, self.memory(structure="structure=1" in query)
+        return 200, {HEALTH: self.health, TRIM: self.trim}[path]()
 
     def health(self) -> dict:
         from . import probes
@@ -106,7 +112,7 @@ class Endpoints:
             "settings": self.settings,
         }
 
-    def memory(self) -> dict:
+    def memory(self, structure: bool = False) -> dict:
         """RSS and the allocator's accounting, with every request this process has answered
         (this one included): the experiment reads it once per pause to prove that nothing it
         did not send reached the service meanwhile."""
@@ -115,7 +121,15 @@ class Endpoints:
         answer = {"pid": os.getpid(), "requests_served": self.requests}
         if self.periodic is not None:  # the trims the strategy made, as timed here
             answer["periodic_trim"] = self.periodic.report()
-        return {**answer, **probes.memory(self.allocator)}
+        began = time.perf_counter()
+        answer.update(probes.memory(self.allocator))
+        answer["accounting_s"] = time.perf_counter() - began  # what asking cost, measured here
+        if structure:
+            began = time.perf_counter()
+            answer["structure"] = probes.structure(self.allocator)
+            answer["python"] = probes.python_layer(self.trace_python)
+            answer["probe_s"] = time.perf_counter() - began
+        return answer
 
     def trim(self) -> dict:
         from . import probes
@@ -148,7 +162,8 @@ class AsgiEndpoints:
             await self.app(scope, receive, send)
             return
         self.endpoints.requests += 1
-        answered = self.endpoints.answer(scope["method"], scope["path"])
+        query = scope.get("query_string", b"").decode("latin-1")
+        answered = self.endpoints.answer(scope["method"], scope["path"], query)
         if answered is None:
             await self.app(scope, receive, send)
             return
@@ -167,7 +182,9 @@ class WsgiEndpoints:
 
     def __call__(self, environ, start_response):
         self.endpoints.requests += 1
-        answered = self.endpoints.answer(environ["REQUEST_METHOD"], environ.get("PATH_INFO", ""))
+        answered = self.endpoints.answer(
+            environ["REQUEST_METHOD"], environ.get("PATH_INFO", ""), environ.get("QUERY_STRING", "")
+        )
         if answered is None:
             return self.app(environ, start_response)
         status, body = answered

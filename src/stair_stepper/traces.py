@@ -75,7 +75,7 @@ BATCH_COLUMNS = (
 BatchRow = collections.namedtuple("BatchRow", BATCH_COLUMNS, defaults=(None,) * len(BATCH_COLUMNS))
 
 FLOAT_COLUMNS = {"t_s", "wall_time", "cpu_s", "start_s", "end_s", "pause_end_s", "pause_s"}
-FLOAT_COLUMNS |= {"cpu_user_s", "cpu_system_s", "trims_s"}
+FLOAT_COLUMNS |= {"cpu_user_s", "cpu_system_s", "trims_s", "probe_s"}
 FLOAT_COLUMNS |= {"requests_per_second", "p50_ms", "p99_ms", "p99_9_ms"}
 TEXT_COLUMNS = {"phase"}
 
@@ -99,6 +99,43 @@ def settled(
     return max(recent) - min(recent) < tolerance
 
 
+#: the allocator's structure, one row per reading after an idle phase (``<variant>.structure.csv``)
+STRUCTURE_COLUMNS = (
+    "t_s",
+    "phase",
+    "live_bytes",
+    "held_bytes",
+    "free_bin_bytes",  # glibc: free chunks in the arenas' bins and fastbins
+    "top_bytes",  # glibc: the arenas' top chunks, not yet trimmed
+    "mmapped_bytes",  # glibc: chunks mmapped on their own
+    "dirty_bytes",  # jemalloc: pages waiting for decay (dirty), then muzzy
+    "muzzy_bytes",
+    "retained_bytes",  # jemalloc: address space kept, not resident
+    "metadata_bytes",
+    "pageheap_free_bytes",  # tcmalloc
+    "thread_cache_bytes",
+    "arenas",
+    "python_traced_bytes",  # tracemalloc (--trace-python)
+    "tracemalloc_bytes",  # tracemalloc's own memory
+    "pymalloc_arena_bytes",
+    "pymalloc_used_bytes",
+    "probe_s",  # what asking for the structure took in the served process
+)
+#: per arena, one row per arena per reading (``<variant>.arenas.csv``)
+ARENA_COLUMNS = (
+    "t_s",
+    "phase",
+    "arena",
+    "system_bytes",
+    "in_use_bytes",
+    "fastbin_bytes",
+    "bin_bytes",
+    "top_bytes",
+    "dirty_bytes",
+    "muzzy_bytes",
+)
+STRUCTURE_SUFFIX = ".structure.csv"
+ARENAS_SUFFIX = ".arenas.csv"
 TRACE_SUFFIX = ".trace.csv"
 RUN_PREFIX = "run-"  # experiment --repeat N: run-1 … run-N, each a complete result folder
 BATCHES_SUFFIX = ".batches.csv"

@@ -19,7 +19,7 @@ from . import drivers, launch, service, settings
 from .client import AllocatorPoller, IdleTraffic
 from .errors import Stopped, UserError
 from .presets import AUTO, Config, variant_of
-from .record import Recorder
+from .record import Recorder, StructureLog
 from .results import NOT_MEASURED
 from .traces import (
     BATCH_COLUMNS,
@@ -77,6 +77,10 @@ class Watched:
                 self.poller.stop()
             self.server.stop()  # nothing else knows of it yet
             raise
+        self.structure = None
+        if self.poller is not None:  # each reading's structure, beside the trace
+            self.structure = StructureLog(folder, name, self.recorder)
+            self.poller.on_reading = self.structure
         self.recorder.phase = "baseline"  # labelled from its very first row
         self.recorder.start()
 
@@ -109,7 +113,7 @@ class Watched:
         carries it. None for a --command server."""
         rec = self.recorder
         rec.phase = f"read {after}"
-        reading = self.poller.poll_now() if self.poller else None
+        reading = self.poller.poll_now("structure=1") if self.poller else None
         taken, deadline = rec.samples, time.monotonic() + 1.0
         while rec.samples == taken and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -124,6 +128,9 @@ class Watched:
         self.recorder.stop()
         if self.poller is not None:
             self.poller.stop()
+            self.poller.join(5)  # no reading is written after the files close
+        if self.structure is not None:
+            self.structure.close()
         return self.server.stop()
 
 

@@ -1,0 +1,191 @@
+"""Where the memory sits, at each floor, and why it stays: layers and a diagnosis per variant.
+
+At each floor the allocator is read once (``<variant>.structure.csv``, the phase "read K"),
+and RSS splits into layers:
+
+- *live*: what the allocator counts as allocated (of which Python's traced bytes, when
+  tracemalloc ran: ``--trace-python``);
+- *allocator metadata* (jemalloc's ``stats.metadata``): its own bookkeeping, resident;
+- *free held*: the allocator's held bytes less the live ones (and its metadata), by kind where the
+  allocator tells: glibc's free chunks in its arenas' bins and fastbins, and its arenas' top
+  chunks not yet trimmed; jemalloc's dirty and muzzy pages waiting for decay; tcmalloc's
+  free page-heap pages waiting for release; the rest (partly used pages, metadata);
+- *not heap*: RSS less the allocator's held bytes (code, stacks, the interpreter). glibc
+  counts as held the free chunks a trim has handed back with MADV_DONTNEED, so after a trim
+  this can be negative; at a floor, before the trim, it is not.
+
+The diagnosis (``diagnose``), in this order, each with the numbers that decided it:
+
+- ``unknown``: the allocator was not asked (a ``--command`` server, several workers);
+- ``leak``: live bytes at the floors rise batch over batch by more than the step threshold
+  (in at least half of the floor-to-floor steps, and from the first floor to the last);
+- ``returned``: the free space held at the last floor, beyond what the allocator held free
+  before any load, is under the step threshold or under a tenth of what the load brought
+  (peak − baseline): the floor came back near the live bytes;
+- ``lazy-return``: at least half of that free space is pages held for a decay or release
+  timer (jemalloc dirty/muzzy, tcmalloc's free page heap), which time or a background thread
+  gives back;
+- ``fragmentation``: free space held inside the heap that a settled pause did not return and
+  the trim did (RSS after the trim at least half of it lower), or, without a trim, free
+  space the allocator keeps in its heap (not confirmed by a trim, said so).
+"""
+
+from __future__ import annotations
+
+MB = 2**20
+
+#: which structure column is which kind of free space, and in words
+FREE_KINDS = {
+    "free_bin_bytes": "free chunks in glibc's bins and fastbins",
+    "top_bytes": "glibc's top chunks, not yet trimmed",
+    "dirty_bytes": "jemalloc's dirty pages, waiting for decay",
+    "muzzy_bytes": "jemalloc's muzzy pages, waiting for decay",
+    "pageheap_free_bytes": "tcmalloc's free page-heap pages, waiting for release",
+}
+#: free space left at a floor under this share of what the load brought (peak − baseline), or
+#: under the step threshold, counts as returned
+RETURNED_SHARE = 0.10
+#: the kinds that a timer or a background thread gives back
+TIMED_KINDS = ("dirty_bytes", "muzzy_bytes", "pageheap_free_bytes")
+
+
+def _reading(table, phase: str) -> dict | None:
+    """The structure row of one read (e.g. "read 3"), as a dict."""
+    if table is None:
+        return None
+    rows = table.rows_where("phase", phase)
+    if not rows:
+        return None
+    i = rows[-1]
+    return {name: table.column(name)[i] for name in table.columns}
+
+
+def layers_at(reading: dict | None, rss: float | None) -> dict | None:
+    """RSS at a floor split into live, free held (by kind) and not heap."""
+    if not reading or rss is None or reading.get("live_bytes") is None:
+        return None
+    live, held = reading["live_bytes"], reading.get("held_bytes")
+    overhead = reading.get("metadata_bytes") or 0  # jemalloc's own, resident: not free space
+    free = held - live - overhead if held is not None else None
+    kinds = {k: reading.get(k) for k in FREE_KINDS if reading.get(k) is not None}
+    if free is not None and kinds:
+        kinds["other_free_bytes"] = free - sum(kinds.values())
+    return {
+        "rss_bytes": rss,
+        "allocator_live_bytes": live,
+        "python_traced_bytes": reading.get("python_traced_bytes"),
+        "tracemalloc_bytes": reading.get("tracemalloc_bytes"),
+        "free_held_bytes": free,
+        "free_kinds": kinds,
+        "allocator_metadata_bytes": reading.get("metadata_bytes"),
+        "not_heap_bytes": rss - held if held is not None else None,
+        "arenas": reading.get("arenas"),
+    }
+
+
+def variant_layers(structure, pauses: list[str], floors: list) -> list[dict | None]:
+    """The layers at each floor (``pauses``: "pause K" in order, ``floors``: their RSS floors),
+    from the structure table; None where the allocator was not read."""
+    return [
+        layers_at(_reading(structure, f"read {p.split()[1]}"), floor)
+        for p, floor in zip(pauses, floors, strict=True)
+    ]
+
+
+def arenas_by_floor(table, pauses: list[str]) -> list[list[dict]]:
+    """Per floor, each arena's bytes (glibc: held, in use, free in bins, top)."""
+    if table is None:
+        return []
+    found = []
+    names = list(table.columns)
+    for pause in pauses:
+        rows = table.rows_where("phase", f"read {pause.split()[1]}")
+        found.append(
+            [{n: table.column(n)[i] for n in names if n not in ("t_s", "phase")} for i in rows]
+        )
+    return found
+
+
+def diagnose(
+    s: dict, by_floor: list[dict | None], threshold: float, baseline: dict | None = None
+) -> dict:
+    """``leak``, ``returned``, ``lazy-return``, ``fragmentation`` or ``unknown``, with why.
+    ``baseline``: the layers before any load (the free space an idle allocator keeps anyway)."""
+    measured = [layer for layer in by_floor if layer]
+    if not measured:
+        return {"verdict": "unknown", "why": "the allocator was not asked (no live bytes)"}
+    live = [layer["allocator_live_bytes"] for layer in measured]
+    rises = [b - a for a, b in zip(live, live[1:])]  # noqa: B905
+    if (
+        rises
+        and sum(r > threshold for r in rises) * 2 >= len(rises)
+        and (live[-1] - live[0] > threshold)
+    ):
+        return {
+            "verdict": "leak",
+            "why": "live bytes at the floors rise batch over batch: "
+            + " → ".join(f"{b / MB:.0f}" for b in live)
+            + f" MB (step threshold {threshold / MB:.0f} MB)",
+            "live_floors_bytes": live,
+        }
+    last = measured[-1]
+    free, floor = last["free_held_bytes"], last["rss_bytes"]
+    numbers = {
+        "free_held_bytes": free,
+        "live_bytes": last["allocator_live_bytes"],
+        "floor_bytes": floor,
+    }
+    if free is None:
+        return {"verdict": "unknown", "why": "the allocator gives no held bytes", **numbers}
+    idle_free = (baseline or {}).get("free_held_bytes") or 0
+    brought = (s.get("peak_bytes") or 0) - (s.get("baseline_bytes") or 0)  # what the load added
+    if free - idle_free < max(threshold, RETURNED_SHARE * brought):
+        return {
+            "verdict": "returned",
+            "why": f"at the last floor the allocator holds {free / MB:.0f} MB free beside "
+            f"{last['allocator_live_bytes'] / MB:.0f} MB live ({idle_free / MB:.0f} MB free "
+            "before any load): the floor came back near the live bytes",
+            **numbers,
+        }
+    kinds = last["free_kinds"]
+    timed = sum(kinds.get(k) or 0 for k in TIMED_KINDS)
+    if timed * 2 >= free:
+        named = ", ".join(
+            f"{FREE_KINDS[k]} {kinds[k] / MB:.0f} MB" for k in TIMED_KINDS if kinds.get(k)
+        )
+        return {
+            "verdict": "lazy-return",
+            "why": f"{timed / MB:.0f} of the {free / MB:.0f} MB free it holds are pages "
+            f"waiting for a timer ({named}): time or a background thread returns them",
+            "timed_bytes": timed,
+            **numbers,
+        }
+    trimmed = s.get("after_trim_bytes")
+    inside = ", ".join(
+        f"{FREE_KINDS[k]} {kinds[k] / MB:.0f} MB"
+        for k in ("free_bin_bytes", "top_bytes")
+        if kinds.get(k)
+    )
+    inside = f" ({inside})" if inside else ""
+    if trimmed is None:
+        return {
+            "verdict": "fragmentation",
+            "why": f"{free / MB:.0f} MB free held inside the heap{inside} after settled "
+            "pauses (not confirmed by a trim: none was made)",
+            **numbers,
+        }
+    given_back = floor - trimmed
+    if given_back * 2 >= free:
+        return {
+            "verdict": "fragmentation",
+            "why": f"{free / MB:.0f} MB free held inside the heap{inside}, which settled pauses "
+            f"did not return and the trim did ({floor / MB:.0f} → {trimmed / MB:.0f} MB)",
+            "trim_returned_bytes": given_back,
+            **numbers,
+        }
+    return {
+        "verdict": "unknown",
+        "why": f"{free / MB:.0f} MB free held that neither a timer explains nor the trim "
+        f"returned ({floor / MB:.0f} → {trimmed / MB:.0f} MB)",
+        **numbers,
+    }
