@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from stair_stepper.analysis import summary
+from stair_stepper.analysis import cost, summary
 from stair_stepper.results import NewerFormat
 
 FIELDS = (
@@ -73,7 +73,9 @@ def compare(a: Path, b: Path) -> str:
             x, y = va.get(key), vb.get(key)
             ratio = "–"
             if x and y and x[0] and y[0]:
-                overlap = runs_a > 1 and runs_b > 1 and x[1] <= y[2] and y[1] <= x[2]
+                overlap = cost.within_noise(
+                    {"n": runs_a, "min": x[1], "max": x[2]}, {"n": runs_b, "min": y[1], "max": y[2]}
+                )
                 ratio = "within noise" if overlap else f"{y[0] / x[0]:.2f}"
             row += [_cell(x, runs_a), _cell(y, runs_b), ratio]
         lines.append("| " + " | ".join(row) + " |")

@@ -103,6 +103,7 @@ def analyse_repeats(
         else:
             written += drawing.floors_across_runs(summaries, out)
             written += drawing.sweeps(result, out, result["runs"])
+            written += drawing.tradeoff(result, out, result["runs"])
     return result, written
 
 

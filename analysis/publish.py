@@ -21,7 +21,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from stair_stepper.analysis import summary
+from stair_stepper.analysis import cost, summary
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path("docs/results")
@@ -34,7 +34,15 @@ PUBLISHED = {
     "arenas": ["arenas"],
     "own-asgi": ["own-asgi"],  # README "Your own service": examples/asgi_app.py, --app
 }
-MEASURING = ("src", "analysis/summary.py", "benchmark.yml", "plans", "examples")
+MEASURING = (
+    "src",
+    "analysis/summary.py",
+    "analysis/cost.py",
+    "analysis/layers.py",
+    "benchmark.yml",
+    "plans",
+    "examples",
+)
 BLOCK = re.compile(r"(<!-- published:(\S+) -->\n)(.*?)(<!-- /published:\2 -->)", re.S)
 
 
@@ -147,6 +155,51 @@ def targets_block(folders: list[Path]) -> str:
     return "\n".join(lines) + "\n\n" + _revision_line(folders) + "\n"
 
 
+def price_block(folders: list[Path]) -> str:
+    """The verdict of --preset price, then each variant's price as median (min–max)."""
+    result = _repeat(folders[0])
+    found = result.get("verdict") or {}
+    lines = [f"- {line}" for line in found.get("lines") or []]
+    lines += ["", f"Load: {result.get('mode')}.", ""]
+    lines += summary.markdown_table(
+        cost.COST_HEAD, cost.cost_table(result["variants"], summary.spread_text)
+    )
+    return "\n".join(lines) + "\n\n" + _revision_line(folders) + "\n"
+
+
+DECAY = ("jemalloc", "je-eager")  # je-eager: MALLOC_CONF=dirty_decay_ms:0,muzzy_decay_ms:0
+DECAY_FIGURES = (
+    ("cpu_system_ms_per_request", "system CPU, ms per request", 2),
+    ("minor_faults_per_request", "minor faults per request", 0),
+    ("cpu_user_ms_per_request", "user CPU, ms per request", 2),
+    ("latency_p99_ms", "p99 latency, ms", 0),
+)
+
+
+def decay_cost(folder: Path) -> dict:
+    """jemalloc against the same with immediate decay: the figures and whether each of the
+    first two is higher for je-eager in every run than in any of plain jemalloc's."""
+    variants = _repeat(folder)["variants"]
+    rows, checks = [], []
+    for key, label, digits in DECAY_FIGURES:
+        cells = [(variants[v].get("cost") or {}).get(key) for v in DECAY]
+        rows.append([label, *(summary.spread_text(c, digits, 1) for c in cells)])
+        if key in ("cpu_system_ms_per_request", "minor_faults_per_request"):
+            plain, eager = cells
+            checks.append((label, bool(plain and eager and eager["min"] > plain["max"])))
+    return {"rows": rows, "checks": checks}
+
+
+def decay_block(folders: list[Path]) -> str:
+    found = decay_cost(folders[0])
+    lines = summary.markdown_table(["per request", *DECAY], found["rows"])
+    lines.append("")
+    for label, outside in found["checks"]:
+        verdict = "**yes**" if outside else "**no**"
+        lines.append(f"- je-eager's {label} above every run of jemalloc's: {verdict}.")
+    return "\n".join(lines) + "\n\n" + _revision_line(folders) + "\n"
+
+
 BLOCKS = {
     "contrast": contrast_block,
     "targets": targets_block,
@@ -154,6 +207,8 @@ BLOCKS = {
     "pymalloc": contrast_block,
     "arenas": contrast_block,
     "own-asgi": contrast_block,
+    "price": price_block,
+    "decay-cost": decay_block,
 }
 
 
@@ -201,6 +256,10 @@ def figures(root: Path = ROOT) -> list[Path]:
         written += drawing.save(drawing.memory_figure(data, first_run), docs, f"{name}-memory")
         summaries = [summary.summarise(r) for r in runs]
         written += drawing.floors_across_runs(summaries, docs, f"{name}-floors-runs")
+    if "price" in PUBLISHED:
+        price = root / RESULTS / "price"
+        runs = len(summary.run_folders(price))
+        written += drawing.tradeoff(_repeat(price), docs, runs, "price-tradeoff")
     idle = idle_table([root / RESULTS / name for name in PUBLISHED["idle"]])
     written += drawing.floors_against_idle(idle, docs)
     return written

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from stair_stepper import results
-from stair_stepper.analysis import layers
+from stair_stepper.analysis import cost, layers
 from stair_stepper.results import NOT_MEASURED
 from stair_stepper.traces import (
     ARENAS_SUFFIX,
@@ -312,8 +312,13 @@ def summarise(
                 f"{name}: requests the experiment did not send reached the service during a "
                 f"pause ({s['unasked_pause_requests']}): the floors may be disturbed."
             )
+    meta_variants = meta.get("variants") or {}
     for name, s in variants.items():
         s.update(_settings_of(meta, name), periodic_trim=_periodic_trim(data[name], s))
+        s["cost"] = cost.variant_cost(
+            data[name].batches, (meta_variants.get(name) or {}).get("trim")
+        )
+        warnings += _lag_warning(name, s["cost"], meta.get("config") or {})
     best = _ratios(variants, "median_floor_bytes", "ratio_to_best")
     _ratios(variants, "last_floor_bytes", "last_floor_ratio_to_best")
     return {
@@ -321,6 +326,10 @@ def summarise(
         "variants": variants,
         "best_variant": best,
         "sweeps": sweep_rows(variants, (meta.get("config") or {}).get("sweeps") or ()),
+        "mode": cost.mode_words(meta.get("config") or {}) if meta.get("config") else None,
+        "verdict": cost.verdict(
+            variants, meta_variants, meta.get("config") or {}, meta.get("provenance") or {}
+        ),
         "step_threshold_bytes": step_threshold,
         "described": results.describe(meta),
         "foreign": bool((meta.get("config") or {}).get("command")),
@@ -331,6 +340,17 @@ def summarise(
         "status": meta.get("status"),
         "warnings": warnings,
     }
+
+
+def _lag_warning(name: str, c: dict | None, config: dict) -> list[str]:
+    """An open-loop sender that fell behind its schedule measured less load than it says."""
+    rate, lag = config.get("rate"), (c or {}).get("lag_max_ms")
+    if not rate or lag is None or lag <= max(50.0, 1000.0 / rate):
+        return []
+    return [
+        f"{name}: the open-loop sender fell behind its schedule by up to {lag:.0f} ms: the "
+        "rate it reports was not what the server got; lower --rate."
+    ]
 
 
 def _settings_of(meta: dict, name: str) -> dict:
@@ -434,6 +454,7 @@ def markdown(summary: dict) -> str:
         rows.append(row)
     lines = markdown_table(head, rows)
     text = [f"# stair-stepper summary: {summary.get('preset') or 'trace'}", ""]
+    text += cost.verdict_text(summary)
     if summary.get("described"):
         text += [
             f"Preset `{summary.get('preset')}`: {summary['described']}. "
@@ -449,6 +470,7 @@ def markdown(summary: dict) -> str:
         text += variants_text(variants)
     text.extend(lines)
     text.append("")
+    text += price_text(summary)
     text += sweep_text(summary.get("sweeps") or [])
     text += layers_text(variants)
     text.extend(interpretation(summary))
@@ -483,6 +505,14 @@ def variants_text(variants: dict) -> list[str]:
             line += f"; the trims took {spread_text(spent, 3, 1)} s per run"
         lines.append(line)
     return [*lines, ""]
+
+
+def price_text(summary: dict) -> list[str]:
+    """What each variant costs, and how the numbers were produced."""
+    rows = cost.cost_table(summary["variants"], spread_text)
+    if not any(r[1] != "–" for r in rows):
+        return []
+    return [f"The price ({summary.get('mode')}):", "", *markdown_table(cost.COST_HEAD, rows), ""]
 
 
 def layers_text(variants: dict) -> list[str]:
@@ -730,6 +760,21 @@ def summarise_repeats(folder: Path, step_threshold: float = DEFAULT_STEP_THRESHO
         meta = {}
     names = [n for n in (meta.get("config") or {}).get("variants", [])] or None
     result = summarise_runs(per_run, names)
+    run_meta = results.read_meta(runs[0])
+    for name, fields in result["variants"].items():
+        fields["cost"] = {
+            key: spread(
+                [((r["variants"].get(name) or {}).get("cost") or {}).get(key) for r in per_run]
+            )
+            for key in cost.COST_FIELDS
+        }
+    result["mode"] = cost.mode_words(meta.get("config") or run_meta.get("config") or {})
+    result["verdict"] = cost.verdict(
+        result["variants"],
+        run_meta.get("variants") or {},
+        meta.get("config") or {},
+        meta.get("provenance") or {},
+    )
     for name, fields in result["variants"].items():  # what a variant is: the same in every run
         first = next((r["variants"][name] for r in per_run if name in r["variants"]), {})
         fields["settings"] = first.get("settings", name)
@@ -819,8 +864,10 @@ def markdown_repeats(result: dict) -> str:
     ]
     if result.get("described"):
         text += [f"Preset `{result.get('preset')}`: {result['described']}.", ""]
+    text[2:2] = cost.verdict_text(result)
     text += variants_text(result["variants"])
     text.append(repeats_table(result))
+    text += price_text(result)
     text += sweep_text(result.get("sweeps") or [], result["runs"])
     if result.get("warnings"):
         text += ["", "Warnings:", *[f"- {w}" for w in result["warnings"]]]

@@ -380,3 +380,113 @@ def test_a_checkout_maps_analysis_and_nothing_else_into_the_package(tmp_path):
         str(root / "analysis" / "summary.py"),
         str(root / "src" / "stair_stepper" / "plans.py"),  # the module, never the plans/ folder
     ]
+
+
+def _spread(median, low, high, n=3):
+    return {"median": median, "min": low, "max": high, "n": n}
+
+
+def _variant(floor, p99, rps, cpu, failures=0):
+    return {
+        "median_floor_bytes": floor,
+        "cost": {
+            "latency_p99_ms": p99,
+            "throughput_rps": rps,
+            "cpu_ms_per_request": cpu,
+            "failures": failures,
+        },
+    }
+
+
+META = {
+    "glibc": {"health": {"malloc_provider": "glibc"}, "settings": {"allocator": "glibc"}},
+    "jemalloc+bg": {
+        "health": {"malloc_provider": "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"},
+        "settings": {
+            "allocator": "jemalloc",
+            "given": {"MALLOC_CONF": "background_thread:true"},
+            "python_malloc": "malloc",
+        },
+    },
+}
+PROVENANCE = {"cpu_count": 2, "kernel": "6.1", "python": "3.11.7"}
+
+
+def test_the_verdict_names_savings_prices_and_the_environment_to_paste():
+    from stair_stepper.analysis import cost
+
+    variants = {
+        "glibc": _variant(
+            _spread(300 * MB, 280 * MB, 320 * MB),
+            _spread(400, 380, 420),
+            _spread(10, 9.9, 10.1),
+            _spread(40, 39, 41),
+        ),
+        "jemalloc+bg": _variant(
+            _spread(100 * MB, 95 * MB, 110 * MB),
+            _spread(440, 430, 460),  # beyond glibc's range: a price with a number
+            _spread(10, 9.8, 10.2),  # overlapping: within noise
+            _spread(36, 35, 37),
+        ),
+    }
+    found = cost.verdict(variants, META, {"rate": 10, "arrivals": "poisson"}, PROVENANCE)
+    (line,) = found["lines"]
+    assert line.startswith("jemalloc+bg against glibc: 3.00× less memory at the floors (200 MB")
+    assert "p99 latency +10% (+2% to +21%)" in line  # 440/400; 430/420 and 460/380
+    assert "throughput within noise" in line and "CPU per request -10%" in line
+    assert found["best"] == "jemalloc+bg"
+    assert found["environment"] == [
+        "LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2",
+        "MALLOC_CONF=background_thread:true",
+        "PYTHONMALLOC=malloc",
+    ]
+    assert "an open loop at 10 requests a second" in found["caveats"]
+    text = "\n".join(cost.verdict_text({"verdict": found}))
+    assert "Lowest memory without a failed request: **jemalloc+bg**" in text
+    assert "```sh\nLD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2\n" in text
+
+
+def test_a_saving_within_noise_or_a_failing_variant_changes_nothing():
+    from stair_stepper.analysis import cost
+
+    glibc = _variant(_spread(300 * MB, 250 * MB, 320 * MB), 400, 10, 40)
+    lower_in_noise = _variant(_spread(290 * MB, 240 * MB, 310 * MB), 400, 10, 40)
+    found = cost.verdict({"glibc": glibc, "jemalloc+bg": lower_in_noise}, META, {}, PROVENANCE)
+    assert found["best"] == "glibc"
+    assert "memory at the floors within noise (-10 MB)" in found["lines"][0]
+    assert "nothing to change" in "\n".join(cost.verdict_text({"verdict": found}))
+    failing = _variant(100 * MB, 400, 10, 40, failures=3)
+    found = cost.verdict({"glibc": glibc, "jemalloc+bg": failing}, META, {}, PROVENANCE)
+    assert found["best"] == "glibc"  # the lowest floor, but it failed requests
+    more = _variant(400 * MB, 400, 10, 40)
+    found = cost.verdict({"glibc": _variant(300 * MB, 400, 10, 40), "x": more}, {}, {}, {})
+    assert "1.33× more memory at the floors (100 MB more)" in found["lines"][0]
+
+
+def test_within_noise_needs_several_runs_and_overlap():
+    from stair_stepper.analysis.cost import within_noise
+
+    assert within_noise(_spread(10, 9, 11), _spread(12, 10.5, 13))
+    assert not within_noise(_spread(10, 9, 11), _spread(12, 11.5, 13))
+    assert not within_noise(_spread(10, 9, 11, n=1), _spread(10, 9, 11, n=1))
+    assert not within_noise(10, 10)
+
+
+def test_the_tradeoff_marks_the_variants_no_other_beats_on_both_axes():
+    from stair_stepper.analysis.figures import non_dominated
+
+    points = {
+        "glibc": (300, 400),
+        "jemalloc": (120, 420),
+        "jemalloc+bg": (100, 450),
+        "x": (130, 430),
+    }
+    assert non_dominated(points) == {"glibc", "jemalloc", "jemalloc+bg"}  # x: jemalloc beats it
+    assert non_dominated({"a": (1, 1), "b": (1, 1)}) == {"a", "b"}  # ties beat nobody
+
+
+def test_a_sender_behind_its_schedule_is_a_warning():
+    assert numbers._lag_warning("glibc", {"lag_max_ms": 20.0}, {"rate": 10}) == []
+    (warning,) = numbers._lag_warning("glibc", {"lag_max_ms": 400.0}, {"rate": 10})
+    assert "fell behind its schedule by up to 400 ms" in warning
+    assert numbers._lag_warning("glibc", {"lag_max_ms": 400.0}, {}) == []  # closed loop

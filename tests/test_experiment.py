@@ -142,6 +142,71 @@ def test_summary_numbers_match_the_csvs(quick_run):
         assert trim["rss_after_bytes"] <= trim["rss_before_bytes"]
 
 
+COST_KEYS = {
+    "throughput_rps",
+    "latency_p50_ms",
+    "latency_p99_ms",
+    "latency_p99_9_ms",
+    "cpu_user_ms_per_request",
+    "cpu_system_ms_per_request",
+    "minor_faults_per_request",
+    "major_faults_per_request",
+}
+
+
+@needs_jemalloc
+def test_the_price_of_each_variant_is_measured_and_judged(quick_run):
+    folder, done = quick_run
+    summary = json.loads((folder / "summary.json").read_text())
+    for variant, s in summary["variants"].items():
+        batches = read_batches(folder / f"{variant}.batches.csv")
+        user, system = batches.column("cpu_user_s"), batches.column("cpu_system_s")
+        minor = batches.column("minor_faults")
+        # the server's own CPU and faults, per batch: a 64-request batch of JSON parsing
+        # costs the server far more than nothing and far less than the batch's wall time
+        starts, ends = batches.column("start_s"), batches.column("end_s")
+        walls = [e - b for b, e in zip(starts, ends, strict=True)]
+        assert all(0.05 < u + s_ <= 2 * w for u, s_, w in zip(user, system, walls, strict=True))
+        assert all(m > 100 for m in minor)
+        cost = s["cost"]
+        assert set(cost) >= COST_KEYS, cost
+        assert cost["cpu_user_ms_per_request"] == pytest.approx(sum(user) * 1000 / 128)
+        assert cost["minor_faults_per_request"] == pytest.approx(sum(minor) / 128)
+        assert cost["latency_p50_ms"] <= cost["latency_p99_ms"] <= cost["latency_p99_9_ms"]
+        assert cost["failures"] == 0
+        trim = json.loads((folder / f"{variant}.trim.json").read_text())
+        assert cost["trim_s"] == trim["took_s"] and 0 <= trim["took_s"] < 5
+    assert "a closed loop of 16 requests in flight" in summary["mode"]
+    md = (folder / "summary.md").read_text()
+    assert md.index("## Verdict") < md.index("| variant |")
+    assert "jemalloc against glibc:" in md and "p99 latency" in md and "```sh" in md
+    assert "## Verdict" in done.stdout and "jemalloc against glibc:" in done.stdout
+    svg = (folder / "tradeoff.svg").read_text()
+    assert "glibc" in svg and "ms CPU/request" in svg and "Memory against latency" in svg
+    assert (folder / "tradeoff.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_an_open_loop_experiment_keeps_its_rate_and_says_so(tmp_path):
+    folder = tmp_path / "r"
+    done = experiment(*TINY, "--iterations", "8", "--rate", "4", "--no-plot", "--out", str(folder))
+    assert done.returncode == 0, done.stderr
+    batches = read_batches(folder / "glibc.batches.csv")
+    assert batches.column("rate") == [4.0]
+    assert batches.column("lag_max_ms")[0] < 100  # the sender kept its schedule
+    # 8 requests due every 0.25 s: at least 1.75 s however fast the server answers
+    assert batches.column("end_s")[0] - batches.column("start_s")[0] >= 1.75
+    summary = json.loads((folder / "summary.json").read_text())
+    assert "an open loop at 4 requests a second (constant arrivals)" in summary["mode"]
+    assert not any("fell behind" in w for w in summary["warnings"])
+
+
+def test_rate_with_real_drill_is_one_sentence(tmp_path):
+    done = experiment(*TINY, "--driver", "drill", "--rate", "5", "--out", str(tmp_path / "r"))
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "drill has no rate mode" in done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "r").exists()
+
+
 def test_an_existing_result_folder_is_refused(tmp_path):
     done = experiment(*TINY, "--out", str(tmp_path))
     assert done.returncode == 2

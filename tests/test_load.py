@@ -241,3 +241,64 @@ def test_rampup_delay_starts_when_the_iteration_gets_its_slot(tmp_path):
         took = time.monotonic() - began
     assert result.to_json()["successful_requests"] == 2
     assert took >= 2.9, f"{took:.2f} s: the delay was counted from the start of the run"
+
+
+def test_the_schedule_is_seeded_and_keeps_its_rate():
+    constant = load.schedule(50, 10.0, "constant")
+    assert constant[:3] == [0.0, 0.1, 0.2] and constant[-1] == pytest.approx(4.9)
+    poisson = load.schedule(2000, 10.0, "poisson")
+    assert poisson == load.schedule(2000, 10.0, "poisson")  # the same for every variant
+    gaps = [b - a for a, b in zip(poisson, poisson[1:], strict=False)]
+    assert 0.095 < sum(gaps) / len(gaps) < 0.105  # mean gap 1/rate
+    assert min(gaps) < 0.01 < 0.3 < max(gaps)  # exponential, not even
+
+
+def test_open_loop_latency_is_the_handler_time_below_capacity():
+    """Known answer: 5 requests a second to a 200 ms handler (capacity far above): p50 is
+    the handler's time, the sender on schedule."""
+    with start_server("glibc", extra_args=("--sleep-ms", "200")) as server:
+        bench = drillfile.read_benchmark(ROOT / "benchmark.yml", iterations=15, concurrency=1)
+        items = drillfile.select(bench, "tiny")
+        result = load.run_load(bench, items, base=server.base_url, rate=5.0)
+    figures = result.overall.figures()
+    assert figures["successful_requests"] == 15
+    assert 200 <= figures["median_ms"] <= 260, figures
+    assert 2.6 <= result.duration_s <= 4.5  # 15 requests at 5 a second: 2.8 s of schedule
+    lag = result.lag_figures()
+    assert lag["lag_max_ms"] < 100, lag
+    assert result.to_json()["rate"] == 5.0
+
+
+def _slow(result, ms: float) -> int:
+    return sum(1 for d in result.overall.durations_ms if d >= ms)
+
+
+def test_a_stall_shows_in_the_open_loop_tail_not_in_the_closed_loop():
+    """Coordinated omission: the server stopped for 1 s (SIGSTOP) in the middle of a batch.
+    The open loop keeps sending, so every request due in that second waits and says so; the
+    closed loop stops sending while it waits, so only the requests in flight see the stall."""
+    import os
+    import signal
+
+    def stalled(run) -> load.LoadResult:
+        with start_server("glibc", extra_args=("--sleep-ms", "100")) as server:
+            bench = drillfile.read_benchmark(ROOT / "benchmark.yml", iterations=40, concurrency=1)
+            items = drillfile.select(bench, "tiny")
+            timer = threading.Timer(1.5, os.kill, (server.pid, signal.SIGSTOP))
+            resume = threading.Timer(2.5, os.kill, (server.pid, signal.SIGCONT))
+            timer.start(), resume.start()
+            try:
+                return run(bench, items, server.base_url)
+            finally:
+                timer.cancel(), resume.cancel()
+                os.kill(server.pid, signal.SIGCONT)
+
+    # the same load: 10 requests a second either way (one in flight, 100 ms each)
+    opened = stalled(lambda b, i, base: load.run_load(b, i, base=base, rate=10.0))
+    closed = stalled(lambda b, i, base: load.run_load(b, i, base=base))
+    o, c = opened.overall.figures(), closed.overall.figures()
+    assert o["successful_requests"] == c["successful_requests"] == 40
+    assert o["p99_ms"] >= 1000, o
+    assert _slow(opened, 500) >= 5, sorted(opened.overall.durations_ms)
+    assert _slow(closed, 500) <= 2, sorted(closed.overall.durations_ms)
+    assert _slow(closed, 500) < _slow(opened, 500)

@@ -87,13 +87,13 @@ class Console:
 def report(folder, figures: bool = True, stop: threading.Event | None = None) -> None:
     """After a run: summary files, figures (when matplotlib is there) and the short table.
     Between the summary and the figures it stops early if ``stop`` is set (a signal)."""
-    from .analysis import plot, summary
+    from .analysis import cost, plot, summary
 
     if summary.run_folders(folder):
         result, _ = plot.analyse_repeats(
             folder, None, summary.DEFAULT_STEP_THRESHOLD, figures, stop=stop
         )
-        print(summary.markdown_repeats(result))
+        print(summary.markdown_repeats(result))  # the verdict at its top
         for warning in result["warnings"]:
             print(f"warning: {warning}", file=sys.stderr)
         print(f"\nresults: {folder}")
@@ -102,6 +102,7 @@ def report(folder, figures: bool = True, stop: threading.Event | None = None) ->
     print(summary.short_table(result))
     for line in summary.interpretation(result):
         print(line)
+    print("\n".join(cost.verdict_text(result)))
     for warning in result["warnings"]:
         print(f"warning: {warning}", file=sys.stderr)
     figure = next((p for p in written if p.suffix == ".png"), None)

@@ -33,6 +33,8 @@ class BatchOutcome:
     p50_ms: float | None
     p99_ms: float | None
     p99_9_ms: float | None
+    lag_p99_ms: float | None = None  # open loop: how late the sender sent (its own lag)
+    lag_max_ms: float | None = None
 
 
 class Workload(NamedTuple):
@@ -59,12 +61,15 @@ def run_batch(
     name: str,
     cancel: threading.Event | None = None,
     progress: load.ProgressFn | None = None,
+    rate: float | None = None,
+    arrivals: str = "constant",
 ) -> BatchOutcome:
-    """One batch against ``base`` by the built-in driver or by real drill (``--driver``)."""
+    """One batch against ``base`` by the built-in driver (closed loop, or at ``rate`` requests
+    a second) or by real drill (``--driver``; closed loop only: drill has no rate mode)."""
     if driver == "drill":
         log = folder / f"{name}.drill.log"
         return run_drill(workload.bench, base, folder, workload.tags, log, name, cancel)
-    return run_builtin(workload.bench, workload.items, base, progress, cancel)
+    return run_builtin(workload.bench, workload.items, base, progress, cancel, rate, arrivals)
 
 
 def resolve(driver: str) -> str:
@@ -84,8 +89,12 @@ def run_builtin(
     base: str,
     progress: load.ProgressFn | None = None,
     cancel: threading.Event | None = None,
+    rate: float | None = None,
+    arrivals: str = "constant",
 ) -> BatchOutcome:
-    result = load.run_load(bench, items, base=base, progress=progress, cancel=cancel)
+    result = load.run_load(
+        bench, items, base=base, progress=progress, cancel=cancel, rate=rate, arrivals=arrivals
+    )
     f = result.to_json()
     return BatchOutcome(
         f["total_requests"],
@@ -94,6 +103,8 @@ def run_builtin(
         f["median_ms"],
         f["p99_ms"],
         f["p99_9_ms"],
+        f["lag_p99_ms"],
+        f["lag_max_ms"],
     )
 
 

@@ -23,7 +23,7 @@ from dataclasses import asdict, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from . import allocators, drillfile, drivers, launch, provenance, results, settings, validate
+from . import allocators, drillfile, drivers, launch, load, provenance, results, settings, validate
 from .console import Console, report
 from .errors import Stopped, Stopper, Terminated, UserError
 from .presets import PRESETS, Config, overrides, variant_of
@@ -82,6 +82,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="append",
         metavar="'NAME=ALLOCATOR VAR=V1|V2|…'",
         help="one setting over several values, a variant each (NAME-V1 …; values may hold commas)",
+    )
+    p.add_argument(
+        "--rate",
+        type=validate.flag(validate.positive_float),
+        help="open loop: send requests at this many a second whatever the answers, latency "
+        "measured from when each was due (default: closed loop, drill's way)",
+    )
+    p.add_argument(
+        "--arrivals",
+        choices=load.ARRIVALS,
+        help="with --rate: evenly spaced (constant) or a Poisson process",
     )
     p.add_argument("--batches", type=AT_LEAST_ONE)
     p.add_argument(
@@ -272,6 +283,11 @@ def _check_service(config: Config) -> None:
     """The service options that cannot go together, each refused in one sentence."""
     if config.command and config.app:
         raise UserError("give --app or --command, not both.")
+    if config.rate and config.driver == "drill":
+        raise UserError(
+            "--rate needs the built-in driver: drill has no rate mode (it sends "
+            "as fast as its concurrency allows)."
+        )
     if config.trace_python and config.command:
         raise UserError("--trace-python needs a Python process of ours: the widget app or --app.")
     if config.health_path and not config.command:
@@ -334,8 +350,17 @@ def run(config: Config, out: str | None = None, stopper: Stopper | None = None) 
             meta["runs"].append(f"{RUN_PREFIX}{k}")
             results.write_json(folder / "meta.json", meta)
             (folder / f"{RUN_PREFIX}{k}").mkdir()
-            _run_once(config, _meta(config, rows), folder / f"{RUN_PREFIX}{k}", workload, stopper)
+            order = _rotated(config.variants, k - 1) if not config.parallel else config.variants
+            this = replace(config, variants=order)
+            _run_once(this, _meta(this, rows), folder / f"{RUN_PREFIX}{k}", workload, stopper)
     return folder
+
+
+def _rotated(names: tuple[str, ...], k: int) -> tuple[str, ...]:
+    """One after another, run k starts with the (k+1)th variant: no variant always runs first
+    (on a fresh machine) or last; the repeats interleave."""
+    k %= max(1, len(names))
+    return names[k:] + names[:k]
 
 
 def _meta(config: Config, rows: list[dict]) -> dict:

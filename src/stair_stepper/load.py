@@ -88,6 +88,9 @@ class LoadResult:
     concurrency: int
     iterations: int
     base: str
+    rate: float | None = None  # requests a second (open loop), None: closed loop
+    arrivals: str | None = None
+    lags: list[float] | None = None  # open loop: seconds each request was sent late
 
     @property
     def duration_s(self) -> float:
@@ -107,8 +110,18 @@ class LoadResult:
             "concurrency": self.concurrency,
             "iterations": self.iterations,
             "base": self.base,
+            "rate": self.rate,
+            "arrivals": self.arrivals,
+            **self.lag_figures(),
             "requests": {name: s.figures() for name, s in self.per_item.items()},
         }
+
+    def lag_figures(self) -> dict:
+        """The sender's own schedule lag (open loop): how late requests went out."""
+        if not self.lags:
+            return {"lag_p99_ms": None, "lag_max_ms": None}
+        ordered = sorted(self.lags)
+        return {"lag_p99_ms": percentile(ordered, 0.99) * 1000, "lag_max_ms": ordered[-1] * 1000}
 
 
 def check_loopback(url: str) -> None:
@@ -150,46 +163,43 @@ def _prepare(bench: Benchmark, items: tuple[RequestItem, ...], base: str | None)
     ]
 
 
-async def _run(
-    bench: Benchmark,
-    items: tuple[RequestItem, ...],
-    *,
-    base: str | None,
-    timeout: float,
-    progress: ProgressFn | None,
-    cancel: threading.Event | None = None,
-) -> LoadResult:
+class _Recorder:
+    """Every request's outcome, per item and overall, and the progress line."""
+
+    def __init__(self, prepared: list, total: int, progress: ProgressFn | None) -> None:
+        self.per_item = {p.name: Samples() for p in prepared}
+        self.overall = Samples()
+        self.total, self.progress = total, progress
+        self.done = self.failed = 0
+
+    def add(self, name: str, elapsed_ms: float, status: int, error: str | None) -> None:
+        self.per_item[name].add(elapsed_ms, status, error)
+        self.overall.add(elapsed_ms, status, error)
+        self.done += 1
+        if not 200 <= status < 300:
+            self.failed += 1
+        if self.progress:
+            self.progress(self.done, self.total, self.failed)
+
+
+async def _request(session, p: _Prepared) -> tuple[int, str | None]:
+    """One request: (HTTP status or 0, the error's class name or None). Never raises."""
     import aiohttp
 
-    prepared = _prepare(bench, items, base)
-    per_item = {p.name: Samples() for p in prepared}
-    overall = Samples()
-    total = bench.iterations * len(prepared)
-    state = {"next": 0, "done": 0, "failed": 0}
-    connector = aiohttp.TCPConnector(limit=bench.concurrency, force_close=False, ttl_dns_cache=None)
-    client_timeout = aiohttp.ClientTimeout(total=timeout)
-    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
-    started = time.time()
+    try:
+        async with session.request(p.method, p.url, data=p.body, headers=p.headers) as resp:
+            await resp.read()
+            return resp.status, None
+    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+        return 0, type(exc).__name__
 
-    async def one(session: aiohttp.ClientSession, p: _Prepared) -> None:
-        begin = time.perf_counter()
-        status, error = 0, None
-        try:
-            async with session.request(p.method, p.url, data=p.body, headers=p.headers) as resp:
-                await resp.read()
-                status = resp.status
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            error = type(exc).__name__
-        elapsed = (time.perf_counter() - begin) * 1000
-        per_item[p.name].add(elapsed, status, error)
-        overall.add(elapsed, status, error)
-        state["done"] += 1
-        if not 200 <= status < 300:
-            state["failed"] += 1
-        if progress:
-            progress(state["done"], total, state["failed"])
 
-    async def worker(session: aiohttp.ClientSession) -> None:
+async def _closed_loop(session, bench, prepared, rec: _Recorder, cancel) -> None:
+    """drill's way: ``concurrency`` iterations at once, each sending its items in order, the
+    next only when the last answered; latency from each request's actual send."""
+    state = {"next": 0}
+
+    async def worker() -> None:
         while state["next"] < bench.iterations and not (cancel and cancel.is_set()):
             iteration = state["next"]
             state["next"] += 1
@@ -198,25 +208,104 @@ async def _run(
             if delay > 0:
                 await asyncio.sleep(delay)
             for p in prepared:
-                await one(session, p)
+                begin = time.perf_counter()
+                status, error = await _request(session, p)
+                rec.add(p.name, (time.perf_counter() - begin) * 1000, status, error)
 
+    await asyncio.gather(*(worker() for _ in range(bench.concurrency)))
+
+
+def schedule(total: int, rate: float, arrivals: str, seed: int = 1) -> list[float]:
+    """Seconds from the start at which each request is due: every 1/rate (constant), or a
+    Poisson process of that rate (exponential gaps from a seeded generator, so runs repeat)."""
+    if arrivals == "constant":
+        return [k / rate for k in range(total)]
+    import random
+
+    rng, at, due = random.Random(seed), 0.0, []
+    for _ in range(total):
+        due.append(at)
+        at += rng.expovariate(rate)
+    return due
+
+
+async def _open_loop(session, prepared, rec: _Recorder, cancel, due: list[float]) -> list:
+    """wrk2's way: requests sent at their scheduled times whatever the answers, each one's
+    latency measured from when it was *due* (so a stall shows in the tail instead of slowing
+    the sender: no coordinated omission). Returns each request's schedule lag (seconds late)."""
+    loop = asyncio.get_running_loop()
+    start = loop.time() + 0.05
+    lags, tasks = [], []
+
+    async def one(p: _Prepared, at: float) -> None:
+        status, error = await _request(session, p)
+        rec.add(p.name, (loop.time() - at) * 1000, status, error)
+
+    for k, offset in enumerate(due):
+        if cancel and cancel.is_set():
+            break
+        at = start + offset
+        wait = at - loop.time()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        lags.append(max(0.0, loop.time() - at))
+        tasks.append(asyncio.ensure_future(one(prepared[k % len(prepared)], at)))
+    await asyncio.gather(*tasks)
+    return lags
+
+
+async def _run(
+    bench: Benchmark,
+    items: tuple[RequestItem, ...],
+    *,
+    base: str | None,
+    timeout: float,
+    progress: ProgressFn | None,
+    cancel: threading.Event | None = None,
+    rate: float | None = None,
+    arrivals: str = "constant",
+) -> LoadResult:
+    import aiohttp
+
+    prepared = _prepare(bench, items, base)
+    total = bench.iterations * len(prepared)
+    rec = _Recorder(prepared, total, progress)
+    # open loop: as many connections as requests in flight, up to a bound (a stalled server
+    # must not make the sender wait for a connection: that would be coordinated omission)
+    limit = OPEN_LOOP_CONNECTIONS if rate else bench.concurrency
+    connector = aiohttp.TCPConnector(limit=limit, force_close=False, ttl_dns_cache=None)
+    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+    started, lags = time.time(), None
     async with aiohttp.ClientSession(
-        connector=connector, timeout=client_timeout, auto_decompress=False
+        connector=connector, timeout=aiohttp.ClientTimeout(total=timeout), auto_decompress=False
     ) as session:
-        await asyncio.gather(*(worker(session) for _ in range(bench.concurrency)))
+        if rate:
+            due = schedule(total, rate, arrivals)
+            lags = await _open_loop(session, prepared, rec, cancel, due)
+        else:
+            await _closed_loop(session, bench, prepared, rec, cancel)
     finished = time.time()
     cpu1 = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
     return LoadResult(
         started,
         finished,
-        per_item,
-        overall,
+        rec.per_item,
+        rec.overall,
         cpu,
         bench.concurrency,
         bench.iterations,
         (base or bench.base),
+        rate,
+        arrivals if rate else None,
+        lags,
     )
+
+
+#: the open loop's bound on connections (requests in flight beyond it wait, and the wait is
+#: in their latency, measured from when they were due)
+OPEN_LOOP_CONNECTIONS = 1024
+ARRIVALS = ("constant", "poisson")
 
 
 def run_load(
@@ -228,6 +317,8 @@ def run_load(
     progress: ProgressFn | None = None,
     allow_non_loopback: bool = False,
     cancel: threading.Event | None = None,
+    rate: float | None = None,
+    arrivals: str = "constant",
 ) -> LoadResult:
     """Run the benchmark to completion (bounded: iterations × items requests), or until
     ``cancel`` is set: then no new iteration starts and the requests in flight finish."""
@@ -235,7 +326,16 @@ def run_load(
         for p in _prepare(bench, items, base):
             check_loopback(p.url)
     return asyncio.run(
-        _run(bench, items, base=base, timeout=timeout, progress=progress, cancel=cancel)
+        _run(
+            bench,
+            items,
+            base=base,
+            timeout=timeout,
+            progress=progress,
+            cancel=cancel,
+            rate=rate,
+            arrivals=arrivals,
+        )
     )
 
 
@@ -330,6 +430,18 @@ def add_arguments(p) -> None:
     p.add_argument(
         "--timeout", type=flag(positive_float), default=120.0, help="per-request timeout, seconds"
     )
+    p.add_argument(
+        "--rate",
+        type=flag(positive_float),
+        help="an open loop: send this many requests a second whatever the answers, latency "
+        "from when each was due (default: drill's closed loop of --concurrency)",
+    )
+    p.add_argument(
+        "--arrivals",
+        choices=ARRIVALS,
+        default="constant",
+        help="with --rate: evenly spaced, or a seeded Poisson process (default constant)",
+    )
     p.add_argument("--json", metavar="FILE", help="write the statistics as JSON")
     p.add_argument("--allow-non-loopback", action="store_true", help=argparse.SUPPRESS)
 
@@ -348,10 +460,14 @@ def run_args(args) -> int:
         print(f"warning: {bench.path}: {warning}", file=sys.stderr)
     if not args.quiet:
         names = ", ".join(i.name for i in items)
+        how = (
+            f"at {args.rate:g} a second ({args.arrivals})"
+            if args.rate
+            else f"concurrency {bench.concurrency}"
+        )
         print(
             f"{bench.iterations} iterations x {len(items)} items ({names}) = "
-            f"{bench.total_requests(items)} requests, concurrency {bench.concurrency}, "
-            f"base {args.base or bench.base}",
+            f"{bench.total_requests(items)} requests, {how}, base {args.base or bench.base}",
             file=sys.stderr,
         )
     result = run_load(
@@ -361,9 +477,19 @@ def run_args(args) -> int:
         timeout=args.timeout,
         progress=None if args.quiet else ProgressBar(),
         allow_non_loopback=args.allow_non_loopback,
+        rate=args.rate,
+        arrivals=args.arrivals,
     )
     if args.stats:
         print(format_stats(result))
+    lag = result.lag_figures()
+    if args.rate and lag.get("lag_max_ms") is not None and lag["lag_max_ms"] > 50:
+        print(
+            f"warning: the sender fell behind its schedule by up to {lag['lag_max_ms']:.0f} ms "
+            "(this machine could not keep the rate; latencies are still from when each "
+            "request was due)",
+            file=sys.stderr,
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(result.to_json(), indent=2) + "\n")
     return 0

@@ -42,6 +42,8 @@ class Config:
     command: str | None = None  # any HTTP server, "CMD … {port} …", its tree recorded
     health_path: str | None = None
     trace_python: bool = False  # tracemalloc in the served process: Python's own layer
+    rate: float | None = None  # open loop: requests a second, latency from when each was due
+    arrivals: str = "constant"  # constant or poisson, with --rate
     #: variants written out (--variant, --variants, --sweep): "NAME=ALLOCATOR VAR=VALUE …";
     #: ``variants`` names them among the built-in ones, in the order they run
     definitions: tuple[str, ...] = ()
@@ -63,6 +65,20 @@ PRESETS: dict[str, Config] = {
     # Closest analogue of the Rust original: many threads, so glibc makes many arenas.
     "arenas": Config(
         preset="arenas", tags="medium", concurrency=16, iterations=256, offload_threads=16
+    ),
+    # The price: what each allocator costs in latency, throughput and CPU, measured below
+    # saturation (10 requests a second, Poisson arrivals, the same seeded schedule for every
+    # variant; saturated, the widget app serves about 18 a second at these settings on the
+    # 2-core machine, README "The price"), one variant after another
+    # so that each has the machine, three runs with the order rotated (interleaved repeats).
+    "price": Config(
+        preset="price",
+        batches=3,
+        iterations=32,
+        offload_threads=8,
+        rate=10.0,
+        arrivals="poisson",
+        repeat=3,
     ),
     # Small enough for tests, CI and a first look: pauses until settled like the main job's,
     # but capped at 10 s, one variant after another.

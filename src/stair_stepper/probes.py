@@ -565,14 +565,18 @@ def release(allocator: str) -> None:
 
 def trim(allocator: str) -> dict:
     """Ask the allocator to return free memory to the OS; report before and after."""
+    import time
+
     before = memory(allocator)
     probe = _PROBES.get(allocator)
     action: dict = {"call": None, "returned_memory": None}
+    began = time.perf_counter()
     try:
         if probe:
             action = probe[1]()
     except AttributeError as exc:
         action["note"] = _missing(exc)
+    action["took_s"] = time.perf_counter() - began  # how long the trim held the allocator
     after = memory(allocator)
     return {
         **action,

@@ -70,12 +70,20 @@ BATCH_COLUMNS = (
     "idle_requests_sent",
     "trims",
     "trims_s",
+    "rate",
+    "lag_p99_ms",
+    "lag_max_ms",
+    "cpu_user_s",
+    "cpu_system_s",
+    "minor_faults",
+    "major_faults",
 )
 #: one batch and the pause after it, as ``<variant>.batches.csv`` holds it (every field a column)
 BatchRow = collections.namedtuple("BatchRow", BATCH_COLUMNS, defaults=(None,) * len(BATCH_COLUMNS))
 
 FLOAT_COLUMNS = {"t_s", "wall_time", "cpu_s", "start_s", "end_s", "pause_end_s", "pause_s"}
-FLOAT_COLUMNS |= {"cpu_user_s", "cpu_system_s", "trims_s", "probe_s"}
+FLOAT_COLUMNS |= {"cpu_user_s", "cpu_system_s", "trims_s", "probe_s", "rate"}
+FLOAT_COLUMNS |= {"lag_p99_ms", "lag_max_ms"}
 FLOAT_COLUMNS |= {"requests_per_second", "p50_ms", "p99_ms", "p99_9_ms"}
 TEXT_COLUMNS = {"phase"}
 

@@ -199,11 +199,12 @@ class VariantRun:
         polls_before = w.polls
         if w.poller:
             w.poller.resume()
-        start = rec.now()
+        start, before = rec.now(), dict(rec.last or {})
         outcome = self._load(k)
         end = rec.now()
         w.check_alive(f"batch {k}")
-        rss_batch = _rss(rec.last)
+        rss_batch, after = _rss(rec.last), dict(rec.last or {})
+        spent = {key: _delta(before, after, key) for key in COST_COLUMNS}
         rec.phase = f"pause {k}"
         if w.poller:
             w.poller.quiet()
@@ -233,6 +234,10 @@ class VariantRun:
             idle_requests_sent=idle_sent,
             trims=trims.get("count"),
             trims_s=trims.get("total_s"),
+            rate=self.config.rate,
+            lag_p99_ms=outcome.lag_p99_ms,
+            lag_max_ms=outcome.lag_max_ms,
+            **spent,
         )
         self.console.batch(self.name, row, self.config.batches)
         return row
@@ -292,6 +297,8 @@ class VariantRun:
                 self.name,
                 self.stop,
                 progress,
+                self.config.rate,
+                self.config.arrivals,
             )
         except UserError as exc:
             raise Fault(f"the load driver failed in batch {k}: {exc}") from None
@@ -308,6 +315,17 @@ class VariantRun:
 def multi_process(var) -> bool:
     """A variant served by several processes (workers, or workers recycled by max_requests)."""
     return var.strategy.get("workers", 1) > 1 or "max_requests" in var.strategy
+
+
+#: what the server spent during a batch, from its /proc counters (the tree's, for a tree)
+COST_COLUMNS = ("cpu_user_s", "cpu_system_s", "minor_faults", "major_faults")
+
+
+def _delta(before: dict, after: dict, key: str):
+    """How much a cumulative counter grew; None if unknown, or if it shrank (a tree whose
+    recycled worker took its counts along)."""
+    a, b = before.get(key), after.get(key)
+    return b - a if a is not None and b is not None and b >= a else None
 
 
 def _rss(row: dict | None) -> int | None:
