@@ -421,6 +421,17 @@ def test_presets_match_their_documented_settings():
     assert PRESETS["quick"].python_malloc == "malloc" and PRESETS["quick"].batches == 2
 
 
+def test_every_preset_is_a_benchmark_drill_would_run():
+    from stair_stepper import drillfile
+    from stair_stepper.experiment import PRESETS
+
+    for name, c in PRESETS.items():
+        bench = drillfile.read_benchmark(
+            ROOT / c.benchmark, iterations=c.iterations, concurrency=c.concurrency
+        )
+        assert drillfile.select(bench, c.tags, None), name
+
+
 def test_idle_traffic_is_the_only_traffic_in_a_pause(tmp_path):
     """--idle-rps R: about R requests a second reach the service during a pause, and they are
     all it gets (the service's own count, read once after each pause); at 0 it gets none."""

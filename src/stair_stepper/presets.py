@@ -75,6 +75,7 @@ PRESETS: dict[str, Config] = {
         preset="price",
         batches=3,
         iterations=32,
+        concurrency=16,  # drill's rule (no more than iterations); the open loop ignores it
         offload_threads=8,
         rate=10.0,
         arrivals="poisson",
