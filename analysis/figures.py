@@ -232,6 +232,21 @@ def _panel(ax, name: str, v, s: dict, color: str) -> None:
     ax.set_ylabel("MB")
 
 
+def _below(fig, axes, handles, labels, ncol: int, key: str, what: str, summary: dict) -> None:
+    """A panel figure's legend under the panels, its time axis and its title."""
+    fig.legend(
+        handles,
+        labels,
+        loc="lower center",
+        ncol=ncol,
+        fontsize=10 if ncol <= 3 else 9,
+        frameon=False,
+        bbox_to_anchor=(0.5, -0.01 if ncol <= 3 else -0.02),
+    )
+    axes[-1][0].set_xlabel(f"seconds since the variant's start — {key}")
+    fig.suptitle(_title(summary, what), fontsize=11)
+
+
 def memory_figure(data: dict, summary: dict):
     """One panel per variant (shared y axis), for slides: readable at 100 % on a laptop."""
     n = max(1, len(data))
@@ -240,20 +255,16 @@ def memory_figure(data: dict, summary: dict):
         _panel(axes[i][0], name, v, summary["variants"].get(name, {}), COLORS[i % len(COLORS)])
     axes[0][0].set_ylim(bottom=0)
     handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(
+    _below(
+        fig,
+        axes,
         handles,
         labels,
-        loc="lower center",
-        ncol=3,
-        fontsize=10,
-        frameon=False,
-        bbox_to_anchor=(0.5, -0.01),
+        3,
+        "tint: batches; black ticks: settled pause floors (dotted: not settled)",
+        "Memory over time (MB = 2^20 bytes)",
+        summary,
     )
-    axes[-1][0].set_xlabel(
-        "seconds since the variant's start — tint: batches; black ticks: "
-        "settled pause floors (dotted: not settled)"
-    )
-    fig.suptitle(_title(summary, "Memory over time (MB = 2^20 bytes)"), fontsize=11)
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     return fig
 
@@ -544,18 +555,16 @@ def layers_figure(data: dict, summary: dict):
         for k, c in KIND_COLORS.items()
         if k != "pageheap_free_bytes"
     ]
-    fig.legend(
-        handles=handles,
-        loc="lower center",
-        ncol=5,
-        fontsize=9,
-        frameon=False,
-        bbox_to_anchor=(0.5, -0.02),
+    _below(
+        fig,
+        axes,
+        handles,
+        [h.get_label() for h in handles],
+        5,
+        "bars at each floor: the free space held, by kind",
+        "Where the memory sits (MB = 2^20 bytes)",
+        summary,
     )
-    axes[-1][0].set_xlabel(
-        "seconds since the variant's start — bars at each floor: the free space held, by kind"
-    )
-    fig.suptitle(_title(summary, "Where the memory sits (MB = 2^20 bytes)"), fontsize=11)
     fig.tight_layout(rect=(0, 0.05, 1, 1))
     return fig
 

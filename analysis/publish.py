@@ -17,11 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import statistics
 import subprocess
 import sys
 from pathlib import Path
 
-from stair_stepper.analysis import cost, summary
+from stair_stepper.analysis import cost, layers, summary
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path("docs/results")
@@ -132,17 +133,22 @@ def targets_block(folders: list[Path]) -> str:
     result = summary.default_targets(folders[0])
     rows = result["runs"]
     lines = [
-        "| run | wall | glibc floors, MB | rises ≥ 16 MB | glibc/jemalloc+bg | glibc/jemalloc |",
-        "|---|---|---|---|---|---|",
+        "| run | wall | glibc floors, MB | rises ≥ 16 MB | glibc after trim / last floor | "
+        "jemalloc+bg rises | glibc/jemalloc+bg | glibc/jemalloc |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['run']} | {r['wall_s']:.0f} s | {r['floors']} | {r['rises']} | "
+            f"{r['kept_after_trim']:.0%} | {r['jemalloc+bg rises']} | "
             f"{r['glibc/jemalloc+bg']:.2f} | {r['glibc/jemalloc']:.2f} |"
         )
+    kept = summary.spread([r["kept_after_trim"] * 100 for r in rows])
     lines.append(
         f"| median (min–max) | {_spread([r['wall_s'] for r in rows], 0)} s | | "
         f"{_spread([r['rises'] for r in rows], 0)} | "
+        f"{summary.spread_text(kept, 0, 1).replace(' (', ' % (')} | "
+        f"{_spread([r['jemalloc+bg rises'] for r in rows], 0)} | "
         f"{_spread([r['glibc/jemalloc+bg'] for r in rows], 2)} | "
         f"{_spread([r['glibc/jemalloc'] for r in rows], 2)} |"
     )
@@ -200,6 +206,103 @@ def decay_block(folders: list[Path]) -> str:
     return "\n".join(lines) + "\n\n" + _revision_line(folders) + "\n"
 
 
+def sweep_block(folders: list[Path]) -> str:
+    """A --sweep's comparison (median (min–max)), then the sweep laid out along its axis."""
+    result = _repeat(folders[0])
+    lines = [summary.repeats_table(result)]
+    lines += summary.sweep_text(result.get("sweeps") or [], result["runs"])
+    return "\n".join(lines) + "\n" + _revision_line(folders) + "\n"
+
+
+def maintenance_block(folders: list[Path]) -> str:
+    """Strategies beside glibc and jemalloc+bg: the table, then what each strategy cost (the
+    time its trims took, from the middleware's own clock)."""
+    result = _repeat(folders[0])
+    lines = [summary.repeats_table(result)]
+    for name, v in result["variants"].items():
+        spent = v.get("trims_s")
+        if isinstance(spent, dict) and spent:
+            lines.append(
+                f"- {name} (`{v.get('settings')}`): its periodic trims took "
+                f"{summary.spread_text(spent, 3, 1)} s per run."
+            )
+    lines += ["", *summary.price_text(result)]
+    return "\n".join(lines) + "\n" + _revision_line(folders) + "\n"
+
+
+GROWN = 4 * summary.MB  # an arena "grew" in a batch when its held bytes rose at least this much
+
+
+def arena_growth(run_folder: Path) -> tuple[int | None, list[tuple[int, float]]]:
+    """glibc's arenas at the last floor; per batch after the first, from the arena data read
+    at each floor: (arenas whose held bytes grew ≥ 4 MB, MB grown in all)."""
+    data, _, _ = summary.load_folder(run_folder)
+    v = data.get("glibc")
+    if v is None or v.arenas is None:
+        return None, []
+    floors = layers.arenas_by_floor(v.arenas, summary.pause_phases(v.trace))
+    held = [{a["arena"]: a["system_bytes"] or 0 for a in floor} for floor in floors]
+    growth = []
+    for before, after in zip(held, held[1:]):  # noqa: B905 - consecutive floors
+        rises = [after[a] - before.get(a, 0) for a in after]
+        grown = sum(r for r in rises if r > 0) / summary.MB
+        growth.append((sum(r >= GROWN for r in rises), grown))
+    return (len(held[-1]) if held else None), growth
+
+
+def staircase_rows(folders: list[Path]) -> tuple[list[str], list[str]]:
+    """Per configuration and run: glibc's floors, rises, what the trim kept, arenas and their
+    growth per batch; then one line per configuration."""
+    rows, verdicts = [], []
+    for folder in folders:
+        rises_all, kept_all = [], []
+        for run_folder in summary.run_folders(folder):
+            s = summary.summarise(run_folder)["variants"].get("glibc")
+            if not s or not s.get("floors_bytes"):
+                continue
+            floors = s["floors_bytes"]
+            kept = (s.get("after_trim_bytes") or 0) / floors[-1]
+            arenas, growth = arena_growth(run_folder)
+            rises_all.append(s["steps"])
+            kept_all.append(kept)
+            rows.append(
+                f"| {folder.name} | {run_folder.name} | "
+                + " → ".join(f"{f / summary.MB:.0f}" for f in floors)
+                + f" | {s['steps']} | {kept:.0%} | {'–' if arenas is None else arenas} | "
+                + ", ".join(f"{n} ({mb:.0f})" for n, mb in growth)
+                + " |"
+            )
+        if rises_all:
+            overrides = json.loads((folder / "meta.json").read_text()).get("overrides") or {}
+            common = ("variants", "batches", "repeat")  # the same for every configuration
+            changed = ", ".join(f"{k}={v}" for k, v in overrides.items() if k not in common)
+            stepped = sum(r >= 3 for r in rises_all)
+            verdicts.append(
+                f"- {folder.name} ({changed or 'the default'}): {stepped} of "
+                f"{len(rises_all)} runs with ≥ 3 rises; median rises "
+                f"{statistics.median(rises_all):g}; the trim kept "
+                f"{statistics.median(kept_all):.0%} of the last floor (median)."
+            )
+    return rows, verdicts
+
+
+def staircase_block(folders: list[Path]) -> str:
+    rows, verdicts = staircase_rows(folders)
+    head = [
+        "| configuration | run | glibc floors, MB | rises ≥ 16 MB | after trim / last floor | "
+        "arenas | per later batch: arenas grown ≥ 4 MB (MB grown) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    revs, runs = set(), 0
+    for folder in folders:
+        meta = json.loads((folder / "meta.json").read_text())
+        revs.add((meta.get("provenance") or {}).get("git_rev", "?")[:10])
+        runs += len(summary.run_folders(folder))
+    where = f"`docs/results/{folders[0].parent.name}/`" if folders else "nothing"
+    data = f"Data: {where} ({len(folders)} configurations, {runs} runs), measured at revision "
+    return "\n".join(head + rows + [""] + verdicts) + f"\n\n{data}{', '.join(sorted(revs))}.\n"
+
+
 BLOCKS = {
     "contrast": contrast_block,
     "targets": targets_block,
@@ -209,6 +312,9 @@ BLOCKS = {
     "own-asgi": contrast_block,
     "price": price_block,
     "decay-cost": decay_block,
+    "arena-sweep": sweep_block,
+    "maintenance": maintenance_block,
+    "staircase-sweep": staircase_block,
 }
 
 
@@ -242,13 +348,18 @@ def rewrite(readme: str, blocks: dict[str, str]) -> str:
     return BLOCK.sub(replace, readme)
 
 
+#: the folders whose first run's memory figure and floors across runs go to docs/
+PANELS = ("contrast", "pymalloc", "arenas", "own-asgi", "maintenance")
+
+
 def figures(root: Path = ROOT) -> list[Path]:
-    """docs/<name>-memory.png (first run), docs/<name>-floors-runs.png, docs/idle-traffic.png."""
+    """docs/<name>-memory.png (first run) and docs/<name>-floors-runs.png of each folder in
+    PANELS, docs/idle-traffic.png, docs/price-tradeoff.png, docs/arena-sweep.png."""
     from stair_stepper.analysis import figures as drawing
 
     docs = root / "docs"
     written: list[Path] = []
-    for name in ("contrast", "pymalloc", "arenas", "own-asgi"):
+    for name in (n for n in PANELS if n in PUBLISHED):
         folder = root / RESULTS / name
         runs = summary.run_folders(folder)
         data, _, _ = summary.load_folder(runs[0])
@@ -260,6 +371,12 @@ def figures(root: Path = ROOT) -> list[Path]:
         price = root / RESULTS / "price"
         runs = len(summary.run_folders(price))
         written += drawing.tradeoff(_repeat(price), docs, runs, "price-tradeoff")
+    if "arena-sweep" in PUBLISHED:
+        folder = root / RESULTS / "arena-sweep"
+        result = _repeat(folder)
+        for sweep in result.get("sweeps") or []:
+            fig = drawing.sweep_figure(sweep, result["runs"])
+            written += drawing.save(fig, docs, "arena-sweep")
     idle = idle_table([root / RESULTS / name for name in PUBLISHED["idle"]])
     written += drawing.floors_against_idle(idle, docs)
     return written

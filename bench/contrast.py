@@ -12,27 +12,15 @@ table is the README's ``published:targets`` block (analysis/publish.py builds bo
 
 from __future__ import annotations
 
-import argparse
-import subprocess
-import sys
-from datetime import UTC, datetime
-from pathlib import Path
+import _experiment
 
 from stair_stepper.analysis import publish
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--out", default=None, help="result folder (default results/bench-…)")
-    parser.add_argument("extra", nargs="*", help="more experiment flags, after --")
-    args = parser.parse_args()
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    folder = Path(args.out or f"results/bench-contrast-{stamp}")
-    command = [sys.executable, "-m", "stair_stepper", "experiment", "--repeat", str(args.repeat)]
-    done = subprocess.run([*command, "--out", str(folder), *args.extra], stdout=subprocess.DEVNULL)
-    if done.returncode != 0:
-        print(f"the experiment failed (exit {done.returncode}); see {folder}", file=sys.stderr)
+    args = _experiment.parser(__doc__).parse_args()
+    folder = _experiment.folder(args.out, "contrast")
+    if _experiment.run(folder, "--repeat", str(args.repeat), *args.extra) != 0:
         return 1
     print(f"results: {folder}\n")
     print(publish.targets_block([folder]))

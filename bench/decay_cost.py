@@ -15,11 +15,7 @@ The same table is the README's ``published:decay-cost`` block (analysis/publish.
 
 from __future__ import annotations
 
-import argparse
-import subprocess
-import sys
-from datetime import UTC, datetime
-from pathlib import Path
+import _experiment
 
 from stair_stepper.analysis import publish
 
@@ -27,33 +23,10 @@ EAGER = "je-eager=jemalloc MALLOC_CONF=dirty_decay_ms:0,muzzy_decay_ms:0"
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--out", default=None, help="result folder (default results/bench-…)")
-    parser.add_argument("extra", nargs="*", help="more experiment flags, after --")
-    args = parser.parse_args()
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    folder = Path(args.out or f"results/bench-decay-cost-{stamp}")
-    command = [
-        sys.executable,
-        "-m",
-        "stair_stepper",
-        "experiment",
-        "--preset",
-        "price",
-        "--allocators",
-        "jemalloc",
-        "--variant",
-        EAGER,
-        "--repeat",
-        str(args.repeat),
-        "--out",
-        str(folder),
-        *args.extra,
-    ]
-    done = subprocess.run(command, stdout=subprocess.DEVNULL)
-    if done.returncode != 0:
-        print(f"the experiment failed (exit {done.returncode}); see {folder}", file=sys.stderr)
+    args = _experiment.parser(__doc__).parse_args()
+    folder = _experiment.folder(args.out, "decay-cost")
+    flags = ["--preset", "price", "--allocators", "jemalloc", "--variant", EAGER]
+    if _experiment.run(folder, *flags, "--repeat", str(args.repeat), *args.extra) != 0:
         return 1
     print(f"results: {folder}\n")
     print(publish.decay_block([folder]))

@@ -11,44 +11,23 @@ pauses, loopback only) and prints each variant's median settled floor as median
 
 from __future__ import annotations
 
-import argparse
-import subprocess
-import sys
-from datetime import UTC, datetime
 from pathlib import Path
+
+import _experiment
 
 from stair_stepper.analysis import publish
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = _experiment.parser(__doc__)
     parser.add_argument("--rates", default="0,0.2,1,5")
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--out", default=None)
-    parser.add_argument("extra", nargs="*", help="more experiment flags, after --")
     args = parser.parse_args()
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    parent = Path(args.out or f"results/bench-idle-{stamp}")
+    parent = _experiment.folder(args.out, "idle")
     folders = []
     for rate in (float(r) for r in args.rates.split(",")):
         folder = parent / f"idle-{rate:g}"
-        command = [
-            sys.executable,
-            "-m",
-            "stair_stepper",
-            "experiment",
-            "--allocators",
-            ",".join(publish.IDLE_VARIANTS),
-            "--idle-rps",
-            f"{rate:g}",
-            "--repeat",
-            str(args.repeat),
-        ]
-        done = subprocess.run(
-            [*command, "--out", str(folder), *args.extra], stdout=subprocess.DEVNULL
-        )
-        if done.returncode != 0:
-            print(f"R={rate:g} failed (exit {done.returncode}); see {folder}", file=sys.stderr)
+        flags = ["--allocators", ",".join(publish.IDLE_VARIANTS), "--idle-rps", f"{rate:g}"]
+        if _experiment.run(folder, *flags, "--repeat", str(args.repeat), *args.extra) != 0:
             return 1
         folders.append(folder)
     print(f"results: {parent}\n")

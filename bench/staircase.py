@@ -18,17 +18,12 @@ be rebuilt with ``--table OUT`` and published (``docs/results/staircase-sweep``)
 
 from __future__ import annotations
 
-import argparse
-import statistics
-import subprocess
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 
-from stair_stepper.analysis import layers, summary
+import _experiment
 
-MB = 2**20
-GROWN = 4 * MB  # an arena "grew" in a batch when its held bytes rose at least this much
+from stair_stepper.analysis import publish
 
 #: name -> flags beside the default's (the default preset's workload, glibc alone)
 GRID = {
@@ -48,95 +43,33 @@ GRID = {
 
 
 def run(name: str, flags: list[str], out: Path, repeat: int, batches: int) -> int:
-    command = [
-        sys.executable,
-        "-m",
-        "stair_stepper",
-        "experiment",
-        "--allocators",
-        "glibc",
-        "--batches",
-        str(batches),
-        "--repeat",
-        str(repeat),
-        "--no-plot",
-        "--out",
-        str(out / name),
-        *flags,
-    ]
     print(f"{name}: {' '.join(flags) or '(the default)'}", file=sys.stderr, flush=True)
-    return subprocess.run(command, stdout=subprocess.DEVNULL).returncode
-
-
-def arena_growth(run_folder: Path) -> tuple[int | None, list[tuple[int, float]]]:
-    """Arenas at the last floor; per batch after the first: (arenas grown ≥ 4 MB, MB grown)."""
-    data, _, _ = summary.load_folder(run_folder)
-    v = data.get("glibc")
-    if v is None or v.arenas is None:
-        return None, []
-    floors = layers.arenas_by_floor(v.arenas, summary.pause_phases(v.trace))
-    held = [{a["arena"]: a["system_bytes"] or 0 for a in floor} for floor in floors]
-    growth = []
-    for before, after in zip(held, held[1:]):  # noqa: B905 - consecutive floors
-        rises = [after[a] - before.get(a, 0) for a in after]
-        growth.append((sum(r >= GROWN for r in rises), sum(r for r in rises if r > 0) / MB))
-    return (len(held[-1]) if held else None), growth
+    common = ["--allocators", "glibc", "--batches", str(batches), "--no-plot"]
+    return _experiment.run(out / name, *common, "--repeat", str(repeat), *flags)
 
 
 def table(out: Path) -> str:
-    lines = [
-        "| configuration | run | glibc floors, MB | rises ≥ 16 MB | after trim / last floor | "
-        "arenas | per later batch: arenas grown ≥ 4 MB (MB grown) |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    verdicts = []
-    for folder in sorted(p for p in out.iterdir() if (p / "meta.json").exists()):
-        flags = " ".join(GRID.get(folder.name, [])) or "the default"
-        rises_all, kept_all = [], []
-        for run_folder in summary.run_folders(folder):
-            s = summary.summarise(run_folder)["variants"].get("glibc")
-            if not s or not s.get("floors_bytes"):
-                continue
-            floors = s["floors_bytes"]
-            kept = (s.get("after_trim_bytes") or 0) / floors[-1]
-            arenas, growth = arena_growth(run_folder)
-            rises_all.append(s["steps"])
-            kept_all.append(kept)
-            grown = ", ".join(f"{n} ({mb:.0f})" for n, mb in growth)
-            lines.append(
-                f"| {folder.name} | {run_folder.name} | "
-                + " → ".join(f"{f / MB:.0f}" for f in floors)
-                + f" | {s['steps']} | {kept:.0%} | {arenas if arenas is not None else '–'} "
-                f"| {grown} |"
-            )
-        if rises_all:
-            verdicts.append(
-                f"- {folder.name} ({flags}): {sum(r >= 3 for r in rises_all)} of "
-                f"{len(rises_all)} runs with ≥ 3 rises; median rises "
-                f"{statistics.median(rises_all):g}, median kept after trim "
-                f"{statistics.median(kept_all):.0%}."
-            )
-    return "\n".join(lines + [""] + verdicts) + "\n"
+    """The README's ``published:staircase-sweep`` block, from every configuration under out."""
+    folders = sorted(p for p in out.iterdir() if (p / "meta.json").exists())
+    return publish.staircase_block(folders)
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=3)
+    parser = _experiment.parser(__doc__)
     parser.add_argument("--batches", type=int, default=6)
     parser.add_argument("--only", nargs="*", choices=sorted(GRID), help="these configurations")
-    parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--table", type=Path, help="only print the table of an earlier sweep")
     args = parser.parse_args()
     if args.table:
         print(table(args.table))
         return 0
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    out = args.out or Path(f"results/bench-staircase-{stamp}")
+    out = _experiment.folder(args.out, "staircase")
     out.mkdir(parents=True, exist_ok=True)
-    failed = []
-    for name in args.only or GRID:
-        if run(name, GRID[name], out, args.repeat, args.batches) != 0:
-            failed.append(name)
+    failed = [
+        name
+        for name in args.only or GRID
+        if run(name, [*GRID[name], *args.extra], out, args.repeat, args.batches) != 0
+    ]
     print(table(out))
     if failed:
         print(f"failed: {', '.join(failed)} (see their folders)", file=sys.stderr)

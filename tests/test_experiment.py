@@ -384,7 +384,7 @@ def test_unknown_or_missing_allocators_fail_before_anything_starts(tmp_path):
 def test_unknown_preset_and_bad_tags(tmp_path):
     done = experiment("--preset", "nope", "--out", str(tmp_path / "a"))
     assert done.returncode == 2 and "--preset: invalid choice: 'nope'" in done.stderr
-    done = experiment(*TINY[:-4], "--tags", "huge", "--out", str(tmp_path / "b"))
+    done = experiment(*TINY, "--tags", "huge", "--out", str(tmp_path / "b"))
     assert done.returncode == 2 and "no plan item matches" in done.stderr
 
 

@@ -6,27 +6,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import cli, has_library, needs_jemalloc
+from conftest import SHORT, cli, has_library, needs_jemalloc
 from test_experiment import ROOT, assert_no_orphans, experiment
 
 from stair_stepper import settings
 from stair_stepper.errors import UserError
 from stair_stepper.traces import read_batches, read_trace
-
-#: a small run of the quick preset's kind: one batch of tiny requests
-SHORT = (
-    "--preset",
-    "quick",
-    "--batches",
-    "1",
-    "--iterations",
-    "4",
-    "--concurrency",
-    "2",
-    "--tags",
-    "tiny",
-    "--no-plot",
-)
 
 
 @needs_jemalloc
@@ -82,7 +67,14 @@ def test_a_setting_the_allocator_does_not_read_or_take_is_one_sentence(tmp_path,
     if allocator in ("jemalloc", "mimalloc") and not has_library(allocator):
         pytest.skip(f"{allocator} is not installed")
     done = experiment(
-        *SHORT, "--allocators", "glibc", "--variant", spec, "--out", str(tmp_path / "never")
+        *SHORT,
+        "--no-plot",
+        "--allocators",
+        "glibc",
+        "--variant",
+        spec,
+        "--out",
+        str(tmp_path / "never"),
     )
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
@@ -125,7 +117,7 @@ def test_variants_from_a_file_and_a_sweep_with_commas_in_its_values(tmp_path):
 def test_a_sweep_is_laid_out_along_its_axis(tmp_path):
     folder = tmp_path / "r"
     done = experiment(
-        *SHORT[:-1],
+        *SHORT,
         "--allocators",
         "glibc",
         "--sweep",
@@ -147,6 +139,7 @@ def test_a_periodic_trim_is_made_and_timed_by_the_served_process(tmp_path):
     folder = tmp_path / "r"
     done = experiment(
         *SHORT,
+        "--no-plot",
         "--batches",
         "2",
         "--variant",
@@ -169,6 +162,7 @@ def test_recycled_workers_are_recorded_as_a_tree_and_not_asked_as_one(tmp_path):
     folder = tmp_path / "r"
     done = experiment(
         *SHORT,
+        "--no-plot",
         "--iterations",
         "24",
         "--allocators",
@@ -276,6 +270,7 @@ def test_threads_make_arenas_and_malloc_arena_max_bounds_them(tmp_path):
     folder = tmp_path / "r"
     done = experiment(
         *SHORT,
+        "--no-plot",
         "--offload-threads",
         "8",
         "--allocators",
@@ -288,7 +283,7 @@ def test_threads_make_arenas_and_malloc_arena_max_bounds_them(tmp_path):
     assert done.returncode == 0, done.stderr
     alone = tmp_path / "alone"
     done = experiment(
-        *SHORT, "--offload-threads", "0", "--allocators", "glibc", "--out", str(alone)
+        *SHORT, "--no-plot", "--offload-threads", "0", "--allocators", "glibc", "--out", str(alone)
     )
     assert done.returncode == 0, done.stderr
     threaded, single = _summary(folder), _summary(alone)
@@ -298,12 +293,17 @@ def test_threads_make_arenas_and_malloc_arena_max_bounds_them(tmp_path):
 
 def test_trace_python_reports_python_s_traced_bytes_and_its_own_cost(tmp_path):
     folder = tmp_path / "r"
-    done = experiment(*SHORT, "--allocators", "glibc", "--trace-python", "--out", str(folder))
+    done = experiment(
+        *SHORT, "--no-plot", "--allocators", "glibc", "--trace-python", "--out", str(folder)
+    )
     assert done.returncode == 0, done.stderr
     layer = _summary(folder)["glibc"]["layers"]
     assert 0 < layer["python_traced_bytes"] < layer["allocator_live_bytes"]
     assert layer["tracemalloc_bytes"] > 0
     assert "tracemalloc (--trace-python) held" in (folder / "summary.md").read_text()
     plain = tmp_path / "plain"
-    assert experiment(*SHORT, "--allocators", "glibc", "--out", str(plain)).returncode == 0
+    assert (
+        experiment(*SHORT, "--no-plot", "--allocators", "glibc", "--out", str(plain)).returncode
+        == 0
+    )
     assert _summary(plain)["glibc"]["layers"]["python_traced_bytes"] is None  # off by default

@@ -49,13 +49,24 @@ def _variant_list(text: str) -> tuple[str, ...]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The experiment's flags; each ``dest`` is the ``Config`` field it sets."""
+    """The experiment's flags, in groups as ``--help`` shows them; each ``dest`` is the
+    ``Config`` field it sets."""
     p.add_argument(
         "--preset",
         default="contrast",
         choices=list(PRESETS),
-        help="contrast (default), seed, arenas, quick",
+        help="what to run (default contrast); every other flag overrides it",
     )
+    _variant_flags(p.add_argument_group("variants: which allocators and settings"))
+    _load_flags(p.add_argument_group("load: what each batch sends, and how"))
+    _run_flags(p.add_argument_group("run: batches, pauses, repeats, sampling"))
+    _service_flags(p.add_argument_group("service: the widget app, or yours"))
+    p.add_argument("--out", help="result folder (default results/<UTC time>-<preset>)")
+    p.add_argument("--no-plot", action="store_true", help="tables only, no figures")
+
+
+def _variant_flags(p) -> None:
+    """Which allocators, settings and sweeps run."""
     p.add_argument(
         "--allocators",
         dest="variants",
@@ -83,6 +94,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="'NAME=ALLOCATOR VAR=V1|V2|…'",
         help="one setting over several values, a variant each (NAME-V1 …; values may hold commas)",
     )
+
+
+def _load_flags(p) -> None:
+    """What a batch sends and how: drill's closed loop or an open loop."""
     p.add_argument(
         "--rate",
         type=validate.flag(validate.positive_float),
@@ -94,6 +109,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         choices=load.ARRIVALS,
         help="with --rate: evenly spaced (constant) or a Poisson process",
     )
+    p.add_argument("--tags", help="plan tags to run (default: the preset's)")
+    p.add_argument("--iterations", type=AT_LEAST_ONE, help="iterations per batch")
+    p.add_argument("--concurrency", type=AT_LEAST_ONE)
+    p.add_argument("--driver", choices=drivers.DRIVERS)
+    p.add_argument(
+        "--benchmark",
+        help="drill benchmark file (default ./benchmark.yml); its "
+        "base is pointed at the server under test",
+    )
+
+
+def _run_flags(p) -> None:
+    """Batches, pauses, repeats, side by side, sampling."""
     p.add_argument("--batches", type=AT_LEAST_ONE)
     p.add_argument(
         "--pause",
@@ -116,13 +144,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=AT_LEAST_ONE,
         help="run the whole comparison N times (run-1 … run-N in one folder)",
     )
-    p.add_argument("--tags", help="plan tags to run (default: the preset's)")
-    p.add_argument("--iterations", type=AT_LEAST_ONE, help="iterations per batch")
-    p.add_argument("--concurrency", type=AT_LEAST_ONE)
-    p.add_argument("--sleep-ms", type=COUNT)
-    p.add_argument("--python-malloc", choices=allocators.PYTHON_MALLOC_MODES)
-    p.add_argument("--offload-threads", type=COUNT)
-    p.add_argument("--driver", choices=drivers.DRIVERS)
     p.add_argument(
         "--parallel",
         action=argparse.BooleanOptionalAction,
@@ -144,11 +165,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="seconds between allocator polls during batches (default 0.5; never during "
         "the baseline or a pause, where the allocator is read once at the end)",
     )
-    p.add_argument(
-        "--benchmark",
-        help="drill benchmark file (default ./benchmark.yml); its "
-        "base is pointed at the server under test",
-    )
+
+
+def _service_flags(p) -> None:
+    """What is served: the widget app's knobs, or an app or command of yours."""
+    p.add_argument("--sleep-ms", type=COUNT)
+    p.add_argument("--python-malloc", choices=allocators.PYTHON_MALLOC_MODES)
+    p.add_argument("--offload-threads", type=COUNT)
     p.add_argument(
         "--app",
         metavar="MODULE:ATTR",
@@ -173,8 +196,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="tracemalloc in the served process: Python's traced bytes beside the allocator's "
         "(it costs memory and time per request; the summary says how much)",
     )
-    p.add_argument("--out", help="result folder (default results/<UTC time>-<preset>)")
-    p.add_argument("--no-plot", action="store_true", help="tables only, no figures")
 
 
 def config_from_args(args: argparse.Namespace) -> Config:

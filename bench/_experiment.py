@@ -1,0 +1,37 @@
+"""What every bench script that runs experiments shares: the child, the folder, the flags.
+
+Imported by the scripts beside it (``python bench/NAME.py`` puts this folder on sys.path).
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+
+def parser(doc: str, repeat: int = 3) -> argparse.ArgumentParser:
+    """``--repeat``, ``--out`` and the experiment flags after ``--``, for a script's own
+    flags to be added to."""
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
+    p.add_argument("--repeat", type=int, default=repeat)
+    p.add_argument("--out", type=Path, default=None, help="result folder (default results/…)")
+    p.add_argument("extra", nargs="*", help="more experiment flags, after --")
+    return p
+
+
+def folder(out: Path | None, name: str) -> Path:
+    """``out``, or ``results/bench-NAME-<UTC time>``."""
+    return out or Path(f"results/bench-{name}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}")
+
+
+def run(out: Path, *flags: str) -> int:
+    """``stair-stepper experiment FLAGS --out OUT`` in a child (its tables not printed; its
+    progress, on stderr, shown); its exit status, with a line when it failed."""
+    command = [sys.executable, "-m", "stair_stepper", "experiment", *flags, "--out", str(out)]
+    code = subprocess.run(command, stdout=subprocess.DEVNULL).returncode
+    if code != 0:
+        print(f"the experiment failed (exit {code}); see {out}", file=sys.stderr)
+    return code

@@ -1,0 +1,129 @@
+"""What do our probes cost the process we measure? (accounting polls, structure reads, tracemalloc)
+
+For each allocator, one server at the default run's settings (SLEEP_MS=450, 8 offload
+threads, PYTHONMALLOC=malloc) takes one batch of the default load (256 requests, 64 in
+flight) while this script asks ``GET /__stair_stepper__/memory`` every 0.5 s, as the
+recorder does during a batch; then, idle at the floor, it asks for the accounting and for
+the structure (``?structure=1``: glibc's malloc_info and malloc_stats, jemalloc's
+per-arena stats, tcmalloc's properties) 10 times each. The server times each itself
+(``accounting_s``, ``probe_s``), so the numbers are what the served process spent, not
+the round trip. Printed: median and max under load and idle, and the share of one core the
+2 Hz polls take under load.
+
+Then tracemalloc (``--trace-python``): the same batch on glibc with and without it,
+``--rounds`` times interleaved; per round the server's CPU per request (from /proc), and
+the ratio with/without as median (min–max).
+
+    python bench/probe_cost.py [--rounds 3] [--allocators glibc,jemalloc,tcmalloc,mimalloc]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import threading
+import time
+from pathlib import Path
+
+from stair_stepper import allocators, client, drillfile, load, procfs, service
+from stair_stepper.launch import start_server
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVE = ("--sleep-ms", "450", "--offload-threads", "8", "--python-malloc", "malloc")
+POLL_S = 0.5
+
+
+def batch(server) -> float:
+    """One default batch against ``server``; its seconds."""
+    bench = drillfile.read_benchmark(ROOT / "benchmark.yml", iterations=64, concurrency=64)
+    result = load.run_load(bench, drillfile.select(bench, None, None), base=server.base_url)
+    return result.duration_s
+
+
+def timed(http: client.Client, path: str, key: str) -> float | None:
+    answer = http.get(path, timeout=30)
+    return answer.get(key)
+
+
+def probes(name: str) -> dict:
+    with start_server(name, extra_args=SERVE) as server:
+        http = client.Client(server.base_url, timeout=30)
+        under, done = [], threading.Event()
+
+        def poll() -> None:
+            while not done.is_set():
+                took = timed(http, service.MEMORY, "accounting_s")
+                if took is not None:
+                    under.append(took)
+                done.wait(POLL_S)
+
+        poller = threading.Thread(target=poll)
+        poller.start()
+        try:
+            seconds = batch(server)
+        finally:
+            done.set()
+            poller.join()
+        time.sleep(3)  # the floor (glibc settles within about 2 s)
+        idle = [timed(http, service.MEMORY, "accounting_s") for _ in range(10)]
+        structure = [timed(http, service.MEMORY + "?structure=1", "probe_s") for _ in range(10)]
+        http.close()
+    return {
+        "under": [t for t in under if t is not None],
+        "idle": [t for t in idle if t is not None],
+        "structure": [t for t in structure if t is not None],
+        "batch_s": seconds,
+    }
+
+
+def cpu_per_request(trace_python: bool) -> float:
+    extra = (*SERVE, "--trace-python") if trace_python else SERVE
+    with start_server("glibc", extra_args=extra) as server:
+        before = procfs.cpu(server.pid)["cpu_s"]
+        batch(server)
+        return (procfs.cpu(server.pid)["cpu_s"] - before) * 1000 / 256
+
+
+def ms(values: list[float]) -> str:
+    if not values:
+        return "–"
+    return f"{statistics.median(values) * 1000:.2f} (max {max(values) * 1000:.2f}) ms"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--allocators", default="glibc,jemalloc,tcmalloc,mimalloc")
+    args = parser.parse_args()
+    print(
+        "| allocator | accounting under load | accounting idle | structure idle "
+        "| polls' share of a core under load |"
+    )
+    print("|---|---|---|---|---|")
+    for name in args.allocators.split(","):
+        if allocators.find_library(allocators.ALLOCATORS[name]) is None and name != "glibc":
+            print(f"| {name} | not installed | | | |")
+            continue
+        found = probes(name)
+        share = sum(found["under"]) / found["batch_s"] if found["under"] else None
+        print(
+            f"| {name} | {ms(found['under'])} | {ms(found['idle'])} | {ms(found['structure'])} "
+            f"| {'–' if share is None else f'{share:.2%}'} |"
+        )
+    ratios = []
+    for k in range(args.rounds):
+        on, off = cpu_per_request(True), cpu_per_request(False)
+        ratios.append(on / off)
+        print(
+            f"round {k + 1}: server CPU per request {on:.1f} ms with tracemalloc, {off:.1f} without"
+        )
+    if ratios:
+        print(
+            f"--trace-python: server CPU per request x{statistics.median(ratios):.2f} "
+            f"({min(ratios):.2f}–{max(ratios):.2f}, {len(ratios)} rounds)"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
