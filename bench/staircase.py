@@ -35,10 +35,25 @@ GRID = {
     "threads-32": ["--offload-threads", "32"],
     "inflight-16": ["--concurrency", "16"],
     "inflight-32": ["--concurrency", "32"],
-    "iterations-32": ["--iterations", "32"],
+    "batch-128": ["--iterations", "32", "--concurrency", "32"],  # drill: in flight ≤ iterations
     "iterations-128": ["--iterations", "128"],
     "large-only": ["--tags", "large"],
     "medium-only": ["--tags", "medium"],
+    # then more batches, so that the per-arena high-water marks have more chances to rise
+    "batches-8": ["--batches", "8"],
+    "batches-8-threads-16": ["--batches", "8", "--offload-threads", "16"],
+    "batches-8-threads-32": ["--batches", "8", "--offload-threads", "32"],
+    "batches-8-batch-128": ["--batches", "8", "--iterations", "32", "--concurrency", "32"],
+    "batches-8-batch-128-threads-16": [
+        "--batches",
+        "8",
+        "--iterations",
+        "32",
+        "--concurrency",
+        "32",
+        "--offload-threads",
+        "16",
+    ],
 }
 
 

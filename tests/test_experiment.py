@@ -167,7 +167,9 @@ def test_the_price_of_each_variant_is_measured_and_judged(quick_run):
         starts, ends = batches.column("start_s"), batches.column("end_s")
         walls = [e - b for b, e in zip(starts, ends, strict=True)]
         assert all(0.05 < u + s_ <= 2 * w for u, s_, w in zip(user, system, walls, strict=True))
-        assert all(m > 100 for m in minor)
+        # a warm heap may serve a later batch without touching a new page, but the run
+        # as a whole (the first batch grows the heap) faults in far more than 100 pages
+        assert all(m >= 0 for m in minor) and sum(minor) > 100
         cost = s["cost"]
         assert set(cost) >= COST_KEYS, cost
         assert cost["cpu_user_ms_per_request"] == pytest.approx(sum(user) * 1000 / 128)
@@ -399,7 +401,7 @@ def test_presets_match_their_documented_settings():
         "malloc",
         8,
     )
-    assert (c.batches, c.iterations, c.pause, c.pause_cap_s) == (5, 64, "auto", 30)
+    assert (c.batches, c.iterations, c.pause, c.pause_cap_s) == (8, 64, "auto", 30)
     assert c.parallel
     assert c.idle_rps == 0 and c.variants == ("glibc", "jemalloc", "jemalloc+bg")
     s = PRESETS["seed"]

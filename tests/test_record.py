@@ -187,6 +187,10 @@ def test_include_children_sums_the_tree_and_says_so(tmp_path):
     try:
         assert wait_until(lambda: pids.exists() and pids.read_text(), 30)
         kids = [int(p) for p in pids.read_text().split()]
+        # the pids are written as the children start: wait until each holds its 30 MB
+        assert wait_until(
+            lambda: all(procfs.memory(k, rollup=False)["rss_bytes"] > 35_000_000 for k in kids), 30
+        )
         tree, alone = tmp_path / "tree.csv", tmp_path / "alone.csv"
         common = ("--pid", str(parent.pid), "--duration", "1.5", "--pss-interval", "0")
         assert record(*common, "--out", str(tree), "--include-children").returncode == 0

@@ -55,9 +55,11 @@ class Config:
 
 PRESETS: dict[str, Config] = {
     # The default: glibc's staircase and the contrast, in one short run. Eight offload threads
-    # give glibc arenas to fragment, five batches show the steps, the variants run side by
-    # side (same machine conditions, a third of the wall time), pauses last until RSS settles.
-    "contrast": Config(preset="contrast", batches=5, offload_threads=8, parallel=True),
+    # give glibc nine arenas whose high-water marks ratchet up as load lands unevenly on them;
+    # eight batches give them the chances to do it (five showed three steps in about half the
+    # runs; bench/staircase.py, README "Why the stairs"). The variants run side by side (same
+    # machine conditions, a third of the wall time), pauses last until RSS settles.
+    "contrast": Config(preset="contrast", batches=8, offload_threads=8, parallel=True),
     # The original sandbox's recommendation, kept to show that pymalloc hides the difference.
     "seed": Config(
         preset="seed", tags="medium", concurrency=16, iterations=2500, python_malloc="pymalloc"
