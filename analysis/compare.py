@@ -63,9 +63,8 @@ def compare(a: Path, b: Path) -> str:
         f"B = {b} (preset {preset_b}, {runs_b} run{'s' if runs_b > 1 else ''}); "
         "MB = 2^20 bytes; with repeats: median (min–max)",
         "",
-        "| " + " | ".join(head) + " |",
-        "|" + "---|" * len(head),
     ]
+    rows = []
     for name in names:
         va, vb = ta.get(name, {}), tb.get(name, {})
         row = [name]
@@ -78,8 +77,8 @@ def compare(a: Path, b: Path) -> str:
                 )
                 ratio = "within noise" if overlap else f"{y[0] / x[0]:.2f}"
             row += [_cell(x, runs_a), _cell(y, runs_b), ratio]
-        lines.append("| " + " | ".join(row) + " |")
-    return "\n".join(lines)
+        rows.append(row)
+    return "\n".join(lines + summary.markdown_table(head, rows))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
