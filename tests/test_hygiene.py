@@ -305,3 +305,19 @@ def test_sigterm_stops_side_by_side_variants_without_waiting_for_their_batches(t
     assert took < 12, f"took {took:.1f} s to stop"
     assert json.loads((folder / "meta.json").read_text())["status"] == "terminated"
     assert_no_orphans(folder)
+
+
+def test_a_result_folder_moved_mid_run_is_one_sentence_and_leaves_nothing(tmp_path):
+    folder, moved = tmp_path / "r", tmp_path / "elsewhere"
+    process = _start_and_wait_for_batch(folder)
+    pids = server_pids(folder)
+    folder.rename(moved)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 1, err
+    assert "Traceback" not in err
+    assert (
+        err.strip()
+        .splitlines()[-1]
+        .startswith("stair-stepper: the result folder was moved or deleted during the run")
+    )
+    assert pids and not any(procfs.alive(pid) for pid in pids)

@@ -257,6 +257,16 @@ def run_args(args: argparse.Namespace) -> int:
             return 1
         except (KeyboardInterrupt, Terminated) as exc:
             return _stopped(exc, folder)
+        except FileNotFoundError as exc:
+            gone = exc.filename and not Path(exc.filename).parent.exists()
+            if not gone:
+                raise
+            print(
+                f"stair-stepper: the result folder was moved or deleted during the run "
+                f"({Path(exc.filename).parent} is gone); nothing more could be written.",
+                file=sys.stderr,
+            )
+            return 1
     return 0
 
 
