@@ -1,7 +1,7 @@
 """What do our probes cost the process we measure? (accounting polls, structure reads, tracemalloc)
 
-For each allocator, one server at the default run's settings (SLEEP_MS=450, 8 offload
-threads, PYTHONMALLOC=malloc) takes one batch of the default load (256 requests, 64 in
+For each allocator, one server at the default run's settings (the contrast preset's
+SLEEP_MS, offload threads and PYTHONMALLOC) takes one batch of the default load (256 requests, 64 in
 flight) while this script asks ``GET /__stair_stepper__/memory`` every 0.5 s, as the
 recorder does during a batch; then, idle at the floor, it asks for the accounting and for
 the structure (``?structure=1``: glibc's malloc_info and malloc_stats, jemalloc's
@@ -27,15 +27,26 @@ from pathlib import Path
 
 from stair_stepper import allocators, client, drillfile, load, procfs, service
 from stair_stepper.launch import start_server
+from stair_stepper.presets import PRESETS
 
 ROOT = Path(__file__).resolve().parent.parent
-SERVE = ("--sleep-ms", "450", "--offload-threads", "8", "--python-malloc", "malloc")
+DEFAULT = PRESETS["contrast"]
+SERVE = (
+    "--sleep-ms",
+    str(DEFAULT.sleep_ms),
+    "--offload-threads",
+    str(DEFAULT.offload_threads),
+    "--python-malloc",
+    DEFAULT.python_malloc,
+)
 POLL_S = 0.5
 
 
 def batch(server) -> float:
     """One default batch against ``server``; its seconds."""
-    bench = drillfile.read_benchmark(ROOT / "benchmark.yml", iterations=64, concurrency=64)
+    bench = drillfile.read_benchmark(
+        ROOT / "benchmark.yml", iterations=DEFAULT.iterations, concurrency=DEFAULT.concurrency
+    )
     result = load.run_load(bench, drillfile.select(bench, None, None), base=server.base_url)
     return result.duration_s
 

@@ -399,7 +399,7 @@ def test_presets_match_their_documented_settings():
         None,
         64,
         "malloc",
-        8,
+        32,
     )
     assert (c.batches, c.iterations, c.pause, c.pause_cap_s) == (8, 64, "auto", 30)
     assert c.parallel

@@ -54,12 +54,14 @@ class Config:
 
 
 PRESETS: dict[str, Config] = {
-    # The default: glibc's staircase and the contrast, in one short run. Eight offload threads
-    # give glibc nine arenas whose high-water marks ratchet up as load lands unevenly on them;
-    # eight batches give them the chances to do it (five showed three steps in about half the
-    # runs; bench/staircase.py, README "Why the stairs"). The variants run side by side (same
-    # machine conditions, a third of the wall time), pauses last until RSS settles.
-    "contrast": Config(preset="contrast", batches=8, offload_threads=8, parallel=True),
+    # The default: glibc's staircase and the contrast, in one short run. 32 offload threads
+    # share glibc's 16 arenas (its cap is 8 a core): which threads meet in an arena changes
+    # from batch to batch, so the arenas' high-water marks ratchet up batch after batch. With
+    # 8 threads each thread has an arena of its own, full after the first batch, and the
+    # floors mostly plateau (bench/staircase.py, README "Why the floors climb"). Eight batches
+    # give the marks their chances; the variants run side by side (same machine conditions, a
+    # third of the wall time), pauses last until RSS settles.
+    "contrast": Config(preset="contrast", batches=8, offload_threads=32, parallel=True),
     # The original sandbox's recommendation, kept to show that pymalloc hides the difference.
     "seed": Config(
         preset="seed", tags="medium", concurrency=16, iterations=2500, python_malloc="pymalloc"
@@ -71,7 +73,8 @@ PRESETS: dict[str, Config] = {
     # The price: what each allocator costs in latency, throughput and CPU, measured below
     # saturation (10 requests a second, Poisson arrivals, the same seeded schedule for every
     # variant; saturated, the widget app serves about 18 a second at these settings on the
-    # 2-core machine, README "The price"), one variant after another
+    # 2-core machine, README "At what price"; 8 offload threads, not the default's 32, which
+    # serve fewer a second), one variant after another
     # so that each has the machine, three runs with the order rotated (interleaved repeats).
     "price": Config(
         preset="price",
