@@ -6,7 +6,8 @@ Every number the README quotes from a measurement sits between
 from the folders named in ``PUBLISHED``; tests/test_published.py checks that
 the README holds exactly what this derives, so text and data cannot drift.
 A folder measured on a dirty tree, or whose measuring code (``MEASURING``) has
-changed since its recorded revision, is refused unless ``--allow-stale``. Measuring
+changed since its recorded revision (beyond comment lines), is refused unless
+``--allow-stale``. Measuring
 code is what produces or derives a published number: the package (``src/``), the
 summary that derives every number from the traces, and the workload. Figure and
 report code is not: `./dev docs` redraws every figure from the data with today's code.
@@ -67,6 +68,20 @@ def _git(root: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True)
 
 
+def measuring_changes(root: Path, rev: str) -> list[str] | None:
+    """The measuring files that differ between ``rev`` and the working tree (None: ``rev`` is
+    not in this checkout). A file whose changed lines are all comment lines (``#``) measures
+    the same and is not counted."""
+    changed = _git(root, "diff", "--name-only", rev, "--", *MEASURING)
+    if changed.returncode != 0:
+        return None
+    return [
+        f
+        for f in changed.stdout.split()
+        if _git(root, "diff", "--quiet", "-I", r"^\s*#", rev, "--", f).returncode != 0
+    ]
+
+
 def provenance_problems(folder: Path, root: Path = ROOT) -> list[str]:
     """Why ``folder`` cannot be published as the current method's result (empty: it can)."""
     try:
@@ -78,10 +93,9 @@ def provenance_problems(folder: Path, root: Path = ROOT) -> list[str]:
         return [f"{folder} records no git revision."]
     if prov.get("git_dirty"):
         return [f"{folder} was measured on a tree with uncommitted changes (at {rev[:10]})."]
-    changed = _git(root, "diff", "--name-only", rev, "--", *MEASURING)
-    if changed.returncode != 0:
+    files = measuring_changes(root, rev)
+    if files is None:
         return [f"{folder} was measured at {rev[:10]}, which this checkout does not have."]
-    files = changed.stdout.split()
     if files:
         return [
             f"{folder} was measured at {rev[:10]}; its measuring code has changed since: "

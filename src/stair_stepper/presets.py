@@ -55,12 +55,13 @@ class Config:
 
 PRESETS: dict[str, Config] = {
     # The default: glibc's staircase and the contrast, in one short run. 32 offload threads
-    # share glibc's 16 arenas (its cap is 8 a core): which threads meet in an arena changes
-    # from batch to batch, so the arenas' high-water marks ratchet up batch after batch. With
-    # 8 threads each thread has an arena of its own, full after the first batch, and the
-    # floors mostly plateau (bench/staircase.py, README "Why the floors climb"). Eight batches
-    # give the marks their chances; the variants run side by side (same machine conditions, a
-    # third of the wall time), pauses last until RSS settles.
+    # share glibc's 16 arenas (its cap is 8 a core), and each arena's high-water mark ratchets
+    # up whenever the requests its threads work on at once need more than it held. With 8
+    # threads (the earlier default, with 5 batches) the marks ratchet too, from lower floors,
+    # and side by side the steps showed in about half the runs (bench/staircase.py, README
+    # "Why the floors climb"). Eight batches give the marks their chances; the variants run
+    # side by side (same machine conditions, a third of the wall time), pauses last until RSS
+    # settles.
     "contrast": Config(preset="contrast", batches=8, offload_threads=32, parallel=True),
     # The original sandbox's recommendation, kept to show that pymalloc hides the difference.
     "seed": Config(
@@ -72,9 +73,9 @@ PRESETS: dict[str, Config] = {
     ),
     # The price: what each allocator costs in latency, throughput and CPU, measured below
     # saturation (10 requests a second, Poisson arrivals, the same seeded schedule for every
-    # variant; saturated, the widget app serves about 18 a second at these settings on the
-    # 2-core machine, README "At what price"; 8 offload threads, not the default's 32, which
-    # serve fewer a second), one variant after another
+    # variant; saturated, the widget app serves about 13.6 a second at these settings on the
+    # 2-core machine, so 10 is 74 % of it: bench/driver_cost.py, README "At what price"; 8
+    # offload threads, not the default's 32, which serve fewer a second), one variant after another
     # so that each has the machine, three runs with the order rotated (interleaved repeats).
     "price": Config(
         preset="price",
