@@ -81,6 +81,15 @@ def reached(folder: Path, moment: str) -> bool:
     return phase_seen(folder, {"batch": ",batch ", "pause": ",pause "}[moment])
 
 
+def _default_signals() -> None:
+    """In the experiment's child: TERM and HUP at their defaults, whatever this script
+    inherited. Under ``nohup`` SIGHUP arrives ignored, and an ignored disposition survives
+    exec: a SIGHUP sent before the experiment installs its handler would then be lost, which
+    says nothing about the experiment (seen: one start-up run of 50 under nohup)."""
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_DFL)
+
+
 def one(k: int, rng: random.Random, workdir: Path) -> tuple[bool, str]:
     signum = rng.choice([signal.SIGTERM, signal.SIGHUP])
     moment = rng.choice(MOMENTS)
@@ -91,7 +100,12 @@ def one(k: int, rng: random.Random, workdir: Path) -> tuple[bool, str]:
     if parallel:
         command.append("--parallel")
     process = subprocess.Popen(
-        command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        command,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_default_signals,
     )
     deadline = time.monotonic() + 120
     while not reached(folder, moment):
