@@ -11,6 +11,8 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parent.parent
+
 
 def parser(doc: str, repeat: int = 3) -> argparse.ArgumentParser:
     """``--repeat``, ``--out`` and the experiment flags after ``--``, for a script's own
@@ -35,3 +37,17 @@ def run(out: Path, *flags: str) -> int:
     if code != 0:
         print(f"the experiment failed (exit {code}); see {out}", file=sys.stderr)
     return code
+
+
+def preset(name: str):
+    """A preset's configuration, its batch of the benchmark, and serve's flags for it (for the
+    scripts that start one server themselves instead of running an experiment)."""
+    from stair_stepper import drillfile
+    from stair_stepper.presets import PRESETS
+
+    config = PRESETS[name]
+    bench = drillfile.read_benchmark(
+        ROOT / "benchmark.yml", iterations=config.iterations, concurrency=config.concurrency
+    )
+    flags = ("--sleep-ms", str(config.sleep_ms), "--python-malloc", config.python_malloc)
+    return config, bench, (*flags, "--offload-threads", str(config.offload_threads))

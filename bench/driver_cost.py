@@ -26,7 +26,9 @@ import statistics
 import time
 from pathlib import Path
 
-from stair_stepper import drillfile, experiment, load, procfs
+import _experiment
+
+from stair_stepper import drillfile, load, procfs
 from stair_stepper.launch import start_server
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,21 +54,11 @@ async def httpx_run(url: str, body: bytes, n: int, concurrency: int) -> None:
         await asyncio.gather(*(worker() for _ in range(concurrency)))
 
 
-def preset(name: str):
-    """A preset's configuration, its batch of the benchmark, and serve's flags for it."""
-    config = experiment.PRESETS[name]
-    bench = drillfile.read_benchmark(
-        ROOT / "benchmark.yml", iterations=config.iterations, concurrency=config.concurrency
-    )
-    flags = ("--sleep-ms", str(config.sleep_ms), "--python-malloc", config.python_malloc)
-    return config, bench, (*flags, "--offload-threads", str(config.offload_threads))
-
-
 def price_part(batches: int = 3) -> None:
     """At the price preset's settings: the server's capacity (a closed loop, the preset's
     concurrency, saturated), then the preset's open loop at its rate (the driver's CPU beside
     the server's, and how late the sender sent), ``batches`` batches each on one server."""
-    price, bench, server_args = preset("price")
+    price, bench, server_args = _experiment.preset("price")
     print(
         f"\nprice preset ({bench.iterations * len(bench.items)} requests a batch, SLEEP_MS="
         f"{price.sleep_ms}, {price.offload_threads} offload threads), glibc, "
@@ -120,7 +112,7 @@ def main() -> None:
             c, s = result.client_cpu_s * 1000 / n, server_cpu * 1000 / n
             print(f"{item.name:<8} {c:12.2f} {s:12.2f} {c / s:13.1%}")
 
-    contrast, bench_c, args_c = preset("contrast")
+    contrast, bench_c, args_c = _experiment.preset("contrast")
     with start_server("glibc", extra_args=args_c) as server:
         server_cpu0 = procfs.cpu(server.pid)["cpu_s"]
         result = load.run_load(bench_c, bench_c.items, base=server.base_url)

@@ -25,28 +25,19 @@ import threading
 import time
 from pathlib import Path
 
+import _experiment
+
 from stair_stepper import allocators, client, drillfile, load, procfs, service
 from stair_stepper.launch import start_server
-from stair_stepper.presets import PRESETS
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT = PRESETS["contrast"]
-SERVE = (
-    "--sleep-ms",
-    str(DEFAULT.sleep_ms),
-    "--offload-threads",
-    str(DEFAULT.offload_threads),
-    "--python-malloc",
-    DEFAULT.python_malloc,
-)
+DEFAULT, DEFAULT_BATCH, SERVE = _experiment.preset("contrast")
 POLL_S = 0.5
 
 
 def batch(server) -> float:
     """One default batch against ``server``; its seconds."""
-    bench = drillfile.read_benchmark(
-        ROOT / "benchmark.yml", iterations=DEFAULT.iterations, concurrency=DEFAULT.concurrency
-    )
+    bench = DEFAULT_BATCH
     result = load.run_load(bench, drillfile.select(bench, None, None), base=server.base_url)
     return result.duration_s
 
