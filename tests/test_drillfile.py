@@ -236,3 +236,99 @@ def test_real_drill_reads_the_numbers_the_same_way(
         expected = (*expected[:2], 0)
     path = _plan(tmp_path, numbers, glibc_server.base_url)
     assert _drill_header(real_drill(), path) == expected
+
+
+# --- drill's --stats output, known answers ----------------------------------------------------
+# What drill 0.8.x prints with --stats (src/main.rs, show_stats): one block per plan item, each
+# line led by the item's name padded to 25 columns, then the global block, whose labels are
+# padded to 25 columns and start the line; values coloured (the `colored` crate) unless
+# NO_COLOR; times rounded to whole ms ("ms"), or ns with --nanosec. The global block below is
+# the shape drill's users publish (e.g. valve's README, drill 0.8): the parser must read it
+# whatever the items are called, even an item named like a global label.
+DRILL_STATS = """
+small                     Total requests            4
+small                     Successful requests       4
+small                     Failed requests           0
+small                     Median time per request   510ms
+small                     Average time per request  510ms
+small                     Sample standard deviation 2ms
+small                     99.0'th percentile        516ms
+small                     99.5'th percentile        518ms
+small                     99.9'th percentile        518ms
+
+Total requests            Total requests            1
+Total requests            Successful requests       1
+Total requests            Failed requests           0
+Total requests            Median time per request   9ms
+
+Time taken for tests      10.2 seconds
+Total requests            100
+Successful requests       97
+Failed requests           3
+Requests per second       9.78 [#/sec]
+Median time per request   510ms
+Average time per request  510ms
+Sample standard deviation 2ms
+99.0'th percentile        2556ms
+99.5'th percentile        2556ms
+99.9'th percentile        2601ms
+"""
+
+
+def _coloured(text: str) -> str:
+    """Each value wrapped in ANSI colour codes, as drill prints them on a terminal."""
+    return re.sub(r"(?m)( {2,}|^)(\S+( \S+)*)$", lambda m: f"{m[1]}\x1b[35m{m[2]}\x1b[0m", text)
+
+
+@pytest.mark.parametrize("colour", [False, True], ids=["plain", "ansi"])
+def test_drill_stats_are_read_from_the_global_block(colour):
+    from stair_stepper.drivers import parse_drill_stats
+
+    text = _coloured(DRILL_STATS) if colour else DRILL_STATS
+    got = parse_drill_stats(text)
+    assert (got.requests, got.failures) == (100, 3)
+    assert got.requests_per_second == pytest.approx(9.78)
+    assert (got.p50_ms, got.p99_ms, got.p99_9_ms) == (510, 2556, 2601)
+
+
+def test_drill_stats_in_nanoseconds_are_milliseconds():
+    """--nanosec: drill prints round(1,000,000 × the time in ms) followed by "ns"."""
+    from stair_stepper.drivers import parse_drill_stats
+
+    text = DRILL_STATS.replace("510ms", "509731000ns").replace("2601ms", "2601250000ns")
+    got = parse_drill_stats(text)
+    assert got.p50_ms == pytest.approx(509.731) and got.p99_9_ms == pytest.approx(2601.25)
+
+
+def test_drill_output_without_statistics_is_one_sentence():
+    from stair_stepper.drivers import parse_drill_stats
+
+    with pytest.raises(UserError, match="no statistics"):
+        parse_drill_stats("thread 'main' panicked at src/main.rs\n")
+
+
+def test_the_file_drill_gets_has_the_batch_numbers_and_absolute_includes(tmp_path):
+    """drill resolves an include against its working directory's view of the file it was given
+    (src/benchmark.rs reads the path as given): the copy we hand it lives elsewhere, so every
+    include must be absolute, and base, iterations and concurrency are this batch's."""
+    import yaml
+
+    from stair_stepper.drivers import drill_benchmark_file
+
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "bench.yml").write_text(
+        "base: http://localhost:3000\niterations: 9\nconcurrency: 3\nplan:\n"
+        "  - include: sub/a.yml\n  - name: top\n    request: {url: /top}\n"
+    )
+    (tmp_path / "sub" / "a.yml").write_text("- name: a\n  request: {url: /a}\n")
+    bench = drillfile.read_benchmark(tmp_path / "bench.yml", iterations=4, concurrency=2)
+    out = tmp_path / "out"
+    out.mkdir()
+    written = yaml.safe_load(drill_benchmark_file(bench, "http://127.0.0.1:5", out, "v").read_text())
+    assert (written["base"], written["iterations"], written["concurrency"]) == (
+        "http://127.0.0.1:5",
+        4,
+        2,
+    )
+    assert written["plan"][0]["include"] == str((tmp_path / "sub" / "a.yml").resolve())
+    assert written["plan"][1]["name"] == "top"

@@ -230,8 +230,9 @@ def test_a_taken_port_is_one_sentence_and_leaves_nothing_running(tmp_path):
     assert json.loads((tmp_path / "r" / "meta.json").read_text())["status"].startswith("failed")
 
 
-def _start_and_wait_for(folder: Path, ready, *extra: str) -> subprocess.Popen:
-    """The tiny experiment (3 s requests unless ``extra`` says otherwise), once ``ready()``."""
+def _start_and_wait_for(folder: Path, ready, *extra: str, **popen) -> subprocess.Popen:
+    """The tiny experiment (3 s requests unless ``extra`` says otherwise), once ``ready()``;
+    ``popen``: more options for ``subprocess.Popen``."""
     process = subprocess.Popen(
         [
             sys.executable,
@@ -249,6 +250,7 @@ def _start_and_wait_for(folder: Path, ready, *extra: str) -> subprocess.Popen:
         stderr=subprocess.PIPE,
         text=True,
         cwd=ROOT,
+        **popen,
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

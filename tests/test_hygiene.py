@@ -76,6 +76,27 @@ def test_sigterm_or_sighup_ends_like_ctrl_c(tmp_path, signum, moment, extra):
     assert_no_orphans(folder)
 
 
+def test_a_sighup_ignored_at_start_stays_ignored(tmp_path):
+    """Under nohup SIGHUP is ignored on purpose: the run must not turn it back into a stop."""
+    folder = tmp_path / "r"
+
+    def ignore_hup() -> None:
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+    process = _start_and_wait_for(
+        folder,
+        lambda: (folder / "glibc.trace.csv").exists()
+        and "batch 1" in (folder / "glibc.trace.csv").read_text(),
+        "--sleep-ms",
+        "500",
+        preexec_fn=ignore_hup,
+    )
+    process.send_signal(signal.SIGHUP)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err
+    assert json.loads((folder / "meta.json").read_text())["status"] == "complete"
+
+
 def test_sigkill_of_the_experiment_takes_its_server_along(tmp_path):
     folder = tmp_path / "r"
     process = _start_and_wait_for_batch(folder)

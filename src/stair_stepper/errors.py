@@ -47,8 +47,12 @@ class Stopper:
         self._previous: dict = {}
 
     def __enter__(self) -> Stopper:
+        """Handle each signal, except one ignored when we started: under ``nohup`` SIGHUP is
+        ignored on purpose (the terminal may go away), and stays ignored."""
         if threading.current_thread() is threading.main_thread():
-            self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
+            for sig in self.SIGNALS:
+                if signal.getsignal(sig) != signal.SIG_IGN:
+                    self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
     def __exit__(self, *exc) -> None:
@@ -60,10 +64,6 @@ class Stopper:
         if self.signum is None:  # the first signal is the reason; later ones change nothing
             self.signum = signum
         self.event.set()
-
-    @property
-    def fired(self) -> bool:
-        return self.signum is not None
 
     def check(self) -> None:
         """Raise what the signal asked for: KeyboardInterrupt for SIGINT, else Terminated."""

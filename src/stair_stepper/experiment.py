@@ -468,9 +468,8 @@ def _run_variants(runs: list[VariantRun], parallel: bool, stopper: Stopper) -> N
             t.start()
         stopper.wait(threads)
     stopper.check()  # a signal before a group started (the loop broke) stops the run too
-    failures = [e for e in errors if not isinstance(e, Stopped)]
-    if failures or errors:
-        raise (failures or errors)[0]
+    if errors:  # a real failure before the Stopped it caused in the other variants
+        raise next((e for e in errors if not isinstance(e, Stopped)), errors[0])
 
 
 @contextmanager
