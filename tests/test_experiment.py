@@ -392,37 +392,43 @@ def test_unknown_preset_and_bad_tags(tmp_path):
     assert done.returncode == 2 and "no plan item matches" in done.stderr
 
 
-def test_presets_match_their_documented_settings():
-    from stair_stepper.experiment import PRESETS
+def test_the_default_run_is_what_the_readme_says_it_is():
+    """The README: `./dev run` is glibc, jemalloc and jemalloc+bg side by side, 64 requests in
+    flight, all four body sizes, 8 batches of 256 requests, pauses until RSS settles; the seed
+    preset 2500 requests a batch of the medium body. The dry run resolves the preset and the
+    workload file as a run does, and says so before anything starts."""
+    done = experiment("--dry-run")
+    assert done.returncode == 0, done.stderr
+    plan = done.stdout.splitlines()[0]
+    assert plan == (
+        "plan: 3 variants (glibc, jemalloc, jemalloc+bg) side by side; 8 batches of 256 requests "
+        "(64 iterations × 4 items: tiny, small, medium, large), 64 in flight; pauses until RSS "
+        "settles (2–30 s each)"
+    )
+    seed = experiment("--dry-run", "--preset", "seed").stdout
+    assert "4 batches of 2500 requests (2500 iterations × 1 item: medium), 16 in flight" in seed
 
-    c = PRESETS["contrast"]
-    assert (c.sleep_ms, c.tags, c.concurrency, c.python_malloc, c.offload_threads) == (
-        450,
-        None,
-        64,
-        "malloc",
-        32,
-    )
-    assert (c.batches, c.iterations, c.pause, c.pause_cap_s) == (8, 64, "auto", 30)
-    assert c.parallel
-    assert c.idle_rps == 0 and c.variants == ("glibc", "jemalloc", "jemalloc+bg")
-    s = PRESETS["seed"]
-    assert (s.sleep_ms, s.tags, s.concurrency, s.iterations, s.python_malloc) == (
-        450,
-        "medium",
-        16,
-        2500,
-        "pymalloc",
-    )
-    a = PRESETS["arenas"]
-    assert (a.sleep_ms, a.tags, a.concurrency, a.offload_threads, a.python_malloc) == (
-        450,
-        "medium",
-        16,
-        16,
-        "malloc",
-    )
-    assert PRESETS["quick"].python_malloc == "malloc" and PRESETS["quick"].batches == 2
+
+def test_a_benchmark_file_keeps_the_preset_s_batch_unless_asked():
+    """benchmark.yml says 2,500 iterations: given with --benchmark, the default preset still
+    sends its own 64 a batch (10,000 requests a batch took 12 minutes); --batch-from-file
+    takes the file's."""
+    own = experiment("--dry-run", "--benchmark", "benchmark.yml").stdout
+    assert "8 batches of 256 requests (64 iterations × 4 items" in own
+    assert "64 in flight" in own
+    whole = experiment("--dry-run", "--benchmark", "benchmark.yml", "--batch-from-file").stdout
+    assert "8 batches of 10000 requests (2500 iterations × 4 items" in whole
+    assert "16 in flight" in whole
+    assert "duration: at least" in whole.splitlines()[1]
+
+
+def test_a_run_prints_its_plan_before_the_first_request(tmp_path):
+    done = experiment(*TINY, "--no-plot", "--out", str(tmp_path / "r"))
+    assert done.returncode == 0, done.stderr
+    first = done.stderr.splitlines()[:3]
+    assert first[0].startswith("stair-stepper: plan: 1 variant (glibc) one after another")
+    assert first[1].startswith("stair-stepper: duration: at least")
+    assert "serving on" not in "\n".join(first)
 
 
 def test_every_preset_is_a_benchmark_drill_would_run():

@@ -125,10 +125,16 @@ def test_body_over_the_limit_is_413(glibc_server):
     assert post(glibc_server.base_url + "/widgets", fits)[0] == 201
 
 
-def test_default_body_limit_is_64_mib():
-    from stair_stepper.app import Settings
-
-    assert Settings.from_env({}).max_body_bytes == 64 * 1024 * 1024
+def test_a_server_without_a_limit_flag_refuses_bodies_over_64_mib():
+    """The README's table: with no --max-body-bytes and no variable, a body over 64 MiB gets 413
+    (from its Content-Length, before the body is read) and one of 64 MiB fits the limit."""
+    limit = 64 * 2**20
+    with start_server("glibc", extra_args=("--sleep-ms", "0")) as server:
+        status, answer = post_oversized(server.base_url, b"x" * (limit + 1))
+        assert status == 413 and f"limit of {limit} bytes" in answer["error"]
+        padding = limit - len(widget({"blob": ""}))
+        status, _ = post(server.base_url + "/widgets", widget({"blob": "x" * padding}), timeout=120)
+        assert status == 201
 
 
 def test_sleep_ms_is_honoured():

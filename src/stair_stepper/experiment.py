@@ -23,7 +23,18 @@ from dataclasses import asdict, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from . import allocators, drillfile, drivers, launch, load, provenance, results, settings, validate
+from . import (
+    allocators,
+    drillfile,
+    drivers,
+    launch,
+    load,
+    provenance,
+    results,
+    schedule,
+    settings,
+    validate,
+)
 from .console import Console, report
 from .errors import Stopped, Stopper, Terminated, UserError
 from .presets import PRESETS, Config, overrides, variant_of
@@ -63,6 +74,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     _service_flags(p.add_argument_group("service: the widget app, or yours"))
     p.add_argument("--out", help="result folder (default results/<UTC time>-<preset>)")
     p.add_argument("--no-plot", action="store_true", help="tables only, no figures")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check everything and print the plan with its expected duration; start nothing",
+    )
 
 
 def _variant_flags(p) -> None:
@@ -116,7 +132,13 @@ def _load_flags(p) -> None:
     p.add_argument(
         "--benchmark",
         help="drill benchmark file (default ./benchmark.yml); its "
-        "base is pointed at the server under test",
+        "base is pointed at the server under test, all its items run, and each batch keeps "
+        "the preset's iterations and concurrency (see --batch-from-file)",
+    )
+    p.add_argument(
+        "--batch-from-file",
+        action="store_true",
+        help="with --benchmark: each batch runs the file's own iterations and concurrency",
     )
 
 
@@ -201,8 +223,10 @@ def _service_flags(p) -> None:
 def config_from_args(args: argparse.Namespace) -> Config:
     """The preset with every flag the user gave on top (flags land on fields of their name)."""
     config = PRESETS[args.preset]
-    if args.benchmark:  # the user's own workload runs at its own size, with all its plans
-        config = replace(config, iterations=None, concurrency=None, tags=None)
+    if args.benchmark:  # the user's own workload: all its items, at the preset's batch size
+        config = replace(config, tags=None)
+        if getattr(args, "batch_from_file", False):  # ... or at the file's own
+            config = replace(config, iterations=None, concurrency=None)
     else:
         config = replace(config, benchmark=default_benchmark())
     names = {f.name for f in fields(Config)} - {"preset"}
@@ -246,6 +270,11 @@ def default_benchmark() -> str:
 def run_args(args: argparse.Namespace) -> int:
     """The command: run, then report; every ending is one line and its exit code."""
     config = config_from_args(args)
+    if args.dry_run:
+        config, workload = prepare(config)
+        for line in schedule.plan_lines(config, workload.requests, workload.names):
+            print(line)
+        return 0
     folder = None
     with Stopper() as stopper:
         try:
@@ -367,6 +396,8 @@ def run(config: Config, out: str | None = None, stopper: Stopper | None = None) 
 
     stopper = stopper or Stopper()
     config, workload = prepare(config)
+    for line in schedule.plan_lines(config, workload.requests, workload.names):
+        print(f"stair-stepper: {line}", file=sys.stderr, flush=True)
     stopper.check()
     folder = result_folder(out, config.preset)
     rows = [probe_variant(allocators.VARIANTS[a]) for a in allocators.ALLOCATORS]
