@@ -45,6 +45,7 @@ from stair_stepper.traces import (
     Table,
     TraceError,
     companion,
+    fell_behind,
     read_batches,
     read_table,
     read_trace,
@@ -345,7 +346,7 @@ def summarise(
 def _lag_warning(name: str, c: dict | None, config: dict) -> list[str]:
     """An open-loop sender that fell behind its schedule measured less load than it says."""
     rate, lag = config.get("rate"), (c or {}).get("lag_max_ms")
-    if not rate or lag is None or lag <= max(50.0, 1000.0 / rate):
+    if not fell_behind(lag, rate):
         return []
     return [
         f"{name}: the open-loop sender fell behind its schedule by up to {lag:.0f} ms: the "

@@ -41,9 +41,21 @@ def ours(pid: int, out: Path, interval: float, duration: float, service: str | N
 
 
 def psrecord(pid: int, out: Path, interval: float, duration: float):
-    command = [shutil.which("psrecord") or "psrecord", str(pid), "--log", str(out)]
+    command = [_psrecord(), str(pid), "--log", str(out)]
     command += ["--interval", str(interval), "--duration", str(duration)]
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _psrecord() -> str:
+    """psrecord from this project's own environment (``pip install -e '.[bench]'`` puts it beside
+    the interpreter), not whatever PATH finds first."""
+    beside = Path(sys.executable).parent / "psrecord"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("psrecord")
+    if found is None:
+        sys.exit("psrecord is not installed here: .venv/bin/pip install -e '.[bench]'")
+    return found
 
 
 def cpu_of(child: subprocess.Popen) -> float:
@@ -60,8 +72,7 @@ def rows(path: Path) -> int:
 
 
 def peer_pairs(args, tmp: Path) -> None:
-    if shutil.which("psrecord") is None:
-        sys.exit("psrecord is not installed: pip install psrecord (a bench-only dependency)")
+    _psrecord()  # here or one sentence
     # Both start from bytecode, as installed packages do (pip and Nix compile at install;
     # an editable checkout under PYTHONDONTWRITEBYTECODE would recompile ours every start).
     package = Path(sys.modules["stair_stepper"].__file__).parent

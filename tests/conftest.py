@@ -44,7 +44,10 @@ def real_drill() -> Path | None:
 
 def _drill_missing() -> str | None:
     if real_drill() is None:
-        return "real drill is not here: run the suite in `nix develop`, or set $STAIR_STEPPER_TEST_DRILL"
+        return (
+            "real drill is not here: run the suite in `nix develop`, or set "
+            "$STAIR_STEPPER_TEST_DRILL"
+        )
     if not Path("/etc/resolv.conf").exists():
         # drill enables reqwest's trust-dns resolver (Cargo.toml of 0.8.3 and 0.9.0), which
         # reads /etc/resolv.conf when its client is built and panics without it: the Nix build

@@ -324,7 +324,9 @@ def test_the_file_drill_gets_has_the_batch_numbers_and_absolute_includes(tmp_pat
     bench = drillfile.read_benchmark(tmp_path / "bench.yml", iterations=4, concurrency=2)
     out = tmp_path / "out"
     out.mkdir()
-    written = yaml.safe_load(drill_benchmark_file(bench, "http://127.0.0.1:5", out, "v").read_text())
+    written = yaml.safe_load(
+        drill_benchmark_file(bench, "http://127.0.0.1:5", out, "v").read_text()
+    )
     assert (written["base"], written["iterations"], written["concurrency"]) == (
         "http://127.0.0.1:5",
         4,

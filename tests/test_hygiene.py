@@ -85,8 +85,10 @@ def test_a_sighup_ignored_at_start_stays_ignored(tmp_path):
 
     process = _start_and_wait_for(
         folder,
-        lambda: (folder / "glibc.trace.csv").exists()
-        and "batch 1" in (folder / "glibc.trace.csv").read_text(),
+        lambda: (
+            (folder / "glibc.trace.csv").exists()
+            and "batch 1" in (folder / "glibc.trace.csv").read_text()
+        ),
         "--sleep-ms",
         "500",
         preexec_fn=ignore_hup,

@@ -17,6 +17,7 @@ from conftest import cli
 from stair_stepper import drillfile, load
 from stair_stepper.errors import UserError
 from stair_stepper.launch import start_server
+from stair_stepper.traces import fell_behind
 
 ROOT = Path(__file__).resolve().parent.parent
 JSON_KEYS = {
@@ -255,17 +256,24 @@ def test_the_schedule_is_seeded_and_keeps_its_rate():
 
 def test_open_loop_latency_is_the_handler_time_below_capacity():
     """Known answer: 5 requests a second to a 200 ms handler (capacity far above): p50 is
-    the handler's time, the sender on schedule."""
+    the handler's time, not time queued behind earlier requests, and the sender on schedule.
+    The bounds hold on a busy machine: the handler's 200 ms is a floor no request can beat;
+    a request queued behind the one before it would wait up to one more interval (200 ms),
+    which the upper bound excludes; the sender's lateness is judged by the one rule the
+    reports use (``traces.fell_behind``: one interval)."""
     with start_server("glibc", extra_args=("--sleep-ms", "200")) as server:
         bench = drillfile.read_benchmark(ROOT / "benchmark.yml", iterations=15, concurrency=1)
         items = drillfile.select(bench, "tiny")
         result = load.run_load(bench, items, base=server.base_url, rate=5.0)
     figures = result.overall.figures()
     assert figures["successful_requests"] == 15
-    assert 200 <= figures["median_ms"] <= 260, figures
-    assert 2.6 <= result.duration_s <= 4.5  # 15 requests at 5 a second: 2.8 s of schedule
+    assert 200 <= figures["median_ms"] < 400, figures
     lag = result.lag_figures()
-    assert lag["lag_max_ms"] < 100, lag
+    assert not fell_behind(lag["lag_max_ms"], 5.0), lag
+    # 15 requests due every 0.2 s: the last is due at 2.8 s and ends at most its own time and
+    # its sender's lateness later (plus the run's set-up and tear-down, half a second)
+    slowest = max(result.overall.durations_ms) / 1000
+    assert 2.8 <= result.duration_s <= 2.8 + slowest + lag["lag_max_ms"] / 1000 + 0.5
     assert result.to_json()["rate"] == 5.0
 
 
@@ -281,21 +289,27 @@ def test_a_stall_shows_in_the_open_loop_tail_not_in_the_closed_loop():
     import signal
 
     def stalled(run) -> load.LoadResult:
+        """The run, with the server stopped for 1 s once its 10th answer is in (not at a fixed
+        time: on a busy machine the server's start-up may take longer than the timers)."""
         with start_server("glibc", extra_args=("--sleep-ms", "100")) as server:
             bench = drillfile.read_benchmark(ROOT / "benchmark.yml", iterations=40, concurrency=1)
             items = drillfile.select(bench, "tiny")
-            timer = threading.Timer(1.5, os.kill, (server.pid, signal.SIGSTOP))
-            resume = threading.Timer(2.5, os.kill, (server.pid, signal.SIGCONT))
-            timer.start(), resume.start()
+            resume = threading.Timer(1.0, os.kill, (server.pid, signal.SIGCONT))
+
+            def progress(done: int, total: int, failed: int) -> None:
+                if done == 10 and not resume.is_alive():
+                    os.kill(server.pid, signal.SIGSTOP)
+                    resume.start()
+
             try:
-                return run(bench, items, server.base_url)
+                return run(bench, items, server.base_url, progress)
             finally:
-                timer.cancel(), resume.cancel()
+                resume.cancel()
                 os.kill(server.pid, signal.SIGCONT)
 
     # the same load: 10 requests a second either way (one in flight, 100 ms each)
-    opened = stalled(lambda b, i, base: load.run_load(b, i, base=base, rate=10.0))
-    closed = stalled(lambda b, i, base: load.run_load(b, i, base=base))
+    opened = stalled(lambda b, i, base, p: load.run_load(b, i, base=base, rate=10.0, progress=p))
+    closed = stalled(lambda b, i, base, p: load.run_load(b, i, base=base, progress=p))
     o, c = opened.overall.figures(), closed.overall.figures()
     assert o["successful_requests"] == c["successful_requests"] == 40
     assert o["p99_ms"] >= 1000, o

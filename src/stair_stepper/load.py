@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 
 from .drillfile import Benchmark, RequestItem
 from .errors import UserError
+from .traces import fell_behind
 
 ProgressFn = Callable[[int, int, int], None]  # done, total, failed
 
@@ -483,7 +484,7 @@ def run_args(args) -> int:
     if args.stats:
         print(format_stats(result))
     lag = result.lag_figures()
-    if args.rate and lag.get("lag_max_ms") is not None and lag["lag_max_ms"] > 50:
+    if fell_behind(lag.get("lag_max_ms"), args.rate):
         print(
             f"warning: the sender fell behind its schedule by up to {lag['lag_max_ms']:.0f} ms "
             "(this machine could not keep the rate; latencies are still from when each "
