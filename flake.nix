@@ -28,7 +28,6 @@
       packageFiles = [
         ./pyproject.toml
         ./src
-        ./analysis
       ];
       workloadFiles = [
         ./benchmark.yml
@@ -165,8 +164,8 @@
             ];
             shellHook = ''
               ${libraryEnv}
-              # The checkout itself, live: src/ on PYTHONPATH (stair_stepper finds analysis/
-              # beside it) and a `stair-stepper` command for it in .nix-dev/bin.
+              # The checkout itself, live: src/ on PYTHONPATH and a `stair-stepper` command for
+              # it in .nix-dev/bin.
               export PYTHONPATH="$PWD/src''${PYTHONPATH:+:$PYTHONPATH}"
               mkdir -p .nix-dev/bin
               printf '#!/bin/sh\nexec python -m stair_stepper "$@"\n' > .nix-dev/bin/stair-stepper

@@ -42,8 +42,8 @@ def run(out: Path, *flags: str) -> int:
 def preset(name: str):
     """A preset's configuration, its batch of the benchmark, and serve's flags for it (for the
     scripts that start one server themselves instead of running an experiment)."""
-    from stair_stepper import drillfile
-    from stair_stepper.presets import PRESETS
+    from stair_stepper.experiment.presets import PRESETS
+    from stair_stepper.load import drillfile
 
     config = PRESETS[name]
     bench = drillfile.read_benchmark(

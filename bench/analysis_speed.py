@@ -24,7 +24,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from stair_stepper.traces import BATCH_COLUMNS, TRACE_COLUMNS, RowWriter
+from stair_stepper.record.schema import BATCH_COLUMNS, TRACE_COLUMNS, RowWriter
 
 MB = 2**20
 ROOT = Path(__file__).resolve().parent.parent

@@ -28,8 +28,10 @@ from pathlib import Path
 
 import _experiment
 
-from stair_stepper import drillfile, load, procfs
-from stair_stepper.launch import start_server
+from stair_stepper.experiment.launch import start_server
+from stair_stepper.load import drillfile
+from stair_stepper.load import driver as load
+from stair_stepper.record import procfs
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -4,8 +4,8 @@ Two measurements, both on examples/asgi_app.py:
 
 1. In-process, exact: the same ASGI call (``GET /ping``, and ``POST /reports`` of 200 rows)
    made on the bare app and on the app behind the middleware
-   (``stair_stepper.service.wrapped``, what ``serve --app`` runs), 20 interleaved rounds of
-   2,000 calls each; the cost is the median of the per-round differences.
+   (``stair_stepper.service.endpoints.wrapped``, what ``serve --app`` runs), 20 interleaved
+   rounds of 2,000 calls each; the cost is the median of the per-round differences.
 2. End to end, for scale: both served by the same Hypercorn command on loopback, the same
    requests over keep-alive connections in interleaved rounds; the median latency of each.
    On this shared 2-core machine two servers differ by more than the middleware's cost
@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from stair_stepper.launch import free_port
+from stair_stepper.experiment.launch import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 KINDS = {
@@ -91,7 +91,7 @@ def in_process_cost(method: str, path: str, body, rounds: int = 20, calls: int =
     import asyncio
 
     from examples.asgi_app import app as bare
-    from stair_stepper.service import Endpoints, wrapped
+    from stair_stepper.service.endpoints import Endpoints, wrapped
 
     fronted = wrapped(bare, Endpoints("examples.asgi_app:app"))
     data = json.dumps(body).encode() if body is not None else b""
@@ -131,7 +131,7 @@ def main() -> None:
     )
     servers = {
         "bare": start("examples.asgi_app:app", env),
-        "middleware": start("stair_stepper.serve:served_app()", env),
+        "middleware": start("stair_stepper.service.serve:served_app()", env),
     }
     try:
         print(f"end to end: {args.rounds} interleaved rounds of {args.requests} requests each")

@@ -27,8 +27,12 @@ from pathlib import Path
 
 import _experiment
 
-from stair_stepper import allocators, client, drillfile, load, procfs, service
-from stair_stepper.launch import start_server
+from stair_stepper import allocators
+from stair_stepper.experiment.launch import start_server
+from stair_stepper.load import client, drillfile
+from stair_stepper.load import driver as load
+from stair_stepper.record import procfs
+from stair_stepper.service import endpoints as service
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT, DEFAULT_BATCH, SERVE = _experiment.preset("contrast")

@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from stair_stepper import procfs
+from stair_stepper.record import procfs
 
 TARGET = "import time\nheld = b'x' * (50 * 2**20)\ntime.sleep(3600)\n"
 
@@ -106,7 +106,7 @@ def peer_pairs(args, tmp: Path) -> None:
 
 
 def service_cost(args, tmp: Path) -> None:
-    from stair_stepper.launch import start_server
+    from stair_stepper.experiment.launch import start_server
 
     with start_server("glibc") as server:
         server0 = procfs.cpu(server.pid)["cpu_s"]

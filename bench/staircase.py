@@ -24,7 +24,7 @@ from pathlib import Path
 import _experiment
 
 from stair_stepper.analysis import publish
-from stair_stepper.presets import PRESETS
+from stair_stepper.experiment.presets import PRESETS
 
 #: name -> flags beside the default's (the default preset's workload, glibc alone)
 GRID = {

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from stair_stepper import allocators
-from stair_stepper.launch import start_server
+from stair_stepper.experiment.launch import start_server
 
 
 def has_library(name: str) -> bool:

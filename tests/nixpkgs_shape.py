@@ -74,7 +74,6 @@ def install_package(target: Path) -> Path:
     target.mkdir(parents=True, exist_ok=True)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     shutil.copytree(ROOT / "src" / "stair_stepper", target / "stair_stepper", ignore=ignore)
-    shutil.copytree(ROOT / "analysis", target / "stair_stepper" / "analysis", ignore=ignore)
     return target
 
 
@@ -135,19 +134,33 @@ def package_store_paths(store: Path, names: list[str], skip: tuple[str, ...] = (
 
 def editable_site(target: Path, work: Path) -> Path:
     """stair_stepper installed the way ``pip install -e`` does it (PEP 660), by setuptools' own
-    ``build_editable`` on a copy of the checkout in ``work``: a site folder holding a ``.pth``
-    whose line *imports* the editable finder (``import __editable___…_finder;
-    __editable___…_finder.install()``) that lives beside it. Such a line only works when
-    its folder is already on ``sys.path`` as the ``.pth`` runs."""
+    ``build_editable`` on a copy of the checkout in ``work``, laid out so that setuptools needs
+    its finder: a site folder holding a ``.pth`` whose line *imports* the editable finder
+    (``import __editable___…_finder; __editable___…_finder.install()``) that lives beside it.
+    Such a line only works when its folder is already on ``sys.path`` as the ``.pth`` runs.
+
+    Our own layout (everything under src/) gets a plain path ``.pth`` instead; a project whose
+    packages setuptools must map from elsewhere (``package-dir``, as this project once had its
+    analysis at the top) gets the importing one, so the copy maps one subpackage from outside
+    src/, as the checkout used to."""
     import zipfile
 
-    for name in ("pyproject.toml", "src", "analysis"):
-        source = ROOT / name
-        if source.is_dir():
-            ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
-            shutil.copytree(source, work / name, ignore=ignore)
-        else:
-            shutil.copy2(source, work / name)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+    shutil.copytree(ROOT / "src", work / "src", ignore=ignore)
+    shutil.move(work / "src" / "stair_stepper" / "analysis", work / "analysis")
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    find = '[tool.setuptools.packages.find]\nwhere = ["src"]\n'
+    assert find in pyproject, "pyproject.toml's package table changed: update this model"
+    packages = sorted(
+        ".".join(p.parent.relative_to(work / "src").parts)
+        for p in (work / "src").rglob("__init__.py")
+    )
+    mapped = (
+        "[tool.setuptools]\n"
+        'package-dir = { "" = "src", "stair_stepper.analysis" = "analysis" }\n'
+        f"packages = {[*packages, 'stair_stepper.analysis']!r}\n".replace("'", '"')
+    )
+    (work / "pyproject.toml").write_text(pyproject.replace(find, mapped))
     wheels = work / "wheels"
     build = (
         "import sys; from setuptools import build_meta; "

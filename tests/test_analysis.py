@@ -11,7 +11,7 @@ import pytest
 from conftest import assert_images, cli
 
 from stair_stepper.analysis import summary as numbers
-from stair_stepper.traces import BATCH_COLUMNS, TRACE_COLUMNS, RowWriter
+from stair_stepper.record.schema import BATCH_COLUMNS, TRACE_COLUMNS, RowWriter
 
 MB = 2**20
 
@@ -248,9 +248,10 @@ def test_plot_command_writes_tables_and_figures(synthetic, tmp_path):
     assert "200 → 260 → 262" in done.stdout
 
 
-def test_the_plain_script_is_the_same_implementation(synthetic, tmp_path):
+def test_the_analysis_runs_as_a_module_too(synthetic, tmp_path):
     root = Path(__file__).resolve().parent.parent
-    command = [sys.executable, "-m", "analysis.plot", str(synthetic), "-o", str(tmp_path / "o")]
+    out = str(tmp_path / "o")
+    command = [sys.executable, "-m", "stair_stepper.analysis.plot", str(synthetic), "-o", out]
     done = subprocess.run(command, cwd=root, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert (
@@ -354,13 +355,13 @@ def test_tables_without_matplotlib(synthetic):
     assert "matplotlib is not installed" in done.stdout
 
 
-def test_a_checkout_maps_analysis_and_nothing_else_into_the_package(tmp_path):
-    """PYTHONPATH=src (as in `nix develop`), no install: stair_stepper.analysis is the
-    repository's analysis/ folder, and bench/, tests/, docs/ are not part of the package."""
+def test_a_checkout_imports_the_package_from_src_and_nothing_else(tmp_path):
+    """PYTHONPATH=src (as in `nix develop`), no install, no import hook: the analysis is a
+    plain subpackage under src/, and bench/, tests/, docs/ are not part of the package."""
     root = Path(__file__).resolve().parent.parent
     code = (
         "import importlib, stair_stepper.analysis.summary as s; print(s.__file__)\n"
-        "import stair_stepper.plans as p; print(p.__file__)\n"
+        "import stair_stepper.load.plans as p; print(p.__file__)\n"
         "for name in ('bench', 'tests', 'docs', 'examples'):\n"
         "    try:\n"
         "        importlib.import_module('stair_stepper.' + name); print('importable', name)\n"
@@ -377,8 +378,8 @@ def test_a_checkout_maps_analysis_and_nothing_else_into_the_package(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [
-        str(root / "analysis" / "summary.py"),
-        str(root / "src" / "stair_stepper" / "plans.py"),  # the module, never the plans/ folder
+        str(root / "src" / "stair_stepper" / "analysis" / "summary.py"),
+        str(root / "src" / "stair_stepper" / "load" / "plans.py"),  # never the plans/ folder
     ]
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from conftest import needs_drill, real_drill
 
-from stair_stepper import drillfile
 from stair_stepper.errors import UserError
+from stair_stepper.load import drillfile
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -282,7 +282,7 @@ def _coloured(text: str) -> str:
 
 @pytest.mark.parametrize("colour", [False, True], ids=["plain", "ansi"])
 def test_drill_stats_are_read_from_the_global_block(colour):
-    from stair_stepper.drivers import parse_drill_stats
+    from stair_stepper.load.batch import parse_drill_stats
 
     text = _coloured(DRILL_STATS) if colour else DRILL_STATS
     got = parse_drill_stats(text)
@@ -293,7 +293,7 @@ def test_drill_stats_are_read_from_the_global_block(colour):
 
 def test_drill_stats_in_nanoseconds_are_milliseconds():
     """--nanosec: drill prints round(1,000,000 × the time in ms) followed by "ns"."""
-    from stair_stepper.drivers import parse_drill_stats
+    from stair_stepper.load.batch import parse_drill_stats
 
     text = DRILL_STATS.replace("510ms", "509731000ns").replace("2601ms", "2601250000ns")
     got = parse_drill_stats(text)
@@ -301,7 +301,7 @@ def test_drill_stats_in_nanoseconds_are_milliseconds():
 
 
 def test_drill_output_without_statistics_is_one_sentence():
-    from stair_stepper.drivers import parse_drill_stats
+    from stair_stepper.load.batch import parse_drill_stats
 
     with pytest.raises(UserError, match="no statistics"):
         parse_drill_stats("thread 'main' panicked at src/main.rs\n")
@@ -313,7 +313,7 @@ def test_the_file_drill_gets_has_the_batch_numbers_and_absolute_includes(tmp_pat
     include must be absolute, and base, iterations and concurrency are this batch's."""
     import yaml
 
-    from stair_stepper.drivers import drill_benchmark_file
+    from stair_stepper.load.batch import drill_benchmark_file
 
     (tmp_path / "sub").mkdir()
     (tmp_path / "bench.yml").write_text(

@@ -23,8 +23,8 @@ from conftest import (
     real_drill,
 )
 
-from stair_stepper import procfs
-from stair_stepper.traces import fell_behind, read_batches, read_trace
+from stair_stepper.record import procfs
+from stair_stepper.record.schema import fell_behind, read_batches, read_trace
 
 ROOT = Path(__file__).resolve().parent.parent
 FAKES = Path(__file__).resolve().parent / "fakes"
@@ -432,8 +432,8 @@ def test_a_run_prints_its_plan_before_the_first_request(tmp_path):
 
 
 def test_every_preset_is_a_benchmark_drill_would_run():
-    from stair_stepper import drillfile
-    from stair_stepper.experiment import PRESETS
+    from stair_stepper.experiment.run import PRESETS
+    from stair_stepper.load import drillfile
 
     for name, c in PRESETS.items():
         bench = drillfile.read_benchmark(

@@ -23,9 +23,11 @@ from test_experiment import (
 )
 
 from stair_stepper import cli as stair_cli
-from stair_stepper import drivers, probes, procfs
-from stair_stepper.app import Settings, create_app
-from stair_stepper.traces import read_trace
+from stair_stepper.allocators import probe as probes
+from stair_stepper.load import batch as drivers
+from stair_stepper.record import procfs
+from stair_stepper.record.schema import read_trace
+from stair_stepper.service.app import Settings, create_app
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -253,7 +255,7 @@ def test_a_public_bind_needs_public(tmp_path):
 
 
 def test_public_turns_the_debug_endpoints_off(tmp_path):
-    from stair_stepper.launch import start_server
+    from stair_stepper.experiment.launch import start_server
 
     log = tmp_path / "serve.log"
     with start_server("glibc", extra_args=("--public", "--sleep-ms", "0"), log_path=log) as s:

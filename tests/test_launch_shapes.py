@@ -30,7 +30,7 @@ from nixpkgs_shape import (
 )
 
 from stair_stepper import allocators
-from stair_stepper.client import Client
+from stair_stepper.load.client import Client
 
 
 @pytest.fixture(scope="module")
@@ -168,7 +168,7 @@ def test_meta_json_names_the_glibc_that_runs_under_with_packages(with_packages_e
     """Under withPackages ``sys.executable`` is a small C wrapper; the version recorded must be
     the running C library's (``gnu_get_libc_version``), not a symbol version in a binary."""
     probe = (
-        "import os, sys; from stair_stepper import provenance; "
+        "import os, sys; from stair_stepper.experiment import provenance; "
         "print(provenance.collect()['glibc']); print(os.confstr('CS_GNU_LIBC_VERSION')); "
         "print(sys.executable)"
     )

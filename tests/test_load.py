@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 from conftest import cli
 
-from stair_stepper import drillfile, load
 from stair_stepper.errors import UserError
-from stair_stepper.launch import start_server
-from stair_stepper.traces import fell_behind
+from stair_stepper.experiment.launch import start_server
+from stair_stepper.load import drillfile
+from stair_stepper.load import driver as load
+from stair_stepper.record.schema import fell_behind
 
 ROOT = Path(__file__).resolve().parent.parent
 JSON_KEYS = {

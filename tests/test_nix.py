@@ -29,7 +29,7 @@ import pytest
 from conftest import TINY, real_drill, serve_flags
 
 from stair_stepper import allocators
-from stair_stepper.client import Client
+from stair_stepper.load.client import Client
 
 ROOT = Path(__file__).resolve().parent.parent
 STANDIN = Path(__file__).resolve().parent / "nix" / "standin"

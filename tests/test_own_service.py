@@ -11,9 +11,10 @@ import pytest
 from conftest import assert_images, get, has_library, wait_until
 from test_experiment import ROOT, assert_no_orphans, experiment
 
-from stair_stepper import procfs, service
-from stair_stepper.launch import start_server
-from stair_stepper.traces import read_trace
+from stair_stepper.experiment.launch import start_server
+from stair_stepper.record import procfs
+from stair_stepper.record.schema import read_trace
+from stair_stepper.service import endpoints as service
 
 pytestmark = pytest.mark.skipif(not has_library("jemalloc"), reason="libjemalloc2 is missing")
 
@@ -57,8 +58,8 @@ def test_a_user_app_s_server_imports_nothing_of_the_widget_app(spec):
     args = ("--app", spec, "--app-dir", str(ROOT / "tests"))
     with start_server("glibc", extra_args=args) as server:
         loaded = set(server.get("/modules"))
-    assert "hypercorn" in loaded and "stair_stepper.service" in loaded  # the list is real
-    for widget_only in ("quart", "jinja2", "markupsafe", "werkzeug", "stair_stepper.app"):
+    assert "hypercorn" in loaded and "stair_stepper.service.endpoints" in loaded  # the list is real
+    for widget_only in ("quart", "jinja2", "markupsafe", "werkzeug", "stair_stepper.service.app"):
         assert widget_only not in loaded
 
 
@@ -209,7 +210,7 @@ server.serve_forever()
 
 
 def test_a_fixed_port_command_gets_the_user_s_environment_and_the_allocator(tmp_path):
-    from stair_stepper.launch import free_port
+    from stair_stepper.experiment.launch import free_port
 
     script, seen = tmp_path / "server.py", tmp_path / "seen.txt"
     script.write_text(FIXED_PORT_SERVER)
@@ -260,7 +261,7 @@ def test_a_fixed_port_command_gets_the_user_s_environment_and_the_allocator(tmp_
 def test_a_fixed_port_command_runs_the_default_preset_one_variant_after_another(tmp_path):
     """The default preset runs side by side; a command that binds one fixed port cannot, so
     its variants run one after another, and the run says so in one line."""
-    from stair_stepper.launch import free_port
+    from stair_stepper.experiment.launch import free_port
 
     script, seen = tmp_path / "server.py", tmp_path / "seen.txt"
     script.write_text(FIXED_PORT_SERVER)
@@ -301,7 +302,7 @@ def test_a_fixed_port_command_runs_the_default_preset_one_variant_after_another(
 def test_parallel_and_no_parallel_work_on_every_preset(preset):
     import argparse
 
-    from stair_stepper import experiment as exp
+    from stair_stepper.experiment import run as exp
 
     parser = argparse.ArgumentParser()
     exp.add_arguments(parser)

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from conftest import cli
 
-from stair_stepper import drillfile, plans
 from stair_stepper.errors import UserError
+from stair_stepper.load import drillfile, plans
 
 ROOT = Path(__file__).resolve().parent.parent
 RECORD_FIELDS = {

@@ -12,7 +12,7 @@ from test_analysis import synthetic_variant
 
 from stair_stepper.analysis import publish
 from stair_stepper.analysis import summary as numbers
-from stair_stepper.traces import TRACE_COLUMNS, RowWriter
+from stair_stepper.record.schema import TRACE_COLUMNS, RowWriter
 
 ROOT = Path(__file__).resolve().parent.parent
 MB = 2**20

@@ -13,7 +13,7 @@ import pytest
 from conftest import cli, get, needs_jemalloc, post
 
 from stair_stepper import allocators
-from stair_stepper.launch import start_server
+from stair_stepper.experiment.launch import start_server
 
 
 def widget(payload) -> bytes:

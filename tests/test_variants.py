@@ -10,10 +10,10 @@ import pytest
 from conftest import SHORT, cli, has_library, needs_jemalloc
 from test_experiment import ROOT, assert_no_orphans, experiment
 
-from stair_stepper import settings
+from stair_stepper.allocators import settings
 from stair_stepper.errors import UserError
-from stair_stepper.presets import PRESETS
-from stair_stepper.traces import read_batches, read_trace
+from stair_stepper.experiment.presets import PRESETS
+from stair_stepper.record.schema import read_batches, read_trace
 
 
 @needs_jemalloc
@@ -223,6 +223,7 @@ def test_an_app_that_keeps_every_body_is_diagnosed_a_leak(tmp_path):
         str(ROOT / "tests"),
         "--benchmark",
         str(_leaky_benchmark(tmp_path)),
+        "--batch-from-file",  # its own 24 MB a batch
         "--allocators",
         "glibc",
         "--no-plot",

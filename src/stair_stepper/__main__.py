@@ -1,3 +1,3 @@
-from .cli import main
+from stair_stepper.cli import main
 
 raise SystemExit(main())

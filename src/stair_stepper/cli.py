@@ -13,16 +13,19 @@ import argparse
 import importlib
 import sys
 
-from .errors import UserError
+from stair_stepper.errors import UserError
 
 #: name -> (module that owns it, one line of help). A new command is one module and one line.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "serve": ("serve", "serve the wasteful widget service (or your --app) on one allocator"),
-    "allocators": ("allocator_trials", "which allocators work here, with versions"),
-    "plans": ("plans", "generate the drill plan files (request bodies)"),
-    "load": ("load", "run a drill benchmark file against a local server"),
-    "record": ("record", "sample a process's memory into a CSV trace"),
-    "experiment": ("experiment", "the main job: load each allocator variant, record, analyse"),
+    "serve": (
+        "service.serve",
+        "serve the wasteful widget service (or your --app) on one allocator",
+    ),
+    "allocators": ("allocators.trials", "which allocators work here, with versions"),
+    "plans": ("load.plans", "generate the drill plan files (request bodies)"),
+    "load": ("load.driver", "run a drill benchmark file against a local server"),
+    "record": ("record.recorder", "sample a process's memory into a CSV trace"),
+    "experiment": ("experiment.run", "the main job: load each allocator variant, record, analyse"),
     "plot": ("analysis.plot", "summary tables and figures from result folders"),
     "compare": ("analysis.compare", "two result folders side by side"),
 }
@@ -39,7 +42,7 @@ class _Version(argparse.Action):
     """--version, with the version looked up only when asked (it costs 18 ms to find)."""
 
     def __call__(self, parser, namespace, values, option_string=None) -> None:
-        from . import __version__
+        from stair_stepper import __version__
 
         parser.exit(0, f"stair-stepper {__version__}\n")
 

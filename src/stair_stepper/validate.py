@@ -12,7 +12,7 @@ import argparse
 import math
 from collections.abc import Callable
 
-from .errors import UserError
+from stair_stepper.errors import UserError
 
 
 def non_negative_int(name: str, text: str) -> int:

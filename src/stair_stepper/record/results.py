@@ -87,7 +87,7 @@ def describe(meta: dict) -> str:
     """The one sentence that says what a run measured, for the console, the summaries and the
     figures: what was served, the load, PYTHONMALLOC (only where Python served), the pauses,
     the idle traffic and how the variants ran."""
-    from .presets import pause_words
+    from stair_stepper.experiment.presets import pause_words
 
     c = meta.get("config") or {}
     if not c:

@@ -1,4 +1,4 @@
-"""Figures and tables from result folders (installed as ``stair_stepper.analysis``).
+"""Figures and tables from result folders: read, compute, render; nothing here measures.
 
 ``summary`` needs only the standard library; ``figures`` needs matplotlib
 (the ``[analysis]`` extra) and is imported only when a figure is drawn.

@@ -10,15 +10,16 @@ from __future__ import annotations
 import json
 import subprocess
 
-from . import allocators, selfexec
-from .errors import UserError
+from stair_stepper import allocators, selfexec
+from stair_stepper.errors import UserError
 
 
 def probe_variant(
     var: allocators.Variant, python_malloc: str = "pymalloc", extra_env: dict | None = None
 ) -> dict:
-    """Run ``python -m stair_stepper.probes`` under the variant's environment; ``stderr`` is
-    what the allocator said about its settings there (a verbose mimalloc lists its options)."""
+    """Run ``python -m stair_stepper.allocators.probe`` under the variant's environment;
+    ``stderr`` is what the allocator said about its settings there (a verbose mimalloc lists
+    its options)."""
     row: dict = {
         "name": var.allocator.name,
         "package": var.allocator.package,
@@ -38,7 +39,7 @@ def probe_variant(
     env.update(extra_env or {})  # e.g. the settings to read back (settings.for_child)
     if var.allocator.name == "mimalloc" and any(k.startswith("MIMALLOC_") for k in var.env):
         env["MIMALLOC_VERBOSE"] = "1"  # it then prints every option as it took it
-    command, env = selfexec.python_command("stair_stepper.probes", env=env)
+    command, env = selfexec.python_command("stair_stepper.allocators.probe", env=env)
     try:
         done = subprocess.run(
             command,

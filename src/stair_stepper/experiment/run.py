@@ -23,23 +23,18 @@ from dataclasses import asdict, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from . import (
-    allocators,
-    drillfile,
-    drivers,
-    launch,
-    load,
-    provenance,
-    results,
-    schedule,
-    settings,
-    validate,
-)
-from .console import Console, report
-from .errors import Stopped, Stopper, Terminated, UserError
-from .presets import PRESETS, Config, overrides, variant_of
-from .traces import RUN_PREFIX
-from .variant import Fault, VariantRun
+from stair_stepper import allocators, validate
+from stair_stepper.allocators import settings
+from stair_stepper.errors import Stopped, Stopper, Terminated, UserError
+from stair_stepper.experiment import launch, provenance, schedule
+from stair_stepper.experiment.console import Console, report
+from stair_stepper.experiment.presets import PRESETS, Config, overrides, variant_of
+from stair_stepper.experiment.variant import Fault, VariantRun
+from stair_stepper.load import batch as drivers
+from stair_stepper.load import drillfile
+from stair_stepper.load import driver as load
+from stair_stepper.record import results
+from stair_stepper.record.schema import RUN_PREFIX
 
 
 class Crashed(Fault):
@@ -362,7 +357,7 @@ def _check_service(config: Config) -> None:
             "by side: leave out --parallel (or put {port} in the command)."
         )
     if config.app:
-        from . import service
+        from stair_stepper.service import endpoints as service
 
         service.load_app(config.app, config.app_dir)  # a typo is one sentence, before any run
 
@@ -392,14 +387,14 @@ def run(config: Config, out: str | None = None, stopper: Stopper | None = None) 
     Fault on failure (UserError before anything started), KeyboardInterrupt/Terminated when
     stopped; every run's partial results are kept, and meta.json says how each ended.
     """
-    from .allocator_trials import probe_variant
+    from stair_stepper.allocators.trials import probe_variant
 
     stopper = stopper or Stopper()
     config, workload = prepare(config)
-    for line in schedule.plan_lines(config, workload.requests, workload.names):
-        print(f"stair-stepper: {line}", file=sys.stderr, flush=True)
     stopper.check()
     folder = result_folder(out, config.preset)
+    for line in schedule.plan_lines(config, workload.requests, workload.names):
+        print(f"stair-stepper: {line}", file=sys.stderr, flush=True)
     rows = [probe_variant(allocators.VARIANTS[a]) for a in allocators.ALLOCATORS]
     meta = _meta(config, rows)
     if config.repeat == 1:

@@ -17,8 +17,8 @@ import threading
 import time
 from pathlib import Path
 
-from . import procfs
-from .traces import TRACE_COLUMNS, RowWriter, read_trace
+from stair_stepper.record import procfs
+from stair_stepper.record.schema import TRACE_COLUMNS, RowWriter, read_trace
 
 #: default pause between allocator polls. Each poll is an HTTP round trip that costs
 #: both sides CPU, and every request allocates in the server, which is exactly what lets
@@ -202,7 +202,12 @@ class StructureLog:
     ``on_reading``."""
 
     def __init__(self, folder: Path, name: str, recorder: Recorder) -> None:
-        from .traces import ARENA_COLUMNS, ARENAS_SUFFIX, STRUCTURE_COLUMNS, STRUCTURE_SUFFIX
+        from stair_stepper.record.schema import (
+            ARENA_COLUMNS,
+            ARENAS_SUFFIX,
+            STRUCTURE_COLUMNS,
+            STRUCTURE_SUFFIX,
+        )
 
         self.recorder = recorder
         self.totals = RowWriter(folder / f"{name}{STRUCTURE_SUFFIX}", STRUCTURE_COLUMNS)
@@ -274,10 +279,10 @@ def record_command(
     """
     import signal
 
-    from . import selfexec, validate
-    from .client import AllocatorPoller
-    from .errors import Stopper, UserError
-    from .service import MEMORY
+    from stair_stepper import selfexec, validate
+    from stair_stepper.errors import Stopper, UserError
+    from stair_stepper.load.client import AllocatorPoller
+    from stair_stepper.service.endpoints import MEMORY
 
     validate.positive_float("--interval", interval)
     if not append and out.exists() and out.stat().st_size > 0:
@@ -329,8 +334,8 @@ def _start(command: list[str]):
     """The command to record, in its own session, dying with us."""
     import subprocess
 
-    from . import selfexec
-    from .errors import UserError
+    from stair_stepper import selfexec
+    from stair_stepper.errors import UserError
 
     try:
         return subprocess.Popen(command, **selfexec.child_popen_options())
@@ -340,7 +345,7 @@ def _start(command: list[str]):
 
 def _recorder(pid, out, interval, include_children, pss_interval, poller, append, stopper):
     """The Recorder, or the one sentence that says why it cannot record."""
-    from .errors import UserError
+    from stair_stepper.errors import UserError
 
     try:
         return Recorder(
@@ -363,7 +368,7 @@ def add_arguments(p) -> None:
     """``record``'s flags."""
     import argparse
 
-    from .validate import flag, non_negative_float, positive_float, positive_int
+    from stair_stepper.validate import flag, non_negative_float, positive_float, positive_int
 
     seconds = flag(positive_float)
     p.add_argument("--pid", type=flag(positive_int), help="process to record")
@@ -398,7 +403,7 @@ def add_arguments(p) -> None:
 
 
 def run_args(args) -> int:
-    from .errors import UserError
+    from stair_stepper.errors import UserError
 
     command = args.command_line[1:] if args.command_line[:1] == ["--"] else args.command_line
     if (args.pid is None) == (not command):

@@ -15,7 +15,7 @@ import contextlib
 import os
 import re
 
-from .traces import SUMMED_COLUMNS as SUMMED  # what a tree sample sums
+from stair_stepper.record.schema import SUMMED_COLUMNS as SUMMED  # what a tree sample sums
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 _PAGE = os.sysconf("SC_PAGE_SIZE")

@@ -9,7 +9,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]  # the checkout, when run from one
+ROOT = Path(__file__).resolve().parents[3]  # the checkout, when run from one
 
 
 def _package_version(name: str) -> str | None:

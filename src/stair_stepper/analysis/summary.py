@@ -34,10 +34,10 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from stair_stepper import results
 from stair_stepper.analysis import cost, layers
-from stair_stepper.results import NOT_MEASURED
-from stair_stepper.traces import (
+from stair_stepper.record import results
+from stair_stepper.record.results import NOT_MEASURED
+from stair_stepper.record.schema import (
     ARENAS_SUFFIX,
     BATCHES_SUFFIX,
     RUN_PREFIX,

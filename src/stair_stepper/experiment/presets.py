@@ -116,7 +116,7 @@ def overrides(config: Config) -> dict:
 
 def variant_of(config: Config, name: str):
     """The variant called ``name`` in this configuration: written out, or a built-in one."""
-    from .settings import parse, resolve
+    from stair_stepper.allocators.settings import parse, resolve
 
     for spec in config.definitions:
         if spec.partition("=")[0] == name:

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from stair_stepper.analysis import cost, summary
-from stair_stepper.results import NewerFormat
+from stair_stepper.record.results import NewerFormat
 
 FIELDS = (
     ("median floor", "median_floor_bytes"),

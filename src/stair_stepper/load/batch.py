@@ -19,8 +19,10 @@ from typing import NamedTuple
 
 import yaml
 
-from . import drillfile, load, selfexec
-from .errors import UserError
+from stair_stepper import selfexec
+from stair_stepper.errors import UserError
+from stair_stepper.load import drillfile
+from stair_stepper.load import driver as load
 
 DRIVERS = ("builtin", "drill", "auto")
 

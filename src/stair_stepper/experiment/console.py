@@ -34,7 +34,7 @@ class Console:
         self.line(f"[{variant}] {text}")
 
     def begin(self, meta: dict, folder, requests: int, items: list[str]) -> None:
-        from .results import describe
+        from stair_stepper.record.results import describe
 
         c = meta["config"]
         self.line(
@@ -75,7 +75,7 @@ class Console:
         """A progress bar for batch k (None when not on a terminal or side by side)."""
         if not self.bars:
             return None
-        from .load import ProgressBar
+        from stair_stepper.load.driver import ProgressBar
 
         def rss() -> str:
             last = recorder.last if recorder else None
@@ -87,7 +87,7 @@ class Console:
 def report(folder, figures: bool = True, stop: threading.Event | None = None) -> None:
     """After a run: summary files, figures (when matplotlib is there) and the short table.
     Between the summary and the figures it stops early if ``stop`` is set (a signal)."""
-    from .analysis import cost, plot, summary
+    from stair_stepper.analysis import cost, plot, summary
 
     if summary.run_folders(folder):
         result, _ = plot.analyse_repeats(

@@ -33,8 +33,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .allocators import ALLOCATORS, GLIBC_ALIASES, VARIANTS, Variant, reads
-from .errors import UserError
+from stair_stepper.allocators import ALLOCATORS, GLIBC_ALIASES, VARIANTS, Variant, reads
+from stair_stepper.errors import UserError
 
 #: a variant's name becomes file names: letters, digits and . _ + -, at most 64
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
@@ -92,7 +92,7 @@ def check_name(name: str) -> None:
 
 
 def _strategy(name: str, key: str, value: str):
-    from .validate import positive_float, positive_int
+    from stair_stepper.validate import positive_float, positive_int
 
     if key not in STRATEGY_KEYS:
         raise UserError(
@@ -301,7 +301,7 @@ def checked(var: Variant, python_malloc: str = "pymalloc") -> dict | None:
     """``check`` with the allocator itself: a process preloaded with the variant is asked
     first (not for glibc, whose tunables ld.so lists). Returns what that process said, for
     the read-back (``for_child``)."""
-    from .allocator_trials import probe_variant
+    from stair_stepper.allocators.trials import probe_variant
 
     probe = None
     if var.env and var.allocator.name != "glibc":

@@ -24,8 +24,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import client, selfexec, service
-from .errors import Stopped, UserError
+from stair_stepper import selfexec
+from stair_stepper.errors import Stopped, UserError
+from stair_stepper.load import client
+from stair_stepper.service import endpoints as service
 
 
 @dataclass
@@ -80,8 +82,8 @@ def start_variant(
 ) -> RunningServer:
     """A variant's server for an experiment (``config``: a ``presets.Config``), either kind:
     ``serve`` with the widget app or the user's ``--app``, or the user's ``--command``."""
-    from . import allocators
-    from .presets import variant_of
+    from stair_stepper import allocators
+    from stair_stepper.experiment.presets import variant_of
 
     var = variant_of(config, variant)
     if config.command:
@@ -295,7 +297,8 @@ def start_command(
 
 def _prove_tree(server: RunningServer, port: int, variant: str, allocator: str, command) -> dict:
     """Which processes of the command serve ``port``, and that each has ``allocator`` mapped."""
-    from . import allocators, procfs
+    from stair_stepper import allocators
+    from stair_stepper.record import procfs
 
     answer = server.health
     pid = server.process.pid

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import yaml
 
-from .errors import UserError
+from stair_stepper.errors import UserError
 
 try:  # libyaml parses multi-megabyte inline bodies ~20× faster
     _Loader = yaml.CSafeLoader

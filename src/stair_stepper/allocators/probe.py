@@ -6,7 +6,7 @@ has its own API (glibc ``mallinfo2``, jemalloc ``mallctl``, mimalloc
 ``mi_process_info``, gperftools ``MallocExtension_*``). Fields an allocator
 cannot report are ``None``, never invented.
 
-Run as ``python -m stair_stepper.probes`` it prints, as JSON, which library
+Run as ``python -m stair_stepper.allocators.probe`` it prints, as JSON, which library
 serves ``malloc`` in this process and its version (used by
 ``stair-stepper allocators`` to test a library in a throw-away process).
 """
@@ -22,7 +22,7 @@ import re
 import tempfile
 from ctypes import POINTER, byref, c_char_p, c_int, c_size_t, c_uint64, c_void_p
 
-from .allocators import identify_path
+from stair_stepper.allocators import identify_path
 
 MALLCTL_ARENAS_ALL = 4096  # jemalloc's "all arenas" index
 

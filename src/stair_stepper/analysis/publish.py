@@ -25,7 +25,7 @@ from pathlib import Path
 
 from stair_stepper.analysis import cost, layers, summary
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[3]  # the checkout
 RESULTS = Path("docs/results")
 # README block -> result folders under docs/results (each a --repeat folder)
 PUBLISHED = {

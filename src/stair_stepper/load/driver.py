@@ -22,9 +22,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from .drillfile import Benchmark, RequestItem
-from .errors import UserError
-from .traces import fell_behind
+from stair_stepper.errors import UserError
+from stair_stepper.load.drillfile import Benchmark, RequestItem
+from stair_stepper.record.schema import fell_behind
 
 ProgressFn = Callable[[int, int, int], None]  # done, total, failed
 
@@ -127,7 +127,7 @@ class LoadResult:
 
 def check_loopback(url: str) -> None:
     """Refuse targets that do not resolve to loopback only (this lab never loads anything else)."""
-    from .client import outside_loopback
+    from stair_stepper.load.client import outside_loopback
 
     host = urlsplit(url).hostname
     if not host:
@@ -418,7 +418,7 @@ def add_arguments(p) -> None:
     """``load``'s flags."""
     import argparse
 
-    from .validate import flag, positive_float, positive_int
+    from stair_stepper.validate import flag, positive_float, positive_int
 
     p.add_argument("--benchmark", "-b", required=True, help="drill benchmark file")
     p.add_argument("--tags", help="run only items with these tags (comma-separated)")
@@ -451,7 +451,7 @@ def run_args(args) -> int:
     import json
     from pathlib import Path
 
-    from . import drillfile
+    from stair_stepper.load import drillfile
 
     bench = drillfile.read_benchmark(
         args.benchmark, iterations=args.iterations, concurrency=args.concurrency, base=args.base

@@ -23,8 +23,8 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from .service import Endpoints, endpoints_from_env
-from .validate import non_negative_int
+from stair_stepper.service.endpoints import Endpoints, endpoints_from_env
+from stair_stepper.validate import non_negative_int
 
 DEFAULT_SLEEP_MS = 150
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
@@ -133,7 +133,7 @@ def create_app(settings: Settings | None = None, endpoints: Endpoints | None = N
     from quart import Quart, request
 
     settings = Settings.from_env() if settings is None else settings
-    endpoints = endpoints or endpoints_from_env("stair_stepper.app")
+    endpoints = endpoints or endpoints_from_env("stair_stepper.service.app")
     app = Quart(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.config["BODY_TIMEOUT"] = 120

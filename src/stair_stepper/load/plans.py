@@ -14,8 +14,8 @@ import json
 import random
 from pathlib import Path
 
-from .errors import UserError
-from .validate import byte_size
+from stair_stepper.errors import UserError
+from stair_stepper.validate import byte_size
 
 DEFAULT_SEED = 20240601
 #: tag -> target body size in bytes (the whole JSON body, as sent)
@@ -184,7 +184,7 @@ def generate(out: Path, sizes: dict[str, int], seed: int | None = None) -> list[
 
 def add_arguments(p) -> None:
     """``plans generate``'s flags."""
-    from .validate import flag, non_negative_int
+    from stair_stepper.validate import flag, non_negative_int
 
     actions = p.add_subparsers(dest="plans_command", required=True, metavar="ACTION")
     g = actions.add_parser("generate", help="write plans/<tag>.yml with deterministic bodies")

@@ -19,13 +19,14 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import allocators, selfexec, service, validate
-from .errors import UserError
+from stair_stepper import allocators, selfexec, validate
+from stair_stepper.errors import UserError
+from stair_stepper.service import endpoints as service
 
 REEXEC_MARKER = "STAIR_STEPPER_SERVE_CHILD"
 DEFAULT_BIND = "localhost:3000"
 
-log = logging.getLogger("stair_stepper.serve")
+log = logging.getLogger("stair_stepper.service.serve")
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ class ServeOptions:
 
 def add_arguments(p) -> None:
     """``serve``'s flags."""
-    from .validate import flag, non_negative_int, positive_int
+    from stair_stepper.validate import flag, non_negative_int, positive_int
 
     count = flag(non_negative_int)
     p.add_argument(
@@ -149,7 +150,7 @@ def parse_bind(bind: str) -> tuple[str, int]:
 def check_exposure(options: ServeOptions) -> None:
     """The service is built to waste memory and shows allocator internals: loopback only,
     unless the user says --public (and then /debug/* only with --debug-endpoints)."""
-    from .client import is_loopback
+    from stair_stepper.load.client import is_loopback
 
     exposed = [b for b in options.binds if not is_loopback(parse_bind(b)[0])]
     if exposed and not options.public:
@@ -221,7 +222,9 @@ def _widget_settings(options: ServeOptions):
     None for a user's --app, whose environment is its own business."""
     if options.app:
         return None
-    from .app import Settings  # the widget app's module, never imported for a user's app
+    from stair_stepper.service.app import (
+        Settings,  # the widget app's module, never imported for a user's app
+    )
 
     env = Settings.from_env()  # validates SLEEP_MS & co. from the environment
     return Settings(
@@ -237,7 +240,7 @@ def _widget_settings(options: ServeOptions):
 
 def serve(options: ServeOptions, argv: list[str]) -> int:
     """Entry point of ``stair-stepper serve``; ``argv`` is re-used for the re-exec."""
-    from . import settings as variant_settings
+    from stair_stepper.allocators import settings as variant_settings
 
     var = variant_settings.resolve(options.variant)
     check_exposure(options)
@@ -273,7 +276,7 @@ def serve(options: ServeOptions, argv: list[str]) -> int:
 
 
 def _prove_allocator(var: allocators.Variant) -> str:
-    from . import probes
+    from stair_stepper.allocators import probe as probes
 
     provider = probes.malloc_provider()
     live = allocators.identify_path(provider)
@@ -289,11 +292,13 @@ def served_app():
     """What a server process serves, behind the endpoints middleware: the user's --app
     (named in the environment, so that spawned workers find it too) or our widget app."""
     spec = os.environ.get(service.ENV_APP)
-    endpoints = service.endpoints_from_env(spec or "stair_stepper.app")
+    endpoints = service.endpoints_from_env(spec or "stair_stepper.service.app")
     if spec:
         app = service.load_app(spec, os.environ.get(service.ENV_APP_DIR) or None)
         return service.wrapped(app, endpoints)
-    from .app import create_app  # only here: a user's app process never imports Quart for us
+    from stair_stepper.service.app import (
+        create_app,  # only here: a user's app process never imports Quart for us
+    )
 
     return service.wrapped(create_app(endpoints=endpoints), endpoints)
 
@@ -341,7 +346,7 @@ def _serve_here(var: allocators.Variant, settings, options: ServeOptions) -> int
         "offload_threads": settings.offload_threads if settings else None,
         "workers": config.workers,
         "max_requests": config.max_requests,
-        "app": options.app or "stair_stepper.app",
+        "app": options.app or "stair_stepper.service.app",
     }
     what = options.app or f"the widget app, SLEEP_MS={settings.sleep_ms}"
     print(
@@ -358,7 +363,7 @@ def _serve_here(var: allocators.Variant, settings, options: ServeOptions) -> int
             flush=True,
         )
     if options.ready_file:
-        from .results import write_json
+        from stair_stepper.record.results import write_json
 
         write_json(Path(options.ready_file), info)
     if config.workers == 1 and config.max_requests is None:
@@ -370,6 +375,6 @@ def _serve_here(var: allocators.Variant, settings, options: ServeOptions) -> int
 
         # Workers are spawned processes: they rebuild the app from the environment; the master
         # starts a new one when a worker stops after max_requests.
-        config.application_path = "stair_stepper.serve:worker_app()"
+        config.application_path = "stair_stepper.service.serve:worker_app()"
         return run(config)
     return 0

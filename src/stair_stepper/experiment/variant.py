@@ -15,13 +15,15 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from . import drivers, launch, service, settings
-from .client import AllocatorPoller, IdleTraffic
-from .errors import Stopped, UserError
-from .presets import AUTO, Config, variant_of
-from .record import Recorder, StructureLog
-from .results import NOT_MEASURED
-from .traces import (
+from stair_stepper.allocators import settings
+from stair_stepper.errors import Stopped, UserError
+from stair_stepper.experiment import launch
+from stair_stepper.experiment.presets import AUTO, Config, variant_of
+from stair_stepper.load import batch as drivers
+from stair_stepper.load.client import AllocatorPoller, IdleTraffic
+from stair_stepper.record.recorder import Recorder, StructureLog
+from stair_stepper.record.results import NOT_MEASURED
+from stair_stepper.record.schema import (
     BATCH_COLUMNS,
     BATCHES_SUFFIX,
     SETTLE_WINDOW_S,
@@ -30,6 +32,7 @@ from .traces import (
     RowWriter,
     settled,
 )
+from stair_stepper.service import endpoints as service
 
 
 class Fault(Exception):

@@ -18,7 +18,7 @@ import threading
 import time
 from pathlib import Path
 
-from .errors import UserError
+from stair_stepper.errors import UserError
 
 PREFIX = "/__stair_stepper__"
 HEALTH = PREFIX + "/healthz"
@@ -45,7 +45,7 @@ class PeriodicTrim(threading.Thread):
         self.start()
 
     def run(self) -> None:
-        from . import probes
+        from stair_stepper.allocators import probe as probes
 
         while True:
             time.sleep(self.every_s)
@@ -71,7 +71,8 @@ class Endpoints:
         self.app_name = app_name
         self.variant = variant
         self.internals = internals  # memory and trim (off when served --public)
-        from . import probes  # here: ``record`` imports the paths above and no ctypes
+        # here: the recorder imports the paths above, and no ctypes
+        from stair_stepper.allocators import probe as probes
 
         self.allocator = probes.live_allocator()  # what really serves malloc here
         self.requests = 0
@@ -99,7 +100,7 @@ class Endpoints:
         return 200, {HEALTH: self.health, TRIM: self.trim}[path]()
 
     def health(self) -> dict:
-        from . import probes
+        from stair_stepper.allocators import probe as probes
 
         return {
             "status": "ok",
@@ -116,7 +117,7 @@ class Endpoints:
         """RSS and the allocator's accounting, with every request this process has answered
         (this one included): the experiment reads it once per pause to prove that nothing it
         did not send reached the service meanwhile."""
-        from . import probes
+        from stair_stepper.allocators import probe as probes
 
         answer = {"pid": os.getpid(), "requests_served": self.requests}
         if self.periodic is not None:  # the trims the strategy made, as timed here
@@ -132,7 +133,7 @@ class Endpoints:
         return answer
 
     def trim(self) -> dict:
-        from . import probes
+        from stair_stepper.allocators import probe as probes
 
         return {"pid": os.getpid(), **probes.trim(self.allocator)}
 

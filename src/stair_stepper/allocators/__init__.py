@@ -14,7 +14,7 @@ import sysconfig
 from collections import namedtuple
 from pathlib import Path
 
-from .errors import UserError
+from stair_stepper.errors import UserError
 
 
 class Allocator(namedtuple("Allocator", "name env_var sonames package maps_prefix")):

@@ -23,7 +23,7 @@ from stair_stepper.analysis.summary import (
     summarise_repeats,
     write,
 )
-from stair_stepper.results import NewerFormat
+from stair_stepper.record.results import NewerFormat
 from stair_stepper.validate import flag, non_negative_float
 
 
