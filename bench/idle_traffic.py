@@ -41,7 +41,7 @@ def draw(table: dict[float, dict], folder: Path) -> None:
         from stair_stepper.analysis import figures
     except ImportError:  # matplotlib is the [analysis] extra
         return
-    figures.floors_against_idle(table, folder)
+    figures.floors_against_idle(table, folder, ("jemalloc", "jemalloc+bg"))
 
 
 if __name__ == "__main__":

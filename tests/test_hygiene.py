@@ -23,6 +23,7 @@ from test_experiment import (
 )
 
 from stair_stepper import cli as stair_cli
+from stair_stepper.allocators import native
 from stair_stepper.allocators import probe as probes
 from stair_stepper.load import batch as drivers
 from stair_stepper.record import procfs
@@ -280,7 +281,7 @@ def test_a_missing_allocator_symbol_is_null_not_a_500(monkeypatch):
 
     ld_so = next(p for p in mapped_libraries() if "/ld-linux" in p)
     without = ctypes.CDLL(ld_so)
-    monkeypatch.setattr(probes, "_libc", lambda: without)
+    monkeypatch.setattr(native, "libc", lambda: without)
     monkeypatch.setattr(probes, "live_allocator", lambda: "glibc")
     app = create_app(Settings(sleep_ms=0))
     status, memory = asyncio.run(_ask(app, "/debug/memory"))
@@ -293,8 +294,8 @@ def test_a_missing_allocator_symbol_is_null_not_a_500(monkeypatch):
 
 
 def test_probe_libraries_are_resolved_once():
-    assert probes._global() is probes._global()
-    assert probes._libc() is probes._libc()
+    assert native.global_symbols() is native.global_symbols()
+    assert native.libc() is native.libc()
 
 
 def test_record_refuses_an_existing_trace_unless_append(tmp_path):

@@ -13,6 +13,7 @@ import pytest
 from conftest import cli, get, needs_jemalloc, post
 
 from stair_stepper import allocators
+from stair_stepper.errors import UserError
 from stair_stepper.experiment.launch import start_server
 
 
@@ -272,12 +273,15 @@ def test_missing_allocator_library_is_one_sentence():
 
 
 def test_uninstalled_allocator_names_the_package():
-    ghost = allocators.Allocator(
-        "ghost", "STAIR_STEPPER_GHOST", ("libghost.so.9",), "libghost9", "x"
-    )
-    with pytest.raises(allocators.UserError) as info:
-        allocators.require_library(ghost, environ={})
-    assert "apt-get install libghost9" in str(info.value)
+    class Ghost(allocators.Allocator):  # no name: not registered
+        env_var = "STAIR_STEPPER_GHOST"
+        sonames = ("libghost.so.9",)
+        packages = ("libghost9", "libghost9t64")
+
+    with pytest.raises(UserError) as info:
+        allocators.require_library(Ghost(), environ={})
+    assert "package libghost9 or libghost9t64 (apt-get install libghost9)" in str(info.value)
+    assert "ghost" not in allocators.ALLOCATORS
 
 
 def test_unknown_allocator_is_one_sentence():

@@ -2,23 +2,12 @@
 
 A variant is ``NAME=ALLOCATOR VAR=VALUE …`` (``--variant``; the assignments read like
 ``env``), or an entry of a variants file, or one value of a sweep. Only settings the
-allocator itself reads are accepted, each checked against *this machine's* library:
-
-- glibc: its malloc variables (``MALLOC_ARENA_MAX`` …, the aliases glibc's
-  ``elf/dl-tunables.list`` gives its malloc tunables) and ``GLIBC_TUNABLES``, every name in
-  it one that ``ld.so --list-tunables`` lists here; read back as ``ld.so --list-tunables``
-  reports them under the variant's environment (a value glibc refuses, outside a tunable's
-  range, stays the default there);
-- jemalloc: ``MALLOC_CONF``, tried in a process preloaded with this jemalloc: its
-  "Invalid conf pair/value" on stderr refuses the variant; read back in the measured
-  process through ``mallctl("opt.<name>")`` (the types jemalloc's manual gives);
-- mimalloc: ``MIMALLOC_*``: the names this mimalloc prints with ``MIMALLOC_VERBOSE=1`` (or
-  a legacy name it warns about); read back through ``mi_option_get`` at the index of that
-  printed list;
-- gperftools' tcmalloc: the ``TCMALLOC_*`` variables its source reads (2.10); four of them
-  are read back through ``MallocExtension``;
-- ``PYTHONMALLOC``: the allocators this interpreter has (``mimalloc`` only from CPython 3.13,
-  built with it); read back as whether pymalloc holds blocks (``sys.getallocatedblocks``).
+allocator itself reads are accepted, each checked against *this machine's* library by the
+allocator's own module (``check``, given what a process preloaded with the variant said) and
+read back in the measured process (``read_back``) or, where the allocator cannot be asked
+there, from outside (``read_back_outside``). ``PYTHONMALLOC``: the allocators this
+interpreter has (``mimalloc`` only from CPython 3.13, built with it); read back as whether
+pymalloc holds blocks (``sys.getallocatedblocks``).
 
 A maintenance strategy is a lowercase key: ``trim_every=S`` (the endpoints middleware asks
 the allocator to trim every S seconds), ``workers=N`` and ``max_requests=M`` (Hypercorn's
@@ -29,11 +18,10 @@ from __future__ import annotations
 
 import re
 import shlex
-import subprocess
 import sys
 from pathlib import Path
 
-from stair_stepper.allocators import ALLOCATORS, GLIBC_ALIASES, VARIANTS, Variant, reads
+from stair_stepper.allocators import ALLOCATORS, ENV_SETTINGS, VARIANTS, Variant
 from stair_stepper.errors import UserError
 
 #: a variant's name becomes file names: letters, digits and . _ + -, at most 64
@@ -42,13 +30,6 @@ NAME_RULE = "letters, digits, '.', '_', '+' and '-' (at most 64, not starting wi
 
 PYTHONMALLOC_VALUES = ("pymalloc", "malloc", "debug", "pymalloc_debug", "malloc_debug")
 STRATEGY_KEYS = ("trim_every", "workers", "max_requests")
-#: the variables each allocator reads (glibc also GLIBC_TUNABLES); PYTHONMALLOC for every one
-READS = {
-    "glibc": "MALLOC_ARENA_MAX, MALLOC_TRIM_THRESHOLD_ … and GLIBC_TUNABLES",
-    "jemalloc": "MALLOC_CONF",
-    "mimalloc": "MIMALLOC_*",
-    "tcmalloc": "TCMALLOC_*",
-}
 
 
 def parse(spec: str) -> Variant:
@@ -170,11 +151,11 @@ def expand_sweep(spec: str) -> tuple[list[Variant], dict]:
 # --- checks before anything starts ---------------------------------------------------------
 
 
-def check(var: Variant, probe: dict | None = None) -> None:
+def check(var: Variant, trial: dict | None = None) -> None:
     """Every setting of ``var`` is one its allocator reads and takes here (one sentence if not).
-    ``probe``: what a process preloaded with the variant said (allocator_trials), for the
-    checks that need the library itself."""
-    what = READS[var.allocator.name]
+    ``trial``: what a process preloaded with the variant said (``trials.probe_variant``), for
+    the checks that need the library itself."""
+    alloc = var.allocator
     for key, value in var.env.items():
         if key == "PYTHONMALLOC":
             _check_pythonmalloc(var.name, value)
@@ -183,18 +164,15 @@ def check(var: Variant, probe: dict | None = None) -> None:
                 f"variant {var.name}: LD_PRELOAD is the variant's allocator's library; name the "
                 "allocator instead."
             )
-        elif not reads(var.allocator.name, key):
+        elif not alloc.reads(key):
             raise UserError(
-                f"variant {var.name}: {key} is not a setting {var.allocator.name} reads (it reads "
-                f"{what}, and PYTHONMALLOC); your application's own settings reach the server "
-                "through the environment."
+                f"variant {var.name}: {key} is not a setting {alloc.name} reads (it reads "
+                f"{alloc.settings_words}, and PYTHONMALLOC); your application's own settings "
+                "reach the server through the environment."
             )
-    if var.allocator.name == "glibc":
-        _check_glibc(var)
-    elif probe is not None:
-        problem = _probe_problem(var, probe)
-        if problem:
-            raise UserError(f"variant {var.name}: {problem}")
+    problem = alloc.check(var, trial) if (trial is not None or not alloc.needs_trial(var)) else None
+    if problem:
+        raise UserError(f"variant {var.name}: {problem}")
 
 
 def _check_pythonmalloc(name: str, value: str) -> None:
@@ -213,143 +191,26 @@ def _check_pythonmalloc(name: str, value: str) -> None:
         )
 
 
-def loader() -> str:
-    """The dynamic linker this interpreter runs under (for ``--list-tunables``)."""
-    with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
-        for line in maps:
-            path = line.split(maxsplit=5)[-1].strip()
-            if "/ld-linux" in path or "/ld-musl" in path:
-                return path
-    return "/lib64/ld-linux-x86-64.so.2"
-
-
-def tunables(env: dict[str, str]) -> dict[str, tuple[str, str, str]]:
-    """``ld.so --list-tunables`` under ``env``: tunable -> (value as glibc took it, min, max)."""
-    done = subprocess.run([loader(), "--list-tunables"], env=env, capture_output=True, text=True)
-    found = {}
-    for line in done.stdout.splitlines():
-        row = re.match(r"(\S+): (\S+) \(min: (\S+), max: (\S+)\)", line)
-        if row:
-            found[row.group(1)] = (row.group(2), row.group(3), row.group(4))
-    return found
-
-
-def glibc_read_back(var: Variant) -> dict:
-    """The glibc variant's tunables as ``ld.so --list-tunables`` reports them under its
-    environment (glibc has no call that tells a running process its tunables)."""
-    given = glibc_given(var)
-    taken = tunables({k: v for k, v in var.env.items() if k != "PYTHONMALLOC"}) if given else {}
-    return {
-        "values": {
-            t: {
-                "given": v,
-                "read": taken.get(t, (None,))[0],
-                "same": same_number(taken.get(t, ("",))[0], v),
-                "how": "ld.so --list-tunables under the variant's environment",
-            }
-            for t, v in given.items()
-        }
-    }
-
-
-def glibc_given(var: Variant) -> dict[str, str]:
-    """The tunables a glibc variant sets: its aliases and GLIBC_TUNABLES' malloc entries."""
-    given = {GLIBC_ALIASES[k]: v for k, v in var.env.items() if k in GLIBC_ALIASES}
-    for entry in filter(None, var.env.get("GLIBC_TUNABLES", "").split(":")):
-        key, sep, value = entry.partition("=")
-        if not sep:
-            raise UserError(
-                f"variant {var.name}: GLIBC_TUNABLES entry {entry!r} is not name=value."
-            )
-        given[key] = value
-    return given
-
-
-def _check_glibc(var: Variant) -> None:
-    given = glibc_given(var)
-    if not given:
-        return
-    taken = tunables({k: v for k, v in var.env.items() if k != "PYTHONMALLOC"})
-    for tunable, value in given.items():
-        if tunable not in taken:
-            raise UserError(
-                f"variant {var.name}: {tunable} is not a tunable of this glibc (ld.so "
-                "--list-tunables lists them)."
-            )
-        read, low, high = taken[tunable]
-        try:
-            inside = int(low, 0) <= int(value, 0) <= int(high, 0)
-        except ValueError:
-            inside = False
-        if not inside or not same_number(read, value):
-            alias = [k for k, t in GLIBC_ALIASES.items() if t == tunable and k in var.env]
-            written = f"{alias[0]}={value} ({tunable})" if alias else f"{tunable}={value}"
-            raise UserError(
-                f"variant {var.name}: glibc does not take {written}: it takes {low} to {high}, "
-                f"and would run with {read}."
-            )
-
-
-def same_number(a: str, b: str) -> bool:
-    try:
-        return int(str(a), 0) == int(str(b), 0)
-    except ValueError:
-        return str(a) == str(b)
-
-
 def checked(var: Variant, python_malloc: str = "pymalloc") -> dict | None:
     """``check`` with the allocator itself: a process preloaded with the variant is asked
-    first (not for glibc, whose tunables ld.so lists). Returns what that process said, for
-    the read-back (``for_child``)."""
+    first where the allocator needs it. Returns what that process said, for the read-back
+    (``for_child``)."""
     from stair_stepper.allocators.trials import probe_variant
 
-    probe = None
-    if var.env and var.allocator.name != "glibc":
-        probe = probe_variant(var, python_malloc, for_child(var))
-        if probe["problem"]:
-            raise UserError(f"variant {var.name}: {probe['problem']}")
-    check(var, probe)
-    if probe and probe.get("read_back"):  # the library took each setting as given?
-        wrong = verify(var, probe["read_back"])
+    trial = None
+    if var.env and var.allocator.needs_trial(var):
+        trial = probe_variant(var, python_malloc, for_child(var))
+        if trial["problem"]:
+            raise UserError(f"variant {var.name}: {trial['problem']}")
+    check(var, trial)
+    if trial and trial.get("read_back"):  # the library took each setting as given?
+        wrong = verify(var, trial["read_back"])
         if wrong:
             raise UserError(f"variant {var.name}: the allocator does not take {'; '.join(wrong)}.")
-    return probe
-
-
-def _probe_problem(var: Variant, probe: dict) -> str | None:
-    """What the allocator said about the variant's settings in a probe process."""
-    stderr = probe.get("stderr") or ""
-    if var.allocator.name == "jemalloc":
-        bad = list(dict.fromkeys(re.findall(JEMALLOC_REFUSED, stderr)))
-        if bad:
-            return f"jemalloc refused MALLOC_CONF: {'; '.join(bad)}."
-    if var.allocator.name == "mimalloc":
-        names = set(re.findall(r"mimalloc: option '([a-z_0-9]+)'", stderr))
-        legacy = set(
-            re.findall(r'environment option "mimalloc_([a-z_0-9]+)" is deprecated', stderr)
-        )
-        for key in (k for k in var.env if k.startswith("MIMALLOC_")):
-            option = key.removeprefix("MIMALLOC_").lower()
-            if option not in names | legacy and names:
-                return f"{key} is not an option of this mimalloc ({probe.get('version')})."
-        invalid = re.findall(r"environment option (mimalloc_\S+) has an invalid value", stderr)
-        if invalid:
-            return f"mimalloc refused the value of {invalid[0].upper()}."
-    return None
-
-
-def mimalloc_indexes(stderr: str) -> dict[str, int]:
-    """option name -> its index in mi_option_t, from a verbose mimalloc's list (printed in
-    enum order at start-up, src/options.c ``_mi_options_init``), legacy names too."""
-    names = re.findall(r"mimalloc: option '([a-z_0-9]+)'", stderr)
-    return {name: i for i, name in enumerate(dict.fromkeys(names))}
+    return trial
 
 
 # --- read back, and compared --------------------------------------------------------------
-
-ENV_SETTINGS = "STAIR_STEPPER_SETTINGS"  # the served process reads back what this names
-#: what jemalloc prints when it does not take a MALLOC_CONF pair (src/jemalloc.c, conf parsing)
-JEMALLOC_REFUSED = r"<jemalloc>: ((?:Invalid conf (?:pair|value)|Out-of-range conf value): \S+)"
 
 
 def verify(var: Variant, read_back: dict, log: str = "", python_malloc: str = "") -> list[str]:
@@ -360,8 +221,8 @@ def verify(var: Variant, read_back: dict, log: str = "", python_malloc: str = ""
     for key, value in (read_back.get("values") or {}).items():
         if value.get("read") is not None and not value.get("same", True):
             problems.append(f"{key}={value['given']} (the process runs with {value['read']})")
-    for said in dict.fromkeys(re.findall(JEMALLOC_REFUSED, log)):
-        problems.append(f"MALLOC_CONF ({said})")
+    for said in var.allocator.complaints(log):
+        problems.append(f"{var.allocator.settings_words} ({said})")
     wanted = var.env.get("PYTHONMALLOC") or python_malloc
     if wanted and read_back.get("pymalloc") is not None:
         wants_pymalloc = wanted in ("pymalloc", "debug", "pymalloc_debug")
@@ -381,8 +242,8 @@ def proof(
     var: Variant, health: dict, log: str, foreign: bool, python_malloc: str = ""
 ) -> tuple[dict, list[str]]:
     """meta.json's record of a started variant's settings, and what did not take: given as
-    written, read back in the measured process (or, for glibc, as ld.so lists them under
-    its environment; for a foreign --command, only what its environment holds)."""
+    written, read back in the measured process (or from outside where the allocator cannot be
+    asked there; for a foreign --command, only what its environment holds)."""
     entry: dict = {
         "spec": var.spec,
         "described": describe(var),
@@ -390,13 +251,12 @@ def proof(
         "given": dict(var.env),
         "strategy": var.strategy_text,
     }
+    outside = None if foreign else var.allocator.read_back_outside(var)
     if foreign:
         read_back = proven_from_outside(health.get("pid") or 0, var)
-    elif var.allocator.name == "glibc":
-        read_back = {
-            **glibc_read_back(var),
-            **{k: v for k, v in (health.get("settings") or {}).items() if k != "values"},
-        }
+    elif outside is not None:
+        inside = health.get("settings") or {}
+        read_back = {**outside, **{k: v for k, v in inside.items() if k != "values"}}
     else:
         read_back = health.get("settings") or {"values": {}}
     entry["read_back"] = read_back
@@ -419,24 +279,9 @@ def proven_from_outside(pid: int, var: Variant) -> dict:
     }
 
 
-def for_child(var: Variant, probe: dict | None = None) -> dict[str, str]:
-    """What the served process needs to read its settings back (``probes.read_back``): the
-    settings, and for mimalloc the index of each option and the value the library took in
-    the probe (the same library, the same environment)."""
+def for_child(var: Variant, trial: dict | None = None) -> dict[str, str]:
+    """What the served process needs to read its settings back (``probe.read_back``), as its
+    allocator's module says (``child_spec``)."""
     import json
 
-    spec: dict = {"allocator": var.allocator.name, "env": var.env}
-    if var.allocator.name == "mimalloc" and probe:
-        stderr = probe.get("stderr") or ""
-        spec["indexes"] = mimalloc_indexes(stderr)
-        spec["expected"] = {
-            name: int(value)
-            for name, value in re.findall(r"mimalloc: option '([a-z_0-9]+)': (-?\d+)", stderr)
-        }
-        legacy = re.findall(
-            r'"mimalloc_([a-z_0-9]+)" is deprecated -- use "mimalloc_([a-z_0-9]+)"', stderr
-        )
-        for old, new in legacy:  # a legacy name reads back as the option it stands for
-            spec["indexes"][old] = spec["indexes"].get(new)
-            spec["expected"][old] = spec["expected"].get(new)
-    return {ENV_SETTINGS: json.dumps(spec)}
+    return {ENV_SETTINGS: json.dumps(var.allocator.child_spec(var, trial))}

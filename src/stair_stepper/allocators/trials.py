@@ -37,8 +37,7 @@ def probe_variant(
         return row
     row["library"] = env.get("LD_PRELOAD")
     env.update(extra_env or {})  # e.g. the settings to read back (settings.for_child)
-    if var.allocator.name == "mimalloc" and any(k.startswith("MIMALLOC_") for k in var.env):
-        env["MIMALLOC_VERBOSE"] = "1"  # it then prints every option as it took it
+    env.update(var.allocator.trial_env(var))  # e.g. a verbose mode that lists its settings
     command, env = selfexec.python_command("stair_stepper.allocators.probe", env=env)
     try:
         done = subprocess.run(
@@ -56,13 +55,14 @@ def probe_variant(
     if result["allocator"] != var.allocator.name:
         row["problem"] = f"malloc was served by {result['malloc_provider']} instead."
         return row
-    row.update(available=True, version=result["version"], library=result["malloc_provider"])
+    version = result["version"] or var.allocator.version_in_output(done.stderr)
+    row.update(available=True, version=version, library=result["malloc_provider"])
     row["read_back"] = result.get("read_back")
     return row
 
 
 def try_all() -> list[dict]:
-    return [probe_variant(allocators.VARIANTS[name]) for name in allocators.ALLOCATORS]
+    return [probe_variant(allocators.Variant(a.name, a)) for a in allocators.ALLOCATORS.values()]
 
 
 def format_table(rows: list[dict]) -> str:

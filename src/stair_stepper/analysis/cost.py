@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import statistics
 
+from stair_stepper import allocators
+
 MB = 2**20
 COST_FIELDS = (
     "throughput_rps",
@@ -117,12 +119,13 @@ def _change(mine, theirs, better_low: bool = True, unit: str = "%") -> str:
 
 
 def verdict(variants: dict, meta_variants: dict, config: dict, provenance: dict) -> dict:
-    """For each variant against glibc (or the first variant): memory saved and the price in
+    """For each variant against the system's allocator (or the first variant): memory saved and
+    the price in
     latency, throughput and CPU; the best variant and the environment that reproduces it."""
     names = list(variants)
     if not names:
         return {"lines": [], "best": None, "environment": []}
-    reference = "glibc" if "glibc" in variants else names[0]
+    reference = allocators.SYSTEM if allocators.SYSTEM in variants else names[0]
     ref = variants[reference]
     lines = []
     for name in names:
@@ -190,7 +193,8 @@ def environment(info: dict, config: dict) -> list[str]:
     health, settings = info.get("health") or {}, info.get("settings") or {}
     lines = []
     provider = health.get("malloc_provider") or ""
-    if settings.get("allocator") not in (None, "glibc") and provider.startswith("/"):
+    allocator = allocators.get(settings.get("allocator") or "")
+    if allocator is not None and allocator.preloaded and provider.startswith("/"):
         lines.append(f"LD_PRELOAD={provider}")
     lines += [f"{k}={v}" for k, v in (settings.get("given") or {}).items()]
     python = settings.get("python_malloc")

@@ -16,6 +16,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import PolyCollection
 from matplotlib.figure import Figure
 
+from stair_stepper import allocators
+
 from .summary import MB, WINDOW_S, floor_columns, glibc_version
 
 COLORS = ("#d1495b", "#00798c", "#edae49", "#66a182", "#2e4057", "#8d96a3")
@@ -405,14 +407,16 @@ def floors_runs_figure(summaries: list[dict]):
     return fig
 
 
-def floors_against_idle(table: dict, folder: Path, stem: str = "idle-traffic") -> list[Path]:
+def floors_against_idle(
+    table: dict, folder: Path, names: tuple[str, ...], stem: str = "idle-traffic"
+) -> list[Path]:
     """Median settled floor (band: min–max over the runs) against idle requests per second.
 
-    ``table``: idle rate -> a --repeat summary's ``variants``."""
+    ``table``: idle rate -> a --repeat summary's ``variants``; ``names``: the variants drawn."""
     fig, ax = new_figure(figsize=(10, 5))
     rates = sorted(table)
     positions = range(len(rates))
-    names = [n for n in ("jemalloc", "jemalloc+bg") if all(n in table[r] for r in rates)]
+    names = [n for n in names if all(n in table[r] for r in rates)]
     for i, name in enumerate(names):
         color = COLORS[1 + 1 * i]
         spreads = [table[r][name]["median_floor_bytes"] for r in rates]
@@ -500,7 +504,8 @@ def layers_figure(data: dict, summary: dict):
         tt, lv = with_gaps(t[read], live[read], MAX_GAP_S)
         _, hd = with_gaps(t[read], held[read], MAX_GAP_S)
         _, rs = with_gaps(t[read], rss[read], MAX_GAP_S)
-        # free held, clipped to what is resident (glibc counts chunks a trim handed back)
+        # free held, clipped to what is resident (an allocator may count as held the chunks a
+        # trim handed back)
         free = np.minimum(np.clip(hd - lv, 0, None), np.clip(rs - lv, 0, None))
         bottom = np.zeros_like(lv)
         for top, (label, color) in zip((lv, lv + free, rs), LAYER_COLORS.items(), strict=True):
@@ -569,22 +574,27 @@ def layers_figure(data: dict, summary: dict):
     return fig
 
 
+ARENA_COLORS = ("#2e4057", "#d1495b", "#f28482", "#f4a259", "#66a182", "#8d96a3")
+
+
 def arenas_figure(summary: dict):
-    """glibc's arenas at each floor: the bytes each holds from the system, split into in use,
-    free in bins and top chunk (how the free space spreads, and how the count grew)."""
-    glibc = {n: s for n, s in summary["variants"].items() if s.get("arena_detail")}
-    if not glibc:
+    """Each variant's arenas at each floor, where its allocator splits them: the bytes each
+    holds from the system, split as the allocator tells (in use, free in bins, top chunk…):
+    how the free space spreads, and how the count grew."""
+    split = {n: s for n, s in summary["variants"].items() if s.get("arena_detail")}
+    if not split:
         return None
-    rows = len(glibc)
-    floors = max(len(s["arena_detail"]) for s in glibc.values())
+    rows = len(split)
+    floors = max(len(s["arena_detail"]) for s in split.values())
     fig, axes = new_figure(rows, (12, 2.6 * rows + 1.2), squeeze=False, sharey=True)
-    parts = (
-        ("in_use_bytes", "#2e4057", "in use"),
-        ("bin_bytes", "#d1495b", "free in bins"),
-        ("fastbin_bytes", "#f28482", "free in fastbins"),
-        ("top_bytes", "#f4a259", "top"),
-    )
-    for r, (name, s) in enumerate(glibc.items()):
+    seen = {k for s in split.values() for floor in s["arena_detail"] for a in floor for k in a}
+    parts = [
+        (key, color, label)
+        for (key, label), color in zip(
+            [p for p in allocators.arena_parts() if p[0] in seen], ARENA_COLORS, strict=False
+        )
+    ]
+    for r, (name, s) in enumerate(split.items()):
         ax = axes[r][0]
         x = 0
         ticks, labels = [], []
@@ -620,7 +630,7 @@ def arenas_figure(summary: dict):
             va="top",
         )
     axes[0][0].legend(fontsize=9, loc="upper right")
-    fig.suptitle(_title(summary, f"glibc's arenas at each of {floors} floors"), fontsize=11)
+    fig.suptitle(_title(summary, f"The arenas at each of {floors} floors"), fontsize=11)
     fig.tight_layout()
     return fig
 

@@ -5,13 +5,13 @@ and RSS splits into layers:
 
 - *live*: what the allocator counts as allocated (of which Python's traced bytes, when
   tracemalloc ran: ``--trace-python``);
-- *allocator metadata* (jemalloc's ``stats.metadata``): its own bookkeeping, resident;
+- *allocator metadata* (``metadata_bytes``, where the allocator counts it): its own
+  bookkeeping, resident;
 - *free held*: the allocator's held bytes less the live ones (and its metadata), by kind where the
-  allocator tells: glibc's free chunks in its arenas' bins and fastbins, and its arenas' top
-  chunks not yet trimmed; jemalloc's dirty and muzzy pages waiting for decay; tcmalloc's
-  free page-heap pages waiting for release; the rest (partly used pages, metadata);
-- *not heap*: RSS less the allocator's held bytes (code, stacks, the interpreter). glibc
-  counts as held the free chunks a trim has handed back with MADV_DONTNEED, so after a trim
+  allocator tells (each allocator's module names its kinds: ``Allocator.free_kinds``, e.g. free
+  chunks in bins, pages waiting for a decay timer); the rest (partly used pages, metadata);
+- *not heap*: RSS less the allocator's held bytes (code, stacks, the interpreter). An allocator
+  may count as held the free chunks a trim has handed back with MADV_DONTNEED, so after a trim
   this can be negative; at a floor, before the trim, it is not.
 
 The diagnosis (``diagnose``), in this order, each with the numbers that decided it:
@@ -23,8 +23,7 @@ The diagnosis (``diagnose``), in this order, each with the numbers that decided 
   before any load, is under the step threshold or under a tenth of what the load brought
   (peak − baseline): the floor came back near the live bytes;
 - ``lazy-return``: at least half of that free space is pages held for a decay or release
-  timer (jemalloc dirty/muzzy, tcmalloc's free page heap), which time or a background thread
-  gives back;
+  timer (``Allocator.timed_kinds``), which time or a background thread gives back;
 - ``fragmentation``: free space held inside the heap that a settled pause did not return and
   the trim did (RSS after the trim at least half of it lower), or, without a trim, free
   space the allocator keeps in its heap (not confirmed by a trim, said so).
@@ -32,21 +31,19 @@ The diagnosis (``diagnose``), in this order, each with the numbers that decided 
 
 from __future__ import annotations
 
+from stair_stepper import allocators
+
 MB = 2**20
 
-#: which structure column is which kind of free space, and in words
-FREE_KINDS = {
-    "free_bin_bytes": "free chunks in glibc's bins and fastbins",
-    "top_bytes": "glibc's top chunks, not yet trimmed",
-    "dirty_bytes": "jemalloc's dirty pages, waiting for decay",
-    "muzzy_bytes": "jemalloc's muzzy pages, waiting for decay",
-    "pageheap_free_bytes": "tcmalloc's free page-heap pages, waiting for release",
-}
+#: which structure column is which kind of free space, and in words (the allocators' own)
+FREE_KINDS = allocators.free_kinds()
 #: free space left at a floor under this share of what the load brought (peak − baseline), or
 #: under the step threshold, counts as returned
 RETURNED_SHARE = 0.10
 #: the kinds that a timer or a background thread gives back
-TIMED_KINDS = ("dirty_bytes", "muzzy_bytes", "pageheap_free_bytes")
+TIMED_KINDS = allocators.timed_kinds()
+#: the kinds held inside the heap, which only a trim gives back
+HEAP_KINDS = tuple(k for k in FREE_KINDS if k not in TIMED_KINDS)
 
 
 def _reading(table, phase: str) -> dict | None:
@@ -65,7 +62,7 @@ def layers_at(reading: dict | None, rss: float | None) -> dict | None:
     if not reading or rss is None or reading.get("live_bytes") is None:
         return None
     live, held = reading["live_bytes"], reading.get("held_bytes")
-    overhead = reading.get("metadata_bytes") or 0  # jemalloc's own, resident: not free space
+    overhead = reading.get("metadata_bytes") or 0  # the allocator's own, resident: not free
     free = held - live - overhead if held is not None else None
     kinds = {k: reading.get(k) for k in FREE_KINDS if reading.get(k) is not None}
     if free is not None and kinds:
@@ -93,7 +90,7 @@ def variant_layers(structure, pauses: list[str], floors: list) -> list[dict | No
 
 
 def arenas_by_floor(table, pauses: list[str]) -> list[list[dict]]:
-    """Per floor, each arena's bytes (glibc: held, in use, free in bins, top)."""
+    """Per floor, each arena's bytes (as its allocator splits them: held, in use, free…)."""
     if table is None:
         return []
     found = []
@@ -162,9 +159,7 @@ def diagnose(
         }
     trimmed = s.get("after_trim_bytes")
     inside = ", ".join(
-        f"{FREE_KINDS[k]} {kinds[k] / MB:.0f} MB"
-        for k in ("free_bin_bytes", "top_bytes")
-        if kinds.get(k)
+        f"{FREE_KINDS[k]} {kinds[k] / MB:.0f} MB" for k in HEAP_KINDS if kinds.get(k)
     )
     inside = f" ({inside})" if inside else ""
     if trimmed is None:

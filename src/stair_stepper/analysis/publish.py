@@ -8,9 +8,9 @@ the README holds exactly what this derives, so text and data cannot drift.
 A folder measured on a dirty tree, or whose measuring code (``MEASURING``) has
 changed since its recorded revision (beyond comment lines), is refused unless
 ``--allow-stale``. Measuring
-code is what produces or derives a published number: the package (``src/``), the
-summary that derives every number from the traces, and the workload. Figure and
-report code is not: `./dev docs` redraws every figure from the data with today's code.
+code is what produces or derives a published number: the package (``src/``) but the
+analysis' renderers (``RENDERING``: figures, reports, publishing), and the workload. Figure
+and report code is not: `./dev docs` redraws every figure from the data with today's code.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 
 from stair_stepper.analysis import cost, layers, summary
+from stair_stepper.record import results
 
 ROOT = Path(__file__).resolve().parents[3]  # the checkout
 RESULTS = Path("docs/results")
@@ -48,11 +49,11 @@ PUBLISHED = {
 #: exempt from the staleness rule, and each says so in its last line (the README says with
 #: which settings and at which revision they were measured)
 EARLIER: set[str] = {"idle"}
+#: the analysis' renderers and publishing: they draw and write what the rest derived
+RENDERING = ("figures", "plot", "compare", "publish", "report", "markdown")
 MEASURING = (
     "src",
-    "analysis/summary.py",
-    "analysis/cost.py",
-    "analysis/layers.py",
+    *(f":(exclude)src/stair_stepper/analysis/{name}*" for name in RENDERING),
     "benchmark.yml",
     "plans",
     "examples",
@@ -153,10 +154,53 @@ def _spread(values: list[float], digits: int) -> str:
     return summary.spread_text(summary.spread(values), digits, 1)
 
 
+# --- the default run's targets (bench/contrast.py prints them; ./dev docs publishes them) -
+
+TARGETS = {"wall_s": 300.0, "rises": 3, "glibc/jemalloc+bg": 2.5, "kept_after_trim": 0.25}
+
+
+def default_targets(folder: Path, step_threshold: float = summary.DEFAULT_STEP_THRESHOLD) -> dict:
+    """A --repeat folder of the default run against its targets: per run its wall time,
+    glibc's floors and floor-to-floor rises and the floor ratios; per target which runs met it."""
+    rows = []
+    for run in summary.run_folders(folder):
+        meta = results.read_meta(run)
+        v = summary.summarise(run, step_threshold)["variants"]
+        glibc = v["glibc"]["median_floor_bytes"]
+        rows.append(
+            {
+                "run": run.name,
+                "wall_s": meta["finished_at"] - meta["started_at"],
+                "floors": " → ".join(summary.mb(f) for f in v["glibc"]["floors_bytes"]),
+                "rises": v["glibc"]["steps"],
+                # the steps were free space, not live data: what the trim kept of the last floor
+                "kept_after_trim": v["glibc"]["after_trim_bytes"] / v["glibc"]["last_floor_bytes"],
+                "jemalloc+bg rises": v["jemalloc+bg"]["steps"],
+                "glibc/jemalloc+bg": glibc / v["jemalloc+bg"]["median_floor_bytes"],
+                "glibc/jemalloc": glibc / v["jemalloc"]["median_floor_bytes"],
+            }
+        )
+    ratio, kept = TARGETS["glibc/jemalloc+bg"], TARGETS["kept_after_trim"]
+    checks = []
+    for label, ok in (
+        (f"wall time ≤ {TARGETS['wall_s']:.0f} s", lambda r: r["wall_s"] <= TARGETS["wall_s"]),
+        (f"glibc rises ≥ {TARGETS['rises']}", lambda r: r["rises"] >= TARGETS["rises"]),
+        (f"glibc/jemalloc+bg ≥ {ratio}", lambda r: r["glibc/jemalloc+bg"] >= ratio),
+        (
+            f"glibc after trim ≤ {kept:.0%} of its last floor",
+            lambda r: r["kept_after_trim"] <= kept,
+        ),
+    ):
+        met = [ok(r) for r in rows]
+        missed = [r["run"] for r, good in zip(rows, met, strict=True) if not good]
+        checks.append({"label": label, "met": sum(met), "missed": missed})
+    return {"runs": rows, "checks": checks}
+
+
 def targets_block(folders: list[Path]) -> str:
     """Per run and as median (min–max): wall time, glibc's floor-to-floor rises and the floor
-    ratios of the default run, with one verdict line per target (summary.default_targets)."""
-    result = summary.default_targets(folders[0])
+    ratios of the default run, with one verdict line per target (default_targets)."""
+    result = default_targets(folders[0])
     rows = result["runs"]
     lines = [
         "| run | wall | glibc floors, MB | rises ≥ 16 MB | glibc after trim / last floor | "
@@ -419,7 +463,7 @@ def figures(root: Path = ROOT) -> list[Path]:
             fig = drawing.sweep_figure(sweep, result["runs"])
             written += drawing.save(fig, docs, "arena-sweep")
     idle = idle_table([root / RESULTS / name for name in PUBLISHED["idle"]])
-    written += drawing.floors_against_idle(idle, docs)
+    written += drawing.floors_against_idle(idle, docs, IDLE_VARIANTS)
     return written
 
 

@@ -249,9 +249,9 @@ def _where_it_sits(v: VariantData, pauses: list[str], floors: list, after_trim, 
         "layers": last,
         "arenas": last.get("arenas") if last else None,
         "arena_bytes_by_floor": [[a.get("system_bytes") for a in floor] for floor in arena_floors],
-        # glibc's per-arena split (held, in use, bins, top) for the arenas figure
+        # per arena, how its held bytes split (where the allocator tells): the arenas figure
         "arena_detail": arena_floors
-        if any("bin_bytes" in a for f in arena_floors for a in f)
+        if any("system_bytes" in a for f in arena_floors for a in f)
         else [],
     }
     baseline_rss = _median(_phase_values(v.trace, "baseline", "rss_bytes")[1])
@@ -875,46 +875,3 @@ def markdown_repeats(result: dict) -> str:
     if result.get("status") and result["status"] != "complete":
         text += ["", f"**This run did not complete: {result['status']}.**"]
     return "\n".join(text) + "\n"
-
-
-# --- the default run's targets (bench/contrast.py prints them; ./dev docs publishes them) --
-
-TARGETS = {"wall_s": 300.0, "rises": 3, "glibc/jemalloc+bg": 2.5, "kept_after_trim": 0.25}
-
-
-def default_targets(folder: Path, step_threshold: float = DEFAULT_STEP_THRESHOLD) -> dict:
-    """A --repeat folder of the default run against its targets: per run its wall time,
-    glibc's floors and floor-to-floor rises and the floor ratios; per target which runs met it."""
-    rows = []
-    for run in run_folders(folder):
-        meta = results.read_meta(run)
-        v = summarise(run, step_threshold)["variants"]
-        glibc = v["glibc"]["median_floor_bytes"]
-        rows.append(
-            {
-                "run": run.name,
-                "wall_s": meta["finished_at"] - meta["started_at"],
-                "floors": " → ".join(mb(f) for f in v["glibc"]["floors_bytes"]),
-                "rises": v["glibc"]["steps"],
-                # the steps were free space, not live data: what the trim kept of the last floor
-                "kept_after_trim": v["glibc"]["after_trim_bytes"] / v["glibc"]["last_floor_bytes"],
-                "jemalloc+bg rises": v["jemalloc+bg"]["steps"],
-                "glibc/jemalloc+bg": glibc / v["jemalloc+bg"]["median_floor_bytes"],
-                "glibc/jemalloc": glibc / v["jemalloc"]["median_floor_bytes"],
-            }
-        )
-    ratio, kept = TARGETS["glibc/jemalloc+bg"], TARGETS["kept_after_trim"]
-    checks = []
-    for label, ok in (
-        (f"wall time ≤ {TARGETS['wall_s']:.0f} s", lambda r: r["wall_s"] <= TARGETS["wall_s"]),
-        (f"glibc rises ≥ {TARGETS['rises']}", lambda r: r["rises"] >= TARGETS["rises"]),
-        (f"glibc/jemalloc+bg ≥ {ratio}", lambda r: r["glibc/jemalloc+bg"] >= ratio),
-        (
-            f"glibc after trim ≤ {kept:.0%} of its last floor",
-            lambda r: r["kept_after_trim"] <= kept,
-        ),
-    ):
-        met = [ok(r) for r in rows]
-        missed = [r["run"] for r, good in zip(rows, met, strict=True) if not good]
-        checks.append({"label": label, "met": sum(met), "missed": missed})
-    return {"runs": rows, "checks": checks}

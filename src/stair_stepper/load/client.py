@@ -161,7 +161,8 @@ class AllocatorPoller(threading.Thread):
     ``interval`` seconds while active.
 
     Every poll is a request the service answers, and every request allocates: idle
-    traffic that lets plain jemalloc purge. So the experiment silences the poller while
+    traffic that lets an allocator that purges only while it allocates purge. So the
+    experiment silences the poller while
     the service should be idle (``quiet()``, which also waits out a poll in flight) and
     reads the accounting once with ``poll_now()`` after the floor is taken. ``sent``
     counts every request this poller made; ``fresh()`` gives the newest reading if it is

@@ -18,11 +18,11 @@ import time
 from pathlib import Path
 
 from stair_stepper.record import procfs
-from stair_stepper.record.schema import TRACE_COLUMNS, RowWriter, read_trace
+from stair_stepper.record.schema import PYTHON_COLUMNS, TRACE_COLUMNS, RowWriter, read_trace
 
 #: default pause between allocator polls. Each poll is an HTTP round trip that costs
 #: both sides CPU, and every request allocates in the server, which is exactly what lets
-#: plain jemalloc advance its decay clock and purge while idle: the poll rate is part of
+#: an allocator that decays only while it allocates purge while idle: the poll rate is part of
 #: the experiment (recorded in meta.json), not a detail.
 POLL_S = 0.5
 
@@ -203,50 +203,33 @@ class StructureLog:
 
     def __init__(self, folder: Path, name: str, recorder: Recorder) -> None:
         from stair_stepper.record.schema import (
-            ARENA_COLUMNS,
             ARENAS_SUFFIX,
-            STRUCTURE_COLUMNS,
             STRUCTURE_SUFFIX,
+            arena_columns,
+            structure_columns,
         )
 
         self.recorder = recorder
-        self.totals = RowWriter(folder / f"{name}{STRUCTURE_SUFFIX}", STRUCTURE_COLUMNS)
-        self.arenas = RowWriter(folder / f"{name}{ARENAS_SUFFIX}", ARENA_COLUMNS)
+        self.totals = RowWriter(folder / f"{name}{STRUCTURE_SUFFIX}", structure_columns())
+        self.arenas = RowWriter(folder / f"{name}{ARENAS_SUFFIX}", arena_columns())
 
     def __call__(self, reading: dict) -> None:
         if "structure" not in reading:
             return  # a plain poll during a batch: the accounting only, in the trace
         when = {"t_s": self.recorder.now(), "phase": self.recorder.phase}
         structure = reading.get("structure") or {}
-        details = reading.get("details") or {}
+        totals = structure.get("totals") or {}
         arenas = structure.get("arenas") or []
+        python = reading.get("python") or {}
         row = {
             **when,
             "live_bytes": reading.get("live_bytes"),
             "held_bytes": reading.get("held_bytes"),
-            "mmapped_bytes": (structure.get("mmapped") or {}).get("bytes"),
-            "dirty_bytes": structure.get("dirty_bytes"),
-            "muzzy_bytes": structure.get("muzzy_bytes"),
-            "retained_bytes": details.get("retained_bytes"),
-            "metadata_bytes": details.get("metadata_bytes"),
-            "pageheap_free_bytes": structure.get("pageheap_free_bytes"),
-            "thread_cache_bytes": structure.get("current_total_thread_cache_bytes"),
             "arenas": len(arenas) if arenas else None,
             "probe_s": reading.get("probe_s"),
-            **{
-                k: (reading.get("python") or {}).get(k)
-                for k in (
-                    "python_traced_bytes",
-                    "tracemalloc_bytes",
-                    "pymalloc_arena_bytes",
-                    "pymalloc_used_bytes",
-                )
-            },
+            **{k: v for k, v in totals.items() if k in self.totals.columns},
+            **{k: python.get(k) for k in PYTHON_COLUMNS},
         }
-        if arenas and "bin_bytes" in arenas[0]:  # glibc
-            row["free_bin_bytes"] = sum(a["bin_bytes"] + a["fastbin_bytes"] for a in arenas)
-            tops = [a["top_bytes"] for a in arenas]
-            row["top_bytes"] = sum(tops) if None not in tops else None
         self.totals.write(row)
         for arena in arenas:
             self.arenas.write({**when, **arena})

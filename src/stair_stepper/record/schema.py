@@ -118,41 +118,42 @@ def settled(
     return max(recent) - min(recent) < tolerance
 
 
-#: the allocator's structure, one row per reading after an idle phase (``<variant>.structure.csv``)
-STRUCTURE_COLUMNS = (
-    "t_s",
-    "phase",
-    "live_bytes",
-    "held_bytes",
-    "free_bin_bytes",  # glibc: free chunks in the arenas' bins and fastbins
-    "top_bytes",  # glibc: the arenas' top chunks, not yet trimmed
-    "mmapped_bytes",  # glibc: chunks mmapped on their own
-    "dirty_bytes",  # jemalloc: pages waiting for decay (dirty), then muzzy
-    "muzzy_bytes",
-    "retained_bytes",  # jemalloc: address space kept, not resident
-    "metadata_bytes",
-    "pageheap_free_bytes",  # tcmalloc
-    "thread_cache_bytes",
-    "arenas",
+#: Python's own layer in a structure reading (tracemalloc when on, pymalloc's arenas)
+PYTHON_COLUMNS = (
     "python_traced_bytes",  # tracemalloc (--trace-python)
     "tracemalloc_bytes",  # tracemalloc's own memory
     "pymalloc_arena_bytes",
     "pymalloc_used_bytes",
-    "probe_s",  # what asking for the structure took in the served process
 )
-#: per arena, one row per arena per reading (``<variant>.arenas.csv``)
-ARENA_COLUMNS = (
-    "t_s",
-    "phase",
-    "arena",
-    "system_bytes",
-    "in_use_bytes",
-    "fastbin_bytes",
-    "bin_bytes",
-    "top_bytes",
-    "dirty_bytes",
-    "muzzy_bytes",
-)
+
+
+def structure_columns() -> tuple[str, ...]:
+    """The allocator's structure, one row per reading after an idle phase
+    (``<variant>.structure.csv``): live and held bytes, the totals each allocator's structure
+    names (its own module says what they are: ``Allocator.structure_columns``), the number of
+    arenas, Python's layer, and what asking took in the served process (``probe_s``)."""
+    from stair_stepper.allocators import structure_columns as allocators_columns
+
+    return (
+        "t_s",
+        "phase",
+        "live_bytes",
+        "held_bytes",
+        *allocators_columns(),
+        "arenas",
+        *PYTHON_COLUMNS,
+        "probe_s",
+    )
+
+
+def arena_columns() -> tuple[str, ...]:
+    """Per arena, one row per arena per reading (``<variant>.arenas.csv``): the columns each
+    allocator's arenas have (``Allocator.arena_columns``)."""
+    from stair_stepper.allocators import arena_columns as allocators_columns
+
+    return ("t_s", "phase", "arena", *allocators_columns())
+
+
 STRUCTURE_SUFFIX = ".structure.csv"
 ARENAS_SUFFIX = ".arenas.csv"
 TRACE_SUFFIX = ".trace.csv"

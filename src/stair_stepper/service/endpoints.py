@@ -29,7 +29,6 @@ ENV_APP_DIR = "STAIR_STEPPER_APP_DIR"
 ENV_VARIANT = "STAIR_STEPPER_VARIANT"
 ENV_DEBUG = "STAIR_STEPPER_DEBUG_ENDPOINTS"  # "0": no allocator internals (serve --public)
 ENV_TRIM_EVERY = "STAIR_STEPPER_TRIM_EVERY"  # a variant's trim_every: seconds between trims
-ENV_SETTINGS = "STAIR_STEPPER_SETTINGS"  # the variant's allocator settings, to read back
 ENV_TRACE_PYTHON = "STAIR_STEPPER_TRACE_PYTHON"  # "1": tracemalloc on (--trace-python)
 
 
@@ -45,12 +44,12 @@ class PeriodicTrim(threading.Thread):
         self.start()
 
     def run(self) -> None:
-        from stair_stepper.allocators import probe as probes
+        from stair_stepper.allocators import probe
 
         while True:
             time.sleep(self.every_s)
             began = time.perf_counter()
-            probes.release(self.allocator)
+            probe.release(self.allocator)
             took = time.perf_counter() - began
             self.count, self.total_s = self.count + 1, self.total_s + took
             self.max_s = max(self.max_s, took)
@@ -72,12 +71,12 @@ class Endpoints:
         self.variant = variant
         self.internals = internals  # memory and trim (off when served --public)
         # here: the recorder imports the paths above, and no ctypes
-        from stair_stepper.allocators import probe as probes
+        from stair_stepper.allocators import ENV_SETTINGS, probe
 
-        self.allocator = probes.live_allocator()  # what really serves malloc here
+        self.allocator = probe.live_allocator()  # what really serves malloc here
         self.requests = 0
         spec = os.environ.get(ENV_SETTINGS)
-        self.settings = probes.read_back(json.loads(spec)) if spec else None
+        self.settings = probe.read_back(json.loads(spec)) if spec else None
         self.trace_python = os.environ.get(ENV_TRACE_PYTHON) == "1"
         every = os.environ.get(ENV_TRIM_EVERY)
         self.periodic = PeriodicTrim(self.allocator, float(every)) if every else None
@@ -85,7 +84,8 @@ class Endpoints:
     def answer(self, method: str, path: str, query: str = "") -> tuple[int, dict] | None:
         """(status, JSON body) for a path under PREFIX; None for the application's own.
         ``MEMORY?structure=1`` adds the allocator's structure (arenas, pages waiting) and
-        Python's layer: costly for glibc under load, so asked for only at a floor."""
+        Python's layer: costly under load (a walk of every bin), so asked for only at a
+        floor."""
         if not path.startswith(PREFIX + "/"):
             return None
         wanted = {HEALTH: "GET", MEMORY: "GET", TRIM: "POST"}.get(path)
@@ -100,7 +100,7 @@ class Endpoints:
         return 200, {HEALTH: self.health, TRIM: self.trim}[path]()
 
     def health(self) -> dict:
-        from stair_stepper.allocators import probe as probes
+        from stair_stepper.allocators import probe
 
         return {
             "status": "ok",
@@ -108,7 +108,7 @@ class Endpoints:
             "app": self.app_name,
             "allocator": self.allocator,
             "variant": self.variant or self.allocator,
-            "malloc_provider": probes.malloc_provider(),
+            "malloc_provider": probe.malloc_provider(),
             "python_malloc": os.environ.get("PYTHONMALLOC") or "pymalloc",
             "settings": self.settings,
         }
@@ -117,25 +117,25 @@ class Endpoints:
         """RSS and the allocator's accounting, with every request this process has answered
         (this one included): the experiment reads it once per pause to prove that nothing it
         did not send reached the service meanwhile."""
-        from stair_stepper.allocators import probe as probes
+        from stair_stepper.allocators import probe
 
         answer = {"pid": os.getpid(), "requests_served": self.requests}
         if self.periodic is not None:  # the trims the strategy made, as timed here
             answer["periodic_trim"] = self.periodic.report()
         began = time.perf_counter()
-        answer.update(probes.memory(self.allocator))
+        answer.update(probe.memory(self.allocator))
         answer["accounting_s"] = time.perf_counter() - began  # what asking cost, measured here
         if structure:
             began = time.perf_counter()
-            answer["structure"] = probes.structure(self.allocator)
-            answer["python"] = probes.python_layer(self.trace_python)
+            answer["structure"] = probe.structure(self.allocator)
+            answer["python"] = probe.python_layer(self.trace_python)
             answer["probe_s"] = time.perf_counter() - began
         return answer
 
     def trim(self) -> dict:
-        from stair_stepper.allocators import probe as probes
+        from stair_stepper.allocators import probe
 
-        return {"pid": os.getpid(), **probes.trim(self.allocator)}
+        return {"pid": os.getpid(), **probe.trim(self.allocator)}
 
 
 def endpoints_from_env(app_name: str) -> Endpoints:

@@ -276,9 +276,9 @@ def serve(options: ServeOptions, argv: list[str]) -> int:
 
 
 def _prove_allocator(var: allocators.Variant) -> str:
-    from stair_stepper.allocators import probe as probes
+    from stair_stepper.allocators import probe
 
-    provider = probes.malloc_provider()
+    provider = probe.malloc_provider()
     live = allocators.identify_path(provider)
     if live != var.allocator.name:
         raise UserError(
