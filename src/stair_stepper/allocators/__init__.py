@@ -9,7 +9,7 @@ allocator is one module and its name on that line.
 
 from __future__ import annotations
 
-from stair_stepper.allocators import glibc, jemalloc, mimalloc, tcmalloc  # noqa: F401 (registry)
+from stair_stepper.allocators import glibc, jemalloc, mimalloc, tbbmalloc, tcmalloc  # noqa: F401
 from stair_stepper.allocators.base import ENV_SETTINGS, REGISTRY, Allocator, Variant
 from stair_stepper.allocators.library import (
     PYTHON_MALLOC_MODES,
