@@ -32,7 +32,6 @@ from stair_stepper.experiment.launch import start_server
 from stair_stepper.load import client, drillfile
 from stair_stepper.load import driver as load
 from stair_stepper.record import procfs
-from stair_stepper.service import endpoints as service
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT, DEFAULT_BATCH, SERVE = _experiment.preset("contrast")
@@ -58,7 +57,7 @@ def probes(name: str) -> dict:
 
         def poll() -> None:
             while not done.is_set():
-                took = timed(http, service.MEMORY, "accounting_s")
+                took = timed(http, client.MEMORY, "accounting_s")
                 if took is not None:
                     under.append(took)
                 done.wait(POLL_S)
@@ -71,8 +70,8 @@ def probes(name: str) -> dict:
             done.set()
             poller.join()
         time.sleep(3)  # the floor (glibc settles within about 2 s)
-        idle = [timed(http, service.MEMORY, "accounting_s") for _ in range(10)]
-        structure = [timed(http, service.MEMORY + "?structure=1", "probe_s") for _ in range(10)]
+        idle = [timed(http, client.MEMORY, "accounting_s") for _ in range(10)]
+        structure = [timed(http, client.MEMORY + "?structure=1", "probe_s") for _ in range(10)]
         http.close()
     return {
         "under": [t for t in under if t is not None],

@@ -23,8 +23,9 @@ from conftest import (
     real_drill,
 )
 
+from stair_stepper.load.openloop import fell_behind
 from stair_stepper.record import procfs
-from stair_stepper.record.schema import fell_behind, read_batches, read_trace
+from stair_stepper.record.schema import read_batches, read_trace
 
 ROOT = Path(__file__).resolve().parent.parent
 FAKES = Path(__file__).resolve().parent / "fakes"

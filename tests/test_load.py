@@ -18,7 +18,8 @@ from stair_stepper.errors import UserError
 from stair_stepper.experiment.launch import start_server
 from stair_stepper.load import drillfile
 from stair_stepper.load import driver as load
-from stair_stepper.record.schema import fell_behind
+from stair_stepper.load.command import format_stats
+from stair_stepper.load.openloop import fell_behind, schedule
 
 ROOT = Path(__file__).resolve().parent.parent
 JSON_KEYS = {
@@ -84,7 +85,7 @@ def test_long_requests_are_recorded_exactly():
     figures = result.overall.figures()
     assert figures["successful_requests"] == 2
     assert 3800 <= figures["median_ms"] < 30_000 and figures["p99_9_ms"] >= 3800
-    assert "99.9'th percentile" in load.format_stats(result)
+    assert "99.9'th percentile" in format_stats(result)
 
 
 class _Misbehaving(BaseHTTPRequestHandler):
@@ -246,10 +247,10 @@ def test_rampup_delay_starts_when_the_iteration_gets_its_slot(tmp_path):
 
 
 def test_the_schedule_is_seeded_and_keeps_its_rate():
-    constant = load.schedule(50, 10.0, "constant")
+    constant = schedule(50, 10.0, "constant")
     assert constant[:3] == [0.0, 0.1, 0.2] and constant[-1] == pytest.approx(4.9)
-    poisson = load.schedule(2000, 10.0, "poisson")
-    assert poisson == load.schedule(2000, 10.0, "poisson")  # the same for every variant
+    poisson = schedule(2000, 10.0, "poisson")
+    assert poisson == schedule(2000, 10.0, "poisson")  # the same for every variant
     gaps = [b - a for a, b in zip(poisson, poisson[1:], strict=False)]
     assert 0.095 < sum(gaps) / len(gaps) < 0.105  # mean gap 1/rate
     assert min(gaps) < 0.01 < 0.3 < max(gaps)  # exponential, not even
@@ -261,7 +262,7 @@ def test_open_loop_latency_is_the_handler_time_below_capacity():
     The bounds hold on a busy machine: the handler's 200 ms is a floor no request can beat;
     a request queued behind the one before it would wait up to one more interval (200 ms),
     which the upper bound excludes; the sender's lateness is judged by the one rule the
-    reports use (``traces.fell_behind``: one interval)."""
+    reports use (``openloop.fell_behind``: one interval)."""
     with start_server("glibc", extra_args=("--sleep-ms", "200")) as server:
         bench = drillfile.read_benchmark(ROOT / "benchmark.yml", iterations=15, concurrency=1)
         items = drillfile.select(bench, "tiny")

@@ -12,9 +12,9 @@ from conftest import assert_images, get, has_library, wait_until
 from test_experiment import ROOT, assert_no_orphans, experiment
 
 from stair_stepper.experiment.launch import start_server
+from stair_stepper.load import client
 from stair_stepper.record import procfs
 from stair_stepper.record.schema import read_trace
-from stair_stepper.service import endpoints as service
 
 pytestmark = pytest.mark.skipif(not has_library("jemalloc"), reason="libjemalloc2 is missing")
 
@@ -24,29 +24,29 @@ SMALL = ("--preset", "quick", "--iterations", "32", "--concurrency", "16", "--no
 def test_the_endpoints_answer_under_the_prefix_and_the_app_s_routes_are_untouched():
     args = ("--app", "examples.asgi_app:app", "--app-dir", str(ROOT))
     with start_server("jemalloc", extra_args=args) as server:
-        health = server.get(service.HEALTH)
+        health = server.get(client.HEALTH)
         assert health["app"] == "examples.asgi_app:app"
         assert "libjemalloc" in health["malloc_provider"]
         assert server.get("/ping") == {"ok": True}  # the app's own route
         assert get(server.base_url + "/healthz")[0] == 404  # ours are not added at the top
         assert get(server.base_url + "/debug/memory")[0] == 404
-        before = server.get(service.MEMORY)
+        before = server.get(client.MEMORY)
         assert before["allocator"] == "jemalloc" and before["requests_served"] >= 3
-        assert server.post(service.TRIM)["pid"] == health["pid"]
-        assert get(server.base_url + service.TRIM)[0] == 405  # GET on a POST endpoint
-        assert get(server.base_url + service.PREFIX + "/nothing")[0] == 404
+        assert server.post(client.TRIM)["pid"] == health["pid"]
+        assert get(server.base_url + client.TRIM)[0] == 405  # GET on a POST endpoint
+        assert get(server.base_url + client.PREFIX + "/nothing")[0] == 404
     with start_server("glibc") as widgets:  # the widget app keeps its documented paths too
         assert widgets.get("/healthz")["status"] == "ok"
         assert "requests_served" in widgets.get("/debug/memory")
-        assert widgets.get(service.MEMORY)["allocator"] == "glibc"
+        assert widgets.get(client.MEMORY)["allocator"] == "glibc"
 
 
 def test_one_request_counter_answers_both_the_widget_app_and_the_middleware():
     with start_server("glibc") as widgets:
         first = widgets.get("/debug/memory")["requests_served"]
-        assert widgets.get(service.MEMORY)["requests_served"] == first + 1
+        assert widgets.get(client.MEMORY)["requests_served"] == first + 1
         for _ in range(5):
-            widgets.get(service.HEALTH)
+            widgets.get(client.HEALTH)
         widgets.get("/healthz")
         assert widgets.get("/debug/memory")["requests_served"] == first + 8
 
@@ -188,7 +188,7 @@ def test_service_mistakes_are_one_sentence(tmp_path):
 def test_an_app_gets_the_same_endpoints_through_hypercorn_workers():
     args = ("--app", "examples.wsgi_app:application", "--app-dir", str(ROOT), "--workers", "2")
     with start_server("jemalloc", extra_args=args) as server:
-        pids = {get(server.base_url + service.HEALTH)[1]["pid"] for _ in range(20)}
+        pids = {get(server.base_url + client.HEALTH)[1]["pid"] for _ in range(20)}
         assert server.get("/ping") == {"ok": True}
         assert len(pids) >= 1 and server.process.pid not in pids  # workers, not the master
         for pid in pids:

@@ -11,11 +11,10 @@ from pathlib import Path
 
 from conftest import cli, wait_until
 
-from stair_stepper.load.client import AllocatorPoller
+from stair_stepper.load.client import MEMORY, AllocatorPoller
 from stair_stepper.record import procfs
 from stair_stepper.record.recorder import Recorder
 from stair_stepper.record.schema import TRACE_COLUMNS, RowWriter, read_trace
-from stair_stepper.service.endpoints import MEMORY
 
 HOLD_50MB = (
     "import time; x = bytearray(50_000_000); x[::4096] = b'1' * len(x[::4096]); time.sleep(%s)"

@@ -23,7 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "allocators": ("allocators.trials", "which allocators work here, with versions"),
     "plans": ("load.plans", "generate the drill plan files (request bodies)"),
-    "load": ("load.driver", "run a drill benchmark file against a local server"),
+    "load": ("load.command", "run a drill benchmark file against a local server"),
     "record": ("record.recorder", "sample a process's memory into a CSV trace"),
     "experiment": ("experiment.run", "the main job: load each allocator variant, record, analyse"),
     "plot": ("analysis.plot", "summary tables and figures from result folders"),

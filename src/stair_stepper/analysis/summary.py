@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from stair_stepper.analysis import cost, layers
+from stair_stepper.load.openloop import fell_behind
 from stair_stepper.record import results
 from stair_stepper.record.results import NOT_MEASURED
 from stair_stepper.record.schema import (
@@ -45,7 +46,6 @@ from stair_stepper.record.schema import (
     Table,
     TraceError,
     companion,
-    fell_behind,
     read_batches,
     read_table,
     read_trace,

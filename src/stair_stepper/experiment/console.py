@@ -75,7 +75,7 @@ class Console:
         """A progress bar for batch k (None when not on a terminal or side by side)."""
         if not self.bars:
             return None
-        from stair_stepper.load.driver import ProgressBar
+        from stair_stepper.load.command import ProgressBar
 
         def rss() -> str:
             last = recorder.last if recorder else None

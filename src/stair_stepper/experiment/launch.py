@@ -27,7 +27,6 @@ from pathlib import Path
 from stair_stepper import selfexec
 from stair_stepper.errors import Stopped, UserError
 from stair_stepper.load import client
-from stair_stepper.service import endpoints as service
 
 
 @dataclass
@@ -144,7 +143,7 @@ def start_server(
             return None
         base = json.loads(ready.read_text())["urls"][0]
         host_, port_ = base.removeprefix("http://").rsplit(":", 1)
-        health = client.answers(host_.strip("[]"), int(port_), service.HEALTH)
+        health = client.answers(host_.strip("[]"), int(port_), client.HEALTH)
         return (base, health) if health else None
 
     try:
@@ -153,7 +152,7 @@ def start_server(
             child_env,
             log_path,
             what or f"the {variant} server",
-            f"{service.HEALTH}",
+            f"{client.HEALTH}",
             probe,
             timeout,
             cancel,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-AUTO = "auto"  # --pause auto: until RSS settles (traces.settled), at most pause_cap_s
+from stair_stepper.record.results import AUTO  # --pause auto: until RSS settles
 
 
 @dataclass(frozen=True)
@@ -122,11 +122,3 @@ def variant_of(config: Config, name: str):
         if spec.partition("=")[0] == name:
             return parse(spec)
     return resolve(name)
-
-
-def pause_words(config: Config | dict) -> str:
-    """How the pauses end, in words."""
-    c = config if isinstance(config, dict) else asdict(config)
-    if c.get("pause", AUTO) == AUTO:
-        return f"until RSS settles (at most {c.get('pause_cap_s', 30):g} s)"
-    return f"{c['pause']:g} s"

@@ -30,9 +30,9 @@ from stair_stepper.experiment import launch, provenance, schedule
 from stair_stepper.experiment.console import Console, report
 from stair_stepper.experiment.presets import PRESETS, Config, overrides, variant_of
 from stair_stepper.experiment.variant import Fault, VariantRun
+from stair_stepper.files import write_json
 from stair_stepper.load import batch as drivers
-from stair_stepper.load import drillfile
-from stair_stepper.load import driver as load
+from stair_stepper.load import drillfile, openloop
 from stair_stepper.record import results
 from stair_stepper.record.schema import RUN_PREFIX
 
@@ -117,7 +117,7 @@ def _load_flags(p) -> None:
     )
     p.add_argument(
         "--arrivals",
-        choices=load.ARRIVALS,
+        choices=openloop.ARRIVALS,
         help="with --rate: evenly spaced (constant) or a Poisson process",
     )
     p.add_argument("--tags", help="plan tags to run (default: the preset's)")
@@ -301,7 +301,7 @@ def _stopped(exc: BaseException, folder: Path | None) -> int:
     if folder is not None:  # every measurement is done: only the report was cut short
         meta = results.read_meta(folder)
         meta.update(_ending(exc), during="report")
-        results.write_json(folder / "meta.json", meta)
+        write_json(folder / "meta.json", meta)
         print(
             f"stair-stepper: {how} while writing the report; every measurement is complete "
             f"(stair-stepper plot {folder} writes the report).",
@@ -405,7 +405,7 @@ def run(config: Config, out: str | None = None, stopper: Stopper | None = None) 
         for k in range(1, config.repeat + 1):
             Console().run_of(k, config.repeat)
             meta["runs"].append(f"{RUN_PREFIX}{k}")
-            results.write_json(folder / "meta.json", meta)
+            write_json(folder / "meta.json", meta)
             (folder / f"{RUN_PREFIX}{k}").mkdir()
             order = _rotated(config.variants, k - 1) if not config.parallel else config.variants
             this = replace(config, variants=order)
@@ -441,7 +441,7 @@ def _run_once(
 
     def save() -> None:
         with lock:
-            results.write_json(folder / "meta.json", meta)
+            write_json(folder / "meta.json", meta)
 
     console = Console(bars=not config.parallel)
     runs = [
@@ -502,7 +502,7 @@ def _run_variants(runs: list[VariantRun], parallel: bool, stopper: Stopper) -> N
 def _recorded(meta: dict, folder: Path, save=None):
     """Run the block; whatever ends it becomes meta.json's status (``_ending``), and a bug's
     traceback goes to crash.log. Failures come out as Fault naming the folder."""
-    save = save or (lambda: results.write_json(folder / "meta.json", meta))
+    save = save or (lambda: write_json(folder / "meta.json", meta))
     try:
         yield
         meta["status"] = "complete"

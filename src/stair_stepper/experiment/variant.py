@@ -20,6 +20,7 @@ from stair_stepper.errors import Stopped, UserError
 from stair_stepper.experiment import launch
 from stair_stepper.experiment.presets import AUTO, Config, variant_of
 from stair_stepper.load import batch as drivers
+from stair_stepper.load import client
 from stair_stepper.load.client import AllocatorPoller, IdleTraffic
 from stair_stepper.record.recorder import Recorder, StructureLog
 from stair_stepper.record.results import NOT_MEASURED
@@ -32,7 +33,6 @@ from stair_stepper.record.schema import (
     RowWriter,
     settled,
 )
-from stair_stepper.service import endpoints as service
 
 
 class Fault(Exception):
@@ -63,7 +63,7 @@ class Watched:
             # A foreign process has no accounting endpoint to poll; several worker processes
             # would answer one at a time, each for itself: neither is the tree's.
             if not tree:
-                self.poller = AllocatorPoller(self.server.base_url, service.MEMORY, config.poll_s)
+                self.poller = AllocatorPoller(self.server.base_url, client.MEMORY, config.poll_s)
                 self.poller.quiet()  # polls only while a batch runs (resume() ... quiet())
                 self.poller.start()
             # a tree is recorded from its root: a worker's pid (what /healthz says) comes and goes
@@ -111,7 +111,7 @@ class Watched:
             raise Fault(f"the {self.name} recorder stopped during {during} ({reason}).")
 
     def read_allocator(self, after: str) -> dict | None:
-        """The one allocator read (service.MEMORY) after an idle phase, in a phase of its own
+        """The one allocator read (client.MEMORY) after an idle phase, in a phase of its own
         ("read K"), so the request cannot touch the floor it follows; held until a sample
         carries it. None for a --command server."""
         rec = self.recorder
@@ -253,7 +253,7 @@ class VariantRun:
         rec = w.recorder
         idle = None
         if c.idle_rps > 0:
-            idle = IdleTraffic(w.server.base_url, service.HEALTH, c.idle_rps)
+            idle = IdleTraffic(w.server.base_url, client.HEALTH, c.idle_rps)
         start = rec.now()
         try:
             if c.pause != AUTO:
@@ -277,7 +277,7 @@ class VariantRun:
         assert w is not None
         w.recorder.phase = "trim"
         try:
-            trim = w.server.post(service.TRIM)
+            trim = w.server.post(client.TRIM)
         except OSError as exc:
             w.check_alive("the trim")
             raise Fault(f"the {self.name} server did not answer the trim: {exc}.") from None

@@ -18,6 +18,13 @@ import threading
 import time
 from urllib.parse import urlsplit
 
+#: the endpoints every server the lab serves answers (``service.endpoints``), under a prefix of
+#: their own so that they never meet an application's routes: what this client asks for
+PREFIX = "/__stair_stepper__"
+HEALTH = PREFIX + "/healthz"
+MEMORY = PREFIX + "/memory"
+TRIM = PREFIX + "/trim"
+
 
 def outside_loopback(host: str) -> str | None:
     """The first address ``host`` names that is not on this machine's loopback ("" when it

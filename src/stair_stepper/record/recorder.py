@@ -264,8 +264,7 @@ def record_command(
 
     from stair_stepper import selfexec, validate
     from stair_stepper.errors import Stopper, UserError
-    from stair_stepper.load.client import AllocatorPoller
-    from stair_stepper.service.endpoints import MEMORY
+    from stair_stepper.load.client import MEMORY, AllocatorPoller
 
     validate.positive_float("--interval", interval)
     if not append and out.exists() and out.stat().st_size > 0:

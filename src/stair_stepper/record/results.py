@@ -22,14 +22,6 @@ class NewerFormat(ValueError):
     """A file written by a newer stair-stepper than this one."""
 
 
-def write_json(path: Path, data: dict) -> None:
-    """Whole or not at all: a reader never sees a half-written file."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    tmp.replace(path)
-
-
 def check_format(data: dict, path: Path) -> dict:
     """``data`` if this stair-stepper can read it; NewerFormat with one sentence if not."""
     found = data.get("format", 1)
@@ -83,12 +75,20 @@ def served(config: dict) -> str:
     )
 
 
+AUTO = "auto"  # config "pause": until RSS settles (schema.settled), at most pause_cap_s
+
+
+def pause_words(config: dict) -> str:
+    """How the pauses end, in words."""
+    if config.get("pause", AUTO) == AUTO:
+        return f"until RSS settles (at most {config.get('pause_cap_s', 30):g} s)"
+    return f"{config['pause']:g} s"
+
+
 def describe(meta: dict) -> str:
     """The one sentence that says what a run measured, for the console, the summaries and the
     figures: what was served, the load, PYTHONMALLOC (only where Python served), the pauses,
     the idle traffic and how the variants ran."""
-    from stair_stepper.experiment.presets import pause_words
-
     c = meta.get("config") or {}
     if not c:
         return ""

@@ -79,17 +79,9 @@ BATCH_COLUMNS = (
     "major_faults",
 )
 #: one batch and the pause after it, as ``<variant>.batches.csv`` holds it (every field a column)
-#: ``lag_p99_ms`` and ``lag_max_ms``: how late an open loop's sender sent (``fell_behind``)
+#: ``lag_p99_ms`` and ``lag_max_ms``: how late an open loop's sender sent
+#: (``load.openloop.fell_behind`` judges them)
 BatchRow = collections.namedtuple("BatchRow", BATCH_COLUMNS, defaults=(None,) * len(BATCH_COLUMNS))
-
-
-def fell_behind(lag_max_ms: float | None, rate: float | None) -> bool:
-    """Did an open loop's sender fall behind its schedule, so that the server got less load than
-    the rate says? When its worst lateness exceeds one interval between arrivals (1/rate), and
-    at least 50 ms (below that, a busy machine's scheduling, not a lost request's worth)."""
-    if not rate or lag_max_ms is None:
-        return False
-    return lag_max_ms > max(50.0, 1000.0 / rate)
 
 
 FLOAT_COLUMNS = {"t_s", "wall_time", "cpu_s", "start_s", "end_s", "pause_end_s", "pause_s"}

@@ -19,11 +19,8 @@ import time
 from pathlib import Path
 
 from stair_stepper.errors import UserError
+from stair_stepper.load.client import HEALTH, MEMORY, PREFIX, TRIM
 
-PREFIX = "/__stair_stepper__"
-HEALTH = PREFIX + "/healthz"
-MEMORY = PREFIX + "/memory"
-TRIM = PREFIX + "/trim"
 ENV_APP = "STAIR_STEPPER_APP"  # how Hypercorn's spawned workers find the user's app
 ENV_APP_DIR = "STAIR_STEPPER_APP_DIR"
 ENV_VARIANT = "STAIR_STEPPER_VARIANT"

@@ -363,7 +363,7 @@ def _serve_here(var: allocators.Variant, settings, options: ServeOptions) -> int
             flush=True,
         )
     if options.ready_file:
-        from stair_stepper.record.results import write_json
+        from stair_stepper.files import write_json
 
         write_json(Path(options.ready_file), info)
     if config.workers == 1 and config.max_requests is None:
