@@ -12,6 +12,7 @@ from test_analysis import synthetic_variant
 
 from stair_stepper.analysis import publish
 from stair_stepper.analysis import summary as numbers
+from stair_stepper.errors import Stale
 from stair_stepper.record.schema import TRACE_COLUMNS, RowWriter
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -133,7 +134,7 @@ def test_publish_refuses_stale_results_with_one_sentence(tmp_path, monkeypatch):
     first = _git("rev-list", "--max-parents=0", "HEAD").splitlines()[-1]
     (folder / "meta.json").write_text(json.dumps({"provenance": {"git_rev": first}}))
     monkeypatch.setattr(publish, "PUBLISHED", {"contrast": ["contrast"]})
-    with pytest.raises(publish.Stale, match="has changed since"):
+    with pytest.raises(Stale, match="has changed since"):
         publish.build_blocks(root)
 
 

@@ -3,8 +3,8 @@
 Each module named in ``COMMANDS`` owns its flags (``add_arguments(parser)``) and its work
 (``run_args(args) -> exit code``), as memray's ``commands/`` do; only the module of the
 command being run is imported, so ``serve``'s measured process never loads the load
-driver, the recorder or matplotlib. A user's mistake (``UserError``) is one line and exit
-2, a usage mistake too.
+driver, the recorder or matplotlib. Every error of ours (``errors.StairStepperError``) is
+one line and the exit status it carries (2 for a user's mistake, a usage mistake too).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import argparse
 import importlib
 import sys
 
-from stair_stepper.errors import UserError
+from stair_stepper.errors import StairStepperError
 
 #: name -> (module that owns it, one line of help). A new command is one module and one line.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -74,9 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = argv  # serve re-executes itself with them
     try:
         return module.run_args(args)  # type: ignore[union-attr]
-    except UserError as exc:
+    except StairStepperError as exc:  # one line, and the status the error carries
         print(f"stair-stepper: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_code
     except KeyboardInterrupt:
         print("stair-stepper: interrupted.", file=sys.stderr)
         return 130

@@ -1,30 +1,115 @@
-"""How a command can end other than well: a user's mistake, or a signal asking it to stop."""
+"""Every exception of ours, each with the exit status it ends a command with, and the signals
+that ask a run to stop."""
 
 from __future__ import annotations
 
 import signal
 import threading
 import time
+from pathlib import Path
 
 
-class UserError(Exception):
-    """A problem the user caused (bad flag, missing library, busy port...).
+class StairStepperError(Exception):
+    """Every way a command of ours ends other than well, except a signal: the command line prints
+    its message as one line (never a traceback) and exits with ``exit_code``, as memray's
+    ``MemrayCommandError`` does."""
 
-    The command line prints its message as one sentence and exits non-zero,
-    never a traceback.
-    """
+    exit_code = 1
 
 
-class Stopped(Exception):
+class UserError(StairStepperError):
+    """A problem the user caused (bad flag, missing library, busy port...): one sentence, exit
+    2, before anything started or with nothing left behind."""
+
+    exit_code = 2
+
+
+class Fault(StairStepperError):
+    """The run cannot go on (a server died, the driver failed); partial results are kept.
+    ``reason`` is the sentence; ``folder``, when known, where the partial results are."""
+
+    exit_code = 1
+    status = "failed"
+
+    def __init__(self, reason: str, folder: Path | None = None) -> None:
+        super().__init__(reason)
+        self.reason, self.folder = reason, folder
+
+    def __str__(self) -> str:
+        kept = f" Partial results are kept in {self.folder}." if self.folder else ""
+        return self.reason + kept
+
+    def located(self, folder: Path) -> Fault:
+        """The same fault, naming where its partial results are."""
+        return self if self.folder is not None else type(self)(self.reason, folder)
+
+
+class Crashed(Fault):
+    """A bug of ours: the traceback is in the result folder's crash.log; ``why`` is the
+    exception's type and message, for meta.json."""
+
+    status = "crashed"
+
+    def __init__(self, reason: str, folder: Path | None = None, why: str = "") -> None:
+        super().__init__(reason, folder)
+        self.why = why or reason
+
+    def located(self, folder: Path) -> Crashed:
+        return self if self.folder is not None else Crashed(self.reason, folder, self.why)
+
+
+class NoSpace(Fault):
+    """The file system under the result folder is full: nothing more can be written there."""
+
+
+class Stopped(StairStepperError):
     """The run was asked to stop (a signal, or another variant's failure) while this waited."""
 
 
+class NewerFormat(StairStepperError, ValueError):
+    """A file written by a newer stair-stepper than this one."""
+
+    exit_code = 2
+
+
+class TraceError(StairStepperError, ValueError):
+    """A file that is not a trace at all (as opposed to a damaged one)."""
+
+    exit_code = 2
+
+
+class NoTraces(StairStepperError):
+    """The folder holds nothing to analyse."""
+
+    exit_code = 2
+
+
+class Stale(StairStepperError):
+    """A published result no longer matches the code that would measure it now."""
+
+    exit_code = 2
+
+
+class ProcessGone(StairStepperError):
+    """A process we record exited (or was never there): the normal end of a recording."""
+
+
+class BadWidget(StairStepperError, ValueError):
+    """A request body that is not a widget; its message is the one sentence the client sees
+    (a 4xx answer, not an exit)."""
+
+
 class Terminated(BaseException):
-    """SIGTERM or SIGHUP: ends the run like Ctrl-C (a BaseException, so nothing swallows it)."""
+    """SIGTERM or SIGHUP: ends the run like Ctrl-C (a BaseException, so nothing swallows it);
+    the exit status is 128 + the signal's number, as a shell reports it."""
 
     def __init__(self, signum: int) -> None:
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
 
 
 class Stopper:

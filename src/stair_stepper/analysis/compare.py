@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 from stair_stepper.analysis import cost, summary
-from stair_stepper.record.results import NewerFormat
 
 FIELDS = (
     ("median floor", "median_floor_bytes"),
@@ -88,17 +87,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="stair-stepper compare", description=__doc__)
-    add_arguments(parser)
-    return run_args(parser.parse_args(argv))
+    """``python -m stair_stepper.analysis.compare``: the same as ``stair-stepper compare``."""
+    from stair_stepper import cli
+
+    return cli.main(["compare", *(sys.argv[1:] if argv is None else argv)])
 
 
 def run_args(args: argparse.Namespace) -> int:
-    try:
-        print(compare(args.a, args.b))
-    except (summary.NoTraces, NewerFormat) as exc:
-        print(f"stair-stepper: {exc}", file=sys.stderr)
-        return 2
+    print(compare(args.a, args.b))
     return 0
 
 

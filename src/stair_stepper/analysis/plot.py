@@ -13,7 +13,6 @@ from pathlib import Path
 from stair_stepper.analysis.summary import (
     DEFAULT_STEP_THRESHOLD,
     MB,
-    NoTraces,
     load_files,
     load_folder,
     markdown_repeats,
@@ -23,7 +22,7 @@ from stair_stepper.analysis.summary import (
     summarise_repeats,
     write,
 )
-from stair_stepper.record.results import NewerFormat
+from stair_stepper.errors import NoTraces
 from stair_stepper.validate import flag, non_negative_float
 
 
@@ -117,28 +116,24 @@ def _report(summary: dict, written: list[Path]) -> None:
 def run(results: list[Path], out: Path | None, step_threshold: float) -> int:
     """Folders one by one (several: plus floors across them); bare CSVs together, as one
     comparison (the variants are the files)."""
-    try:
-        if all(Path(r).is_file() for r in results) and len(results) > 1:
-            target = out or Path(results[0]).parent
-            summary, written = analyse(target, target, step_threshold, loaded=load_files(results))
-            _report(summary, written)
-            return 0
-        summaries = []
-        for folder in results:
-            target = out / Path(folder).name if out and len(results) > 1 else out
-            if run_folders(folder):
-                result, written = analyse_repeats(folder, target, step_threshold)
-                for warning in result["warnings"]:
-                    print(f"warning: {warning}", file=sys.stderr)
-                print(markdown_repeats(result))
-                print("wrote " + ", ".join(str(p) for p in written))
-                continue
-            summary, written = analyse(folder, target, step_threshold)
-            summaries.append(summary)
-            _report(summary, written)
-    except (NoTraces, NewerFormat) as exc:
-        print(f"stair-stepper: {exc}", file=sys.stderr)
-        return 2
+    if all(Path(r).is_file() for r in results) and len(results) > 1:
+        target = out or Path(results[0]).parent
+        summary, written = analyse(target, target, step_threshold, loaded=load_files(results))
+        _report(summary, written)
+        return 0
+    summaries = []
+    for folder in results:
+        target = out / Path(folder).name if out and len(results) > 1 else out
+        if run_folders(folder):
+            result, written = analyse_repeats(folder, target, step_threshold)
+            for warning in result["warnings"]:
+                print(f"warning: {warning}", file=sys.stderr)
+            print(markdown_repeats(result))
+            print("wrote " + ", ".join(str(p) for p in written))
+            continue
+        summary, written = analyse(folder, target, step_threshold)
+        summaries.append(summary)
+        _report(summary, written)
     if len(summaries) > 1:
         try:
             from stair_stepper.analysis import figures as drawing
@@ -151,9 +146,10 @@ def run(results: list[Path], out: Path | None, step_threshold: float) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="stair-stepper plot", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    return run_args(parser.parse_args(argv))
+    """``python -m stair_stepper.analysis.plot``: the same as ``stair-stepper plot``."""
+    from stair_stepper import cli
+
+    return cli.main(["plot", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 
 from stair_stepper.analysis import cost, layers, summary
+from stair_stepper.errors import Stale
 from stair_stepper.record import results
 
 ROOT = Path(__file__).resolve().parents[3]  # the checkout
@@ -59,10 +60,6 @@ MEASURING = (
     "examples",
 )
 BLOCK = re.compile(r"(<!-- published:(\S+) -->\n)(.*?)(<!-- /published:\2 -->)", re.S)
-
-
-class Stale(Exception):
-    """A published result no longer matches the code that would measure it now."""
 
 
 def _git(root: Path, *args: str) -> subprocess.CompletedProcess:
@@ -480,7 +477,7 @@ def main(argv: list[str] | None = None) -> int:
         blocks = build_blocks(ROOT, args.allow_stale)
     except Stale as exc:
         print(f"stair-stepper docs: {exc} (--allow-stale publishes it anyway)", file=sys.stderr)
-        return 2
+        return exc.exit_code
     readme = ROOT / "README.md"
     text = readme.read_text()
     new = rewrite(text, blocks)

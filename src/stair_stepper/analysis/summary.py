@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from stair_stepper.analysis import cost, layers
+from stair_stepper.errors import NewerFormat, NoTraces, TraceError
 from stair_stepper.load.openloop import fell_behind
 from stair_stepper.record import results
 from stair_stepper.record.results import NOT_MEASURED
@@ -44,7 +45,6 @@ from stair_stepper.record.schema import (
     RUN_PREFIX,
     STRUCTURE_SUFFIX,
     Table,
-    TraceError,
     companion,
     read_batches,
     read_table,
@@ -56,10 +56,6 @@ from stair_stepper.record.schema import (
 MB = 2**20
 DEFAULT_STEP_THRESHOLD = 16 * MB
 WINDOW_S = 1.0
-
-
-class NoTraces(Exception):
-    """The folder holds nothing to analyse."""
 
 
 @dataclass
@@ -89,7 +85,7 @@ def load_folder(folder: Path) -> tuple[dict[str, VariantData], dict, list[str]]:
             files = {p.stem: p for p in sorted(folder.glob("*.csv")) if "batches" not in p.name}
         try:
             meta = results.read_meta(folder)  # NewerFormat: one sentence for the command line
-        except results.NewerFormat:
+        except NewerFormat:
             raise
         except ValueError:
             meta = {}
@@ -755,7 +751,7 @@ def summarise_repeats(folder: Path, step_threshold: float = DEFAULT_STEP_THRESHO
         raise NoTraces(f"{folder}: none of its runs holds a usable trace.")
     try:
         meta = results.read_meta(folder)
-    except results.NewerFormat:
+    except NewerFormat:
         raise
     except ValueError:
         meta = {}

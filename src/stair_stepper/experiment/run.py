@@ -25,23 +25,16 @@ from pathlib import Path
 
 from stair_stepper import allocators, validate
 from stair_stepper.allocators import settings
-from stair_stepper.errors import Stopped, Stopper, Terminated, UserError
+from stair_stepper.errors import Crashed, Fault, Stopped, Stopper, Terminated, UserError
 from stair_stepper.experiment import launch, provenance, schedule
 from stair_stepper.experiment.console import Console, report
 from stair_stepper.experiment.presets import PRESETS, Config, overrides, variant_of
-from stair_stepper.experiment.variant import Fault, VariantRun
+from stair_stepper.experiment.variant import VariantRun
 from stair_stepper.files import write_json
 from stair_stepper.load import batch as drivers
 from stair_stepper.load import drillfile, openloop
 from stair_stepper.record import results
 from stair_stepper.record.schema import RUN_PREFIX
-
-
-class Crashed(Fault):
-    """A bug of ours: the traceback is in the result folder's crash.log."""
-
-    status = "crashed"
-
 
 # --- the command line ------------------------------------------------------------------
 
@@ -276,27 +269,22 @@ def run_args(args: argparse.Namespace) -> int:
             folder = run(config, args.out, stopper)
             report(folder, figures=not args.no_plot, stop=stopper.event)
             stopper.check()
-        except Fault as exc:
-            print(f"stair-stepper: {exc}", file=sys.stderr)
-            return 1
         except (KeyboardInterrupt, Terminated) as exc:
             return _stopped(exc, folder)
         except FileNotFoundError as exc:
             gone = exc.filename and not Path(exc.filename).parent.exists()
             if not gone:
                 raise
-            print(
-                f"stair-stepper: the result folder was moved or deleted during the run "
-                f"({Path(exc.filename).parent} is gone); nothing more could be written.",
-                file=sys.stderr,
-            )
-            return 1
+            raise Fault(
+                f"the result folder was moved or deleted during the run "
+                f"({Path(exc.filename).parent} is gone); nothing more could be written."
+            ) from None
     return 0
 
 
 def _stopped(exc: BaseException, folder: Path | None) -> int:
     """A stop by a signal: one line, and 130 (Ctrl-C) or 128 + the signal's number."""
-    name, code = ("", 130) if isinstance(exc, KeyboardInterrupt) else (str(exc), 128 + exc.signum)
+    name, code = ("", 130) if isinstance(exc, KeyboardInterrupt) else (str(exc), exc.exit_code)
     how = "interrupted" if not name else f"terminated by {name}"
     if folder is not None:  # every measurement is done: only the report was cut short
         meta = results.read_meta(folder)
@@ -508,16 +496,15 @@ def _recorded(meta: dict, folder: Path, save=None):
         meta["status"] = "complete"
     except BaseException as exc:
         raised = exc
-        if isinstance(exc, Fault) and exc.folder is None:
-            raised = type(exc)(exc.reason, folder)
+        if isinstance(exc, Fault):
+            raised = exc.located(folder)
         elif isinstance(exc, UserError | Stopped):
             raised = Fault(str(exc), folder)
-        elif isinstance(exc, Exception) and not isinstance(exc, Fault):
+        elif isinstance(exc, Exception):
             log = folder / "crash.log"
             log.write_text("".join(traceback.format_exception(exc)))
             why = f"{type(exc).__name__}: {exc}"
-            raised = Crashed(f"the run crashed ({why}); the traceback is in {log}.", folder)
-            raised.why = why
+            raised = Crashed(f"the run crashed ({why}); the traceback is in {log}.", folder, why)
         meta.update(_ending(raised))
         if raised is exc:
             raise
@@ -534,7 +521,7 @@ def _ending(exc: BaseException) -> dict:
     if isinstance(exc, Terminated):
         return {"status": "terminated", "signal": str(exc)}
     if isinstance(exc, Crashed):
-        return {"status": f"crashed: {getattr(exc, 'why', exc.reason)}"}
+        return {"status": f"crashed: {exc.why}"}
     if isinstance(exc, Fault):
         return {"status": f"failed: {exc.reason}"}
     return {"status": f"crashed: {type(exc).__name__}: {exc}"}

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from stair_stepper.allocators import settings
-from stair_stepper.errors import Stopped, UserError
+from stair_stepper.errors import Fault, Stopped, UserError
 from stair_stepper.experiment import launch
 from stair_stepper.experiment.presets import AUTO, Config, variant_of
 from stair_stepper.load import batch as drivers
@@ -33,21 +33,6 @@ from stair_stepper.record.schema import (
     RowWriter,
     settled,
 )
-
-
-class Fault(Exception):
-    """The run cannot go on (a server died, the driver failed); partial results are kept.
-    ``reason`` is the sentence; ``folder``, when known, where the partial results are."""
-
-    status = "failed"
-
-    def __init__(self, reason: str, folder: Path | None = None) -> None:
-        super().__init__(reason)
-        self.reason, self.folder = reason, folder
-
-    def __str__(self) -> str:
-        kept = f" Partial results are kept in {self.folder}." if self.folder else ""
-        return self.reason + kept
 
 
 class Watched:

@@ -15,16 +15,13 @@ import contextlib
 import os
 import re
 
+from stair_stepper.errors import ProcessGone
 from stair_stepper.record.schema import SUMMED_COLUMNS as SUMMED  # what a tree sample sums
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 _HWM = re.compile(rb"^VmHWM:\s+(\d+)", re.MULTILINE)
 _ROLLUP = re.compile(rb"^(Pss|Private_Clean|Private_Dirty):\s+(\d+)", re.MULTILINE)
-
-
-class ProcessGone(Exception):
-    """The process exited (or was never there)."""
 
 
 def _open(path: str) -> int:

@@ -17,6 +17,7 @@ import threading
 import time
 from pathlib import Path
 
+from stair_stepper.errors import ProcessGone
 from stair_stepper.record import procfs
 from stair_stepper.record.schema import PYTHON_COLUMNS, TRACE_COLUMNS, RowWriter, read_trace
 
@@ -133,7 +134,7 @@ class Recorder:
         """Take and write one row; None (and ``gone``) once the process has exited."""
         try:
             row = self.sampler.sample()
-        except procfs.ProcessGone:
+        except ProcessGone:
             self.gone = True
             return None
         now = self.now()
@@ -340,7 +341,7 @@ def _recorder(pid, out, interval, include_children, pss_interval, poller, append
             append=append,
             stop=stopper.event,
         )
-    except procfs.ProcessGone:
+    except ProcessGone:
         raise UserError(f"process {pid} exited before the first sample.") from None
     except OSError as exc:
         raise UserError(f"cannot write {out}: {exc.strerror}.") from None

@@ -11,15 +11,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from stair_stepper.errors import NewerFormat
+
 #: 2: "format" itself; config "pause" ("auto" or seconds) instead of "pause_s" (null = auto);
 #: per variant the settings read back from its process; cost and structure columns.
 FORMAT = 2
 
 NOT_MEASURED = "not measured"  # what the reports say where nothing was measured
-
-
-class NewerFormat(ValueError):
-    """A file written by a newer stair-stepper than this one."""
 
 
 def check_format(data: dict, path: Path) -> dict:

@@ -19,6 +19,8 @@ import csv
 import io
 from pathlib import Path
 
+from stair_stepper.errors import TraceError
+
 #: the columns a process-tree row sums over its processes (its ``#`` line says so)
 SUMMED_COLUMNS = (
     "rss_bytes",
@@ -202,10 +204,6 @@ def _parse(column: str, text: str):
     if column in FLOAT_COLUMNS:
         return float(text)
     return int(float(text))
-
-
-class TraceError(ValueError):
-    """A file that is not a trace at all (as opposed to a damaged one)."""
 
 
 class Table:

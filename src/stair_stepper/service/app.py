@@ -23,6 +23,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from stair_stepper.errors import BadWidget
 from stair_stepper.service.endpoints import Endpoints, endpoints_from_env
 from stair_stepper.validate import non_negative_int
 
@@ -62,10 +63,6 @@ class Settings:
             ENV_MAX_BODY: str(self.max_body_bytes),
         }
         return env
-
-
-class BadWidget(ValueError):
-    """The body is not a widget; its message is the one sentence the client sees."""
 
 
 def _reject_constant(name: str):
