@@ -28,17 +28,35 @@ def no_space(exc: BaseException | None) -> bool:
     return False
 
 
+def full(folder: Path) -> bool:
+    """Has the file system under ``folder`` no block left for us?"""
+    try:
+        stat = os.statvfs(folder)
+    except OSError:
+        return False
+    return stat.f_bavail * stat.f_frsize < 4096
+
+
+def write_text(path: Path, text: str) -> None:
+    """Whole or not at all, as ``write_json``."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(text)
+        tmp.replace(path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def write_json(path: Path, data: dict, shrink: bool = False) -> None:
     """Whole or not at all: a reader never sees a half-written file. With ``shrink``, a full file
     system is met by rewriting the existing file in place, compact (OSError if even that does
     not fit)."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
     try:
-        tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-        tmp.replace(path)
+        write_text(path, json.dumps(data, indent=2, default=str) + "\n")
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         if not (shrink and no_space(exc) and path.exists()):
             raise
         _rewrite_in_place(path, json.dumps(data, separators=(",", ":"), default=str) + "\n")

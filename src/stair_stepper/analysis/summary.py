@@ -34,6 +34,7 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from stair_stepper import files
 from stair_stepper.analysis import cost, layers
 from stair_stepper.errors import NewerFormat, NoTraces, TraceError
 from stair_stepper.load.openloop import fell_behind
@@ -632,8 +633,8 @@ def write(folder: Path, summary: dict) -> tuple[Path, Path]:
     """summary.json and summary.md of one run, or of a --repeat folder (``"runs"`` in it)."""
     folder = Path(folder)
     json_path, md_path = folder / "summary.json", folder / "summary.md"
-    json_path.write_text(json.dumps(summary, indent=2) + "\n")
-    md_path.write_text(markdown_repeats(summary) if "runs" in summary else markdown(summary))
+    files.write_text(json_path, json.dumps(summary, indent=2) + "\n")  # whole or not at all
+    files.write_text(md_path, markdown_repeats(summary) if "runs" in summary else markdown(summary))
     return json_path, md_path
 
 

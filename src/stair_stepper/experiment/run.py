@@ -13,6 +13,7 @@ decided in one place (``_ending``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import threading
@@ -25,12 +26,20 @@ from pathlib import Path
 
 from stair_stepper import allocators, validate
 from stair_stepper.allocators import settings
-from stair_stepper.errors import Crashed, Fault, Stopped, Stopper, Terminated, UserError
+from stair_stepper.errors import (
+    Crashed,
+    Fault,
+    NoSpace,
+    Stopped,
+    Stopper,
+    Terminated,
+    UserError,
+)
 from stair_stepper.experiment import launch, provenance, schedule
 from stair_stepper.experiment.console import Console, report
 from stair_stepper.experiment.presets import PRESETS, Config, overrides, variant_of
 from stair_stepper.experiment.variant import VariantRun
-from stair_stepper.files import write_json
+from stair_stepper.files import full, no_space, write_json
 from stair_stepper.load import batch as drivers
 from stair_stepper.load import drillfile, openloop
 from stair_stepper.record import results
@@ -267,7 +276,7 @@ def run_args(args: argparse.Namespace) -> int:
     with Stopper() as stopper:
         try:
             folder = run(config, args.out, stopper)
-            report(folder, figures=not args.no_plot, stop=stopper.event)
+            _report(folder, not args.no_plot, stopper)
             stopper.check()
         except (KeyboardInterrupt, Terminated) as exc:
             return _stopped(exc, folder)
@@ -280,6 +289,25 @@ def run_args(args: argparse.Namespace) -> int:
                 f"({Path(exc.filename).parent} is gone); nothing more could be written."
             ) from None
     return 0
+
+
+def _report(folder: Path, figures: bool, stopper: Stopper) -> None:
+    """The summary, figures and verdict; on a full file system, one sentence and meta.json
+    saying the report is missing (every measurement is complete)."""
+    try:
+        report(folder, figures=figures, stop=stopper.event)
+    except OSError as exc:
+        if not no_space(exc):
+            raise
+        meta = results.read_meta(folder)
+        meta["report"] = "not written: no space left on the result folder's file system"
+        with contextlib.suppress(OSError):  # said below: every measurement, no report
+            write_json(folder / "meta.json", meta, shrink=True)
+        raise NoSpace(
+            f"the file system under {folder} is full ({exc.strerror}): every measurement is "
+            f"complete, but the report could not be written; free some space and run "
+            f"`stair-stepper plot {folder}`."
+        ) from None
 
 
 def _stopped(exc: BaseException, folder: Path | None) -> int:
@@ -393,7 +421,7 @@ def run(config: Config, out: str | None = None, stopper: Stopper | None = None) 
         for k in range(1, config.repeat + 1):
             Console().run_of(k, config.repeat)
             meta["runs"].append(f"{RUN_PREFIX}{k}")
-            write_json(folder / "meta.json", meta)
+            write_json(folder / "meta.json", meta, shrink=True)
             (folder / f"{RUN_PREFIX}{k}").mkdir()
             order = _rotated(config.variants, k - 1) if not config.parallel else config.variants
             this = replace(config, variants=order)
@@ -429,7 +457,7 @@ def _run_once(
 
     def save() -> None:
         with lock:
-            write_json(folder / "meta.json", meta)
+            write_json(folder / "meta.json", meta, shrink=True)
 
     console = Console(bars=not config.parallel)
     runs = [
@@ -489,29 +517,59 @@ def _run_variants(runs: list[VariantRun], parallel: bool, stopper: Stopper) -> N
 @contextmanager
 def _recorded(meta: dict, folder: Path, save=None):
     """Run the block; whatever ends it becomes meta.json's status (``_ending``), and a bug's
-    traceback goes to crash.log. Failures come out as Fault naming the folder."""
-    save = save or (lambda: write_json(folder / "meta.json", meta))
+    traceback goes to crash.log. Failures come out as Fault naming the folder; a full file
+    system as NoSpace, whatever it broke first (a trace, a log, the server's own log)."""
+    save = save or (lambda: write_json(folder / "meta.json", meta, shrink=True))
+    raised: BaseException | None = None
     try:
         yield
         meta["status"] = "complete"
     except BaseException as exc:
-        raised = exc
-        if isinstance(exc, Fault):
-            raised = exc.located(folder)
-        elif isinstance(exc, UserError | Stopped):
-            raised = Fault(str(exc), folder)
-        elif isinstance(exc, Exception):
-            log = folder / "crash.log"
-            log.write_text("".join(traceback.format_exception(exc)))
-            why = f"{type(exc).__name__}: {exc}"
-            raised = Crashed(f"the run crashed ({why}); the traceback is in {log}.", folder, why)
+        raised = _as_fault(exc, folder)
         meta.update(_ending(raised))
-        if raised is exc:
-            raise
-        raise raised from None
     finally:
         meta["finished_at"] = time.time()
-        save()
+        try:
+            save()
+        except OSError as exc:
+            if not no_space(exc):
+                raise
+            if isinstance(raised, NoSpace):  # say so: meta.json still reads "running"
+                raised = NoSpace(f"{raised.reason} {META_NOT_WRITTEN}", folder)
+            else:
+                raised = _no_space(folder, exc, META_NOT_WRITTEN)
+    if raised is not None:
+        raise raised from None
+
+
+META_NOT_WRITTEN = "meta.json could not be updated either: it still says 'running'."
+
+
+def _no_space(folder: Path, exc: BaseException | None, more: str = "") -> NoSpace:
+    why = getattr(exc, "strerror", None) or "no space left"
+    return NoSpace(
+        f"the file system under {folder} is full ({why}): the run stopped, and every server "
+        f"with it; what was measured so far is kept. {more}".rstrip(),
+        folder,
+    )
+
+
+def _as_fault(exc: BaseException, folder: Path) -> BaseException:
+    """What ``exc`` means for the run, naming its folder: a signal stays itself."""
+    if isinstance(exc, KeyboardInterrupt | Terminated):
+        return exc
+    if no_space(exc) or (isinstance(exc, Fault) and full(folder)):
+        return _no_space(folder, exc)  # e.g. a server that died writing its log
+    if isinstance(exc, Fault):
+        return exc.located(folder)
+    if isinstance(exc, UserError | Stopped):
+        return Fault(str(exc), folder)
+    if isinstance(exc, Exception):
+        log = folder / "crash.log"
+        log.write_text("".join(traceback.format_exception(exc)))
+        why = f"{type(exc).__name__}: {exc}"
+        return Crashed(f"the run crashed ({why}); the traceback is in {log}.", folder, why)
+    return exc
 
 
 def _ending(exc: BaseException) -> dict:
@@ -522,6 +580,8 @@ def _ending(exc: BaseException) -> dict:
         return {"status": "terminated", "signal": str(exc)}
     if isinstance(exc, Crashed):
         return {"status": f"crashed: {exc.why}"}
+    if isinstance(exc, NoSpace):
+        return {"status": "failed: no space left on the result folder's file system"}
     if isinstance(exc, Fault):
         return {"status": f"failed: {exc.reason}"}
     return {"status": f"crashed: {type(exc).__name__}: {exc}"}

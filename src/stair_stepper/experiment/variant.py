@@ -19,6 +19,7 @@ from stair_stepper.allocators import settings
 from stair_stepper.errors import Fault, Stopped, UserError
 from stair_stepper.experiment import launch
 from stair_stepper.experiment.presets import AUTO, Config, variant_of
+from stair_stepper.files import no_space
 from stair_stepper.load import batch as drivers
 from stair_stepper.load import client
 from stair_stepper.load.client import AllocatorPoller, IdleTraffic
@@ -92,6 +93,8 @@ class Watched:
             )
         if not rec.healthy():
             why = rec.error
+            if no_space(why):
+                raise why  # type: ignore[misc] (the run says what a full file system means)
             reason = f"{type(why).__name__}: {why}" if why else "its thread ended"
             raise Fault(f"the {self.name} recorder stopped during {during} ({reason}).")
 
@@ -112,14 +115,26 @@ class Watched:
         return settled([t for t, _ in recent], [r for _, r in recent])
 
     def cleanup(self) -> int | None:
-        """Stop the recorder, the poller and the server; the server's exit code."""
-        self.recorder.stop()
+        """Stop the recorder, the poller and the server; the server's exit code. The server is
+        stopped whatever closing the files says: on a full file system a file's last flush
+        fails (the run already knows why it stops), and nothing may be left running."""
+        failed: OSError | None = None
+        for step in (self.recorder.stop, self._stop_poller):
+            try:
+                step()
+            except OSError as exc:
+                failed = failed or exc
+        code = self.server.stop()
+        if failed is not None and not no_space(failed):
+            raise failed
+        return code
+
+    def _stop_poller(self) -> None:
         if self.poller is not None:
             self.poller.stop()
             self.poller.join(5)  # no reading is written after the files close
         if self.structure is not None:
             self.structure.close()
-        return self.server.stop()
 
 
 class VariantRun:
