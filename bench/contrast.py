@@ -5,7 +5,7 @@ jemalloc+bg side by side, settled pauses, no idle traffic, loopback only) into o
 then prints per run and as median (min–max) the wall time (target <= 300 s), glibc's
 floor-to-floor rises of >= 16 MB (target >= 3), glibc/jemalloc+bg by median settled floor
 (target >= 2.5) and glibc/jemalloc (no target), with a verdict line per target. The same
-table is the README's ``published:targets`` block (analysis/publish.py builds both).
+table is the README's ``published:targets`` block (analysis/publish_blocks.py builds both).
 
     python bench/contrast.py [--repeat 3] [--out DIR] [-- experiment flags]
 """
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import _experiment
 
-from stair_stepper.analysis import publish
+from stair_stepper.analysis import publish_blocks as publish
 
 
 def main() -> int:

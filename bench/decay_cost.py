@@ -8,7 +8,7 @@ runs both, one after another at the ``price`` preset's open-loop rate, ``--repea
 one line per check: is je-eager's figure above plain jemalloc's in every run? If not, the
 cost columns are not measuring what they say, and no cost figure should be published.
 
-The same table is the README's ``published:decay-cost`` block (analysis/publish.py).
+The same table is the README's ``published:decay-cost`` block (analysis/publish_blocks.py).
 
     python bench/decay_cost.py [--repeat 3] [--out DIR] [-- experiment flags]
 """
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import _experiment
 
-from stair_stepper.analysis import publish
+from stair_stepper.analysis import publish_blocks as publish
 
 EAGER = "je-eager=jemalloc MALLOC_CONF=dirty_decay_ms:0,muzzy_decay_ms:0"
 

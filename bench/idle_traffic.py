@@ -15,7 +15,7 @@ from pathlib import Path
 
 import _experiment
 
-from stair_stepper.analysis import publish
+from stair_stepper.analysis import publish_blocks as publish
 
 
 def main() -> int:
@@ -38,10 +38,10 @@ def main() -> int:
 
 def draw(table: dict[float, dict], folder: Path) -> None:
     try:
-        from stair_stepper.analysis import figures
+        from stair_stepper.analysis import figures_floors
     except ImportError:  # matplotlib is the [analysis] extra
         return
-    figures.floors_against_idle(table, folder, ("jemalloc", "jemalloc+bg"))
+    figures_floors.floors_against_idle(table, folder, ("jemalloc", "jemalloc+bg"))
 
 
 if __name__ == "__main__":

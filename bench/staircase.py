@@ -23,7 +23,7 @@ from pathlib import Path
 
 import _experiment
 
-from stair_stepper.analysis import publish
+from stair_stepper.analysis import publish_blocks as publish
 from stair_stepper.experiment.presets import PRESETS
 
 #: name -> flags beside the default's (the default preset's workload, glibc alone)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import assert_images, cli
 
+from stair_stepper.analysis import markdown, repeats, verdict
 from stair_stepper.analysis import summary as numbers
 from stair_stepper.record.schema import BATCH_COLUMNS, TRACE_COLUMNS, RowWriter
 
@@ -123,7 +124,7 @@ def test_an_unsettled_pause_is_flagged_and_a_settled_one_is_not(tmp_path):
     # The median of the settled 120 and 100 only: with the unsettled 300 it would be 120.
     assert v["median_floor_bytes"] == 110 * MB
     assert any("pause 2" in w and "had not settled" in w for w in s["warnings"])
-    md = numbers.markdown(s)
+    md = markdown.markdown(s)
     assert "| 120 | 300* | 100 |" in md and "marked * comes from a pause" in md
 
 
@@ -152,7 +153,7 @@ def test_floors_across_runs_of_different_lengths_keep_their_columns(tmp_path):
         folder.mkdir()
         synthetic_variant(folder, "glibc", 50, floors, 70, 700)
     summaries = [numbers.summarise(long), numbers.summarise(short)]
-    labels, columns = numbers.floor_columns(summaries)
+    labels, columns = repeats.floor_columns(summaries)
     assert labels == ["baseline", "after batch 1", "after batch 2", "after batch 3", "after trim"]
     assert columns["glibc"] == [
         [50 * MB, 50 * MB],
@@ -161,9 +162,9 @@ def test_floors_across_runs_of_different_lengths_keep_their_columns(tmp_path):
         [620 * MB],
         [70 * MB, 70 * MB],
     ]
-    from stair_stepper.analysis import figures
+    from stair_stepper.analysis import figures_floors
 
-    fig = figures.floors_runs_figure(summaries)
+    fig = figures_floors.floors_runs_figure(summaries)
     medians = [line for line in fig.axes[0].get_lines() if line.get_marker() == "o"][0]
     assert list(medians.get_ydata()) == [50, 205, 600, 620, 70]
     band = fig.axes[0].collections[0].get_paths()[0].vertices[:, 1]
@@ -194,7 +195,7 @@ def test_repeats_are_median_with_min_and_max(tmp_path):
         )
         synthetic_variant(run, "glibc", 50, glibc_floors, 60, 400)
         synthetic_variant(run, "jemalloc", 50, [100, 100, 100], 70, 300)
-    result = numbers.summarise_repeats(folder)
+    result = repeats.summarise_repeats(folder)
     median_floor = result["variants"]["glibc"]["median_floor_bytes"]
     assert (median_floor["median"], median_floor["min"], median_floor["max"]) == (
         260 * MB,
@@ -204,7 +205,7 @@ def test_repeats_are_median_with_min_and_max(tmp_path):
     ratio = result["ratios"]["glibc/jemalloc"]
     assert (ratio["median"], ratio["min"], ratio["max"], ratio["n"]) == (2.6, 2.5, 2.8, 3)
     assert any("varies" in w and "glibc" in w for w in result["warnings"])  # 250–280 > 10 %
-    md = numbers.markdown_repeats(result)
+    md = markdown.markdown_repeats(result)
     assert "| glibc | 50 (50–50) | 400 (400–400) | 260 (250–280) |" in md
     assert "glibc/jemalloc, median settled floor: 2.60 (2.50–2.80, 3 runs)" in md
     done = run_plot(folder)
@@ -214,7 +215,7 @@ def test_repeats_are_median_with_min_and_max(tmp_path):
 
 
 def test_summary_json_has_the_fixed_shape(synthetic):
-    numbers.write(synthetic, numbers.summarise(synthetic))
+    markdown.write(synthetic, numbers.summarise(synthetic))
     data = json.loads((synthetic / "summary.json").read_text())
     keys = {
         "baseline_bytes",
@@ -383,20 +384,23 @@ def test_a_checkout_imports_the_package_from_src_and_nothing_else(tmp_path):
     ]
 
 
-def _spread(median, low, high, n=3):
-    return {"median": median, "min": low, "max": high, "n": n}
+def _spread(median, low, high, n=3, over="runs"):
+    from stair_stepper.analysis.spread import Spread
+
+    return Spread(median, low, high, n, over=over)
 
 
 def _variant(floor, p99, rps, cpu, failures=0):
-    return {
-        "median_floor_bytes": floor,
-        "cost": {
-            "latency_p99_ms": p99,
-            "throughput_rps": rps,
-            "cpu_ms_per_request": cpu,
-            "failures": failures,
-        },
-    }
+    """A variant's standing; a bare number is one value (a spread of one)."""
+
+    def one(x):
+        return x if not isinstance(x, int | float) else _spread(x, x, x, 1)
+
+    return verdict.Standing(
+        one(floor),
+        {"latency_p99_ms": one(p99), "throughput_rps": one(rps), "cpu_ms_per_request": one(cpu)},
+        failures,
+    )
 
 
 META = {
@@ -414,9 +418,7 @@ PROVENANCE = {"cpu_count": 2, "kernel": "6.1", "python": "3.11.7"}
 
 
 def test_the_verdict_names_savings_prices_and_the_environment_to_paste():
-    from stair_stepper.analysis import cost
-
-    variants = {
+    ranks = {
         "glibc": _variant(
             _spread(300 * MB, 280 * MB, 320 * MB),
             _spread(400, 380, 420),
@@ -430,7 +432,7 @@ def test_the_verdict_names_savings_prices_and_the_environment_to_paste():
             _spread(36, 35, 37),
         ),
     }
-    found = cost.verdict(variants, META, {"rate": 10, "arrivals": "poisson"}, PROVENANCE)
+    found = verdict.verdict(ranks, META, {"rate": 10, "arrivals": "poisson"}, PROVENANCE)
     (line,) = found["lines"]
     assert line.startswith("jemalloc+bg against glibc: 3.00× less memory at the floors (200 MB")
     assert "p99 latency +10% (+2% to +21%)" in line  # 440/400; 430/420 and 460/380
@@ -442,39 +444,66 @@ def test_the_verdict_names_savings_prices_and_the_environment_to_paste():
         "PYTHONMALLOC=malloc",
     ]
     assert "an open loop at 10 requests a second" in found["caveats"]
-    text = "\n".join(cost.verdict_text({"verdict": found}))
+    text = "\n".join(verdict.verdict_text({"verdict": found}))
     assert "Lowest memory without a failed request: **jemalloc+bg**" in text
     assert "```sh\nLD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2\n" in text
 
 
 def test_a_saving_within_noise_or_a_failing_variant_changes_nothing():
-    from stair_stepper.analysis import cost
-
     glibc = _variant(_spread(300 * MB, 250 * MB, 320 * MB), 400, 10, 40)
     lower_in_noise = _variant(_spread(290 * MB, 240 * MB, 310 * MB), 400, 10, 40)
-    found = cost.verdict({"glibc": glibc, "jemalloc+bg": lower_in_noise}, META, {}, PROVENANCE)
+    found = verdict.verdict({"glibc": glibc, "jemalloc+bg": lower_in_noise}, META, {}, PROVENANCE)
     assert found["best"] == "glibc"
     assert "memory at the floors within noise (-10 MB)" in found["lines"][0]
-    assert "nothing to change" in "\n".join(cost.verdict_text({"verdict": found}))
-    failing = _variant(100 * MB, 400, 10, 40, failures=3)
-    found = cost.verdict({"glibc": glibc, "jemalloc+bg": failing}, META, {}, PROVENANCE)
+    text = "\n".join(verdict.verdict_text({"verdict": found}))
+    assert "nothing to change" in text
+    assert "```sh\n# nothing to set: glibc with its defaults" in text  # never an empty block
+    failing = _variant(_spread(100 * MB, 90 * MB, 110 * MB), 400, 10, 40, failures=3)
+    found = verdict.verdict({"glibc": glibc, "jemalloc+bg": failing}, META, {}, PROVENANCE)
     assert found["best"] == "glibc"  # the lowest floor, but it failed requests
-    more = _variant(400 * MB, 400, 10, 40)
-    found = cost.verdict({"glibc": _variant(300 * MB, 400, 10, 40), "x": more}, {}, {}, {})
+    more = _variant(_spread(400 * MB, 390 * MB, 410 * MB), 400, 10, 40)
+    found = verdict.verdict({"glibc": glibc, "x": more}, {}, {}, {})
     assert "1.33× more memory at the floors (100 MB more)" in found["lines"][0]
 
 
-def test_within_noise_needs_several_runs_and_overlap():
-    from stair_stepper.analysis.cost import within_noise
+def test_one_value_on_a_side_judges_nothing_and_says_so():
+    """A single run's verdict once printed "p99 latency -14%, throughput +17%" from one value
+    each: without a spread there is no telling a change from noise."""
+    glibc = _variant(300 * MB, 400, 10, 40)
+    lower = _variant(100 * MB, 350, 12, 30)
+    found = verdict.verdict({"glibc": glibc, "jemalloc+bg": lower}, META, {}, PROVENANCE)
+    (line,) = found["lines"]
+    assert "memory at the floors not judged (one run" in line
+    assert "p99 latency not judged (one run" in line and "%" not in line
+    assert found["best"] == "glibc"  # not lower beyond a noise nobody measured
 
-    assert within_noise(_spread(10, 9, 11), _spread(12, 10.5, 13))
-    assert not within_noise(_spread(10, 9, 11), _spread(12, 11.5, 13))
-    assert not within_noise(_spread(10, 9, 11, n=1), _spread(10, 9, 11, n=1))
-    assert not within_noise(10, 10)
+
+def test_one_run_is_judged_against_its_batches(synthetic):
+    """One run of the synthetic folder: glibc's floors 200 → 260 → 262 against jemalloc's
+    100 → 100 → 100 (settled): the batches' ranges do not meet, so the saving is a finding,
+    said with the range it was judged against; the summary says what the ranges are over."""
+    s = numbers.summarise(synthetic)
+    spread = s["variants"]["glibc"]["floor_spread"]
+    assert (spread["n"], spread["over"], spread["min"]) == (3, "batches", 200 * MB)
+    found = s["verdict"]
+    assert found["over"] == "batches"
+    (line,) = found["lines"]
+    assert "less memory at the floors" in line and "not judged" not in line
+    text = "\n".join(verdict.verdict_text(s))
+    assert "judged against the spread of this run's batches" in text
+
+
+def test_a_spread_of_one_judges_nothing_and_ranges_that_meet_are_noise():
+    from stair_stepper.analysis.spread import change
+
+    assert change(_spread(12, 10.5, 13), _spread(10, 9, 11)) == "within noise"
+    assert change(_spread(12, 11.5, 13), _spread(10, 9, 11)).startswith("+20% (+5% to +44%)")
+    assert change(_spread(12, 12, 12, 1), _spread(10, 9, 11)).startswith("not judged (one run")
+    assert change(None, _spread(10, 9, 11)) == "not measured"
 
 
 def test_the_tradeoff_marks_the_variants_no_other_beats_on_both_axes():
-    from stair_stepper.analysis.figures import non_dominated
+    from stair_stepper.analysis.figures_price import non_dominated
 
     points = {
         "glibc": (300, 400),

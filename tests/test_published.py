@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from test_analysis import synthetic_variant
 
-from stair_stepper.analysis import publish
+from stair_stepper.analysis import figures_floors, publish, read
 from stair_stepper.analysis import summary as numbers
 from stair_stepper.errors import Stale
 from stair_stepper.record.schema import TRACE_COLUMNS, RowWriter
@@ -50,7 +50,7 @@ def test_published_results_are_complete_and_small():
     assert total < 15 * MB
     for folders in publish.PUBLISHED.values():
         for name in folders:
-            runs = numbers.run_folders(results / name)
+            runs = read.run_folders(results / name)
             # the staircase sweep: two runs of each of its configurations, six in all
             least = 2 if name.startswith("staircase-sweep/") else 3
             assert len(runs) >= least, f"{name}: fewer than {least} runs"
@@ -156,7 +156,7 @@ def test_no_line_is_drawn_across_missing_allocator_readings(tmp_path):
                     "live_bytes": None if held is None else 50 * MB,
                 }
             )
-    data, _, _ = numbers.load_folder(folder)
+    data, _, _ = read.load_folder(folder)
     fig = figures.memory_figure(data, numbers.summarise(folder))
     lines = [line for ax in fig.axes for line in ax.get_lines() if line.get_gid() == "held_bytes"]
     assert lines
@@ -238,11 +238,11 @@ def test_drawing_does_not_change_the_numbers(tmp_path):
 
 def test_a_long_run_s_floors_are_lines_with_its_unsettled_pauses_hollow(tmp_path):
     """Over MAX_BARS batches, labelled bars would be unreadable and cost a second each."""
-    from stair_stepper.analysis import figures, plot
+    from stair_stepper.analysis import plot
 
     folder = tmp_path / "run"
     folder.mkdir()
-    floors = [100 + k for k in range(figures.MAX_BARS + 6)]
+    floors = [100 + k for k in range(figures_floors.MAX_BARS + 6)]
     synthetic_variant(folder, "glibc", 50, floors, 60, 400, falling=(3, 7))
     summary, _ = plot.analyse(folder, tmp_path / "out")
     assert summary["variants"]["glibc"]["floors_settled"].count(False) == 2

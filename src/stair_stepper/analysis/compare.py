@@ -6,7 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from stair_stepper.analysis import cost, summary
+from stair_stepper.analysis import read, repeats, summary
+from stair_stepper.analysis.markdown import markdown_table, mb
+from stair_stepper.analysis.spread import Spread
 
 FIELDS = (
     ("median floor", "median_floor_bytes"),
@@ -18,8 +20,8 @@ FIELDS = (
 
 def figures_of(folder: Path) -> tuple[dict, str, int]:
     """variant -> key -> (median, min, max): one run (min = max), or a --repeat folder."""
-    if summary.run_folders(folder):
-        result = summary.summarise_repeats(folder)
+    if read.run_folders(folder):
+        result = repeats.summarise_repeats(folder)
         table = {
             name: {
                 key: (fields[key]["median"], fields[key]["min"], fields[key]["max"])
@@ -44,8 +46,8 @@ def _cell(value: tuple | None, runs: int) -> str:
     if value is None:
         return "–"
     if runs == 1:
-        return summary.mb(value[0])
-    return f"{summary.mb(value[0])} ({summary.mb(value[1])}–{summary.mb(value[2])})"
+        return mb(value[0])
+    return f"{mb(value[0])} ({mb(value[1])}–{mb(value[2])})"
 
 
 def compare(a: Path, b: Path) -> str:
@@ -71,13 +73,13 @@ def compare(a: Path, b: Path) -> str:
             x, y = va.get(key), vb.get(key)
             ratio = "–"
             if x and y and x[0] and y[0]:
-                overlap = cost.within_noise(
-                    {"n": runs_a, "min": x[1], "max": x[2]}, {"n": runs_b, "min": y[1], "max": y[2]}
-                )
+                a = Spread(x[0], x[1], x[2], runs_a)
+                b = Spread(y[0], y[1], y[2], runs_b)
+                overlap = a.judged and b.judged and a.overlaps(b)
                 ratio = "within noise" if overlap else f"{y[0] / x[0]:.2f}"
             row += [_cell(x, runs_a), _cell(y, runs_b), ratio]
         rows.append(row)
-    return "\n".join(lines + summary.markdown_table(head, rows))
+    return "\n".join(lines + markdown_table(head, rows))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,6 +1,7 @@
 """Where the memory sits, at each floor, and why it stays: layers and a diagnosis per variant.
 
-At each floor the allocator is read once (``<variant>.structure.csv``, the phase "read K"),
+At each floor the allocator is read once (``<variant>.structure.csv``, the phase
+``schema.read_phase(K)``),
 and RSS splits into layers:
 
 - *live*: what the allocator counts as allocated (of which Python's traced bytes, when
@@ -80,23 +81,24 @@ def layers_at(reading: dict | None, rss: float | None) -> dict | None:
     }
 
 
-def variant_layers(structure, pauses: list[str], floors: list) -> list[dict | None]:
-    """The layers at each floor (``pauses``: "pause K" in order, ``floors``: their RSS floors),
-    from the structure table; None where the allocator was not read."""
+def variant_layers(structure, reads: list[str], floors: list) -> list[dict | None]:
+    """The layers at each floor (``reads``: the allocator's read after each, in order —
+    ``schema.read_phase``; ``floors``: their RSS floors), from the structure table; None where
+    the allocator was not read."""
     return [
-        layers_at(_reading(structure, f"read {p.split()[1]}"), floor)
-        for p, floor in zip(pauses, floors, strict=True)
+        layers_at(_reading(structure, phase), floor)
+        for phase, floor in zip(reads, floors, strict=True)
     ]
 
 
-def arenas_by_floor(table, pauses: list[str]) -> list[list[dict]]:
+def arenas_by_floor(table, reads: list[str]) -> list[list[dict]]:
     """Per floor, each arena's bytes (as its allocator splits them: held, in use, free…)."""
     if table is None:
         return []
     found = []
     names = list(table.columns)
-    for pause in pauses:
-        rows = table.rows_where("phase", f"read {pause.split()[1]}")
+    for phase in reads:
+        rows = table.rows_where("phase", phase)
         found.append(
             [{n: table.column(n)[i] for n in names if n not in ("t_s", "phase")} for i in rows]
         )

@@ -1,7 +1,7 @@
 """`stair-stepper plot RESULTS… [-o DIR]`: summary tables and figures from result folders.
 
-Also runnable from a checkout as ``python -m analysis.plot RESULTS``: one
-implementation behind both.
+Also runnable as ``python -m stair_stepper.analysis.plot RESULTS``: one implementation
+behind both.
 """
 
 from __future__ import annotations
@@ -10,18 +10,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from stair_stepper.analysis.summary import (
-    DEFAULT_STEP_THRESHOLD,
-    MB,
-    load_files,
-    load_folder,
-    markdown_repeats,
-    run_folders,
-    short_table,
-    summarise,
-    summarise_repeats,
-    write,
-)
+from stair_stepper.analysis.markdown import markdown_repeats, short_table, write
+from stair_stepper.analysis.read import load_files, load_folder, run_folders
+from stair_stepper.analysis.repeats import summarise_repeats
+from stair_stepper.analysis.spread import MB
+from stair_stepper.analysis.summary import DEFAULT_STEP_THRESHOLD, summarise
 from stair_stepper.errors import NoTraces
 from stair_stepper.validate import flag, non_negative_float
 
@@ -96,13 +89,13 @@ def analyse_repeats(
     written += list(write(out, result))
     if figures and summaries and not (stop is not None and stop.is_set()):
         try:
-            from stair_stepper.analysis import figures as drawing
+            from stair_stepper.analysis import figures_floors, figures_price
         except ImportError:
             result["warnings"].append("matplotlib is not installed: no figures.")
         else:
-            written += drawing.floors_across_runs(summaries, out)
-            written += drawing.sweeps(result, out, result["runs"])
-            written += drawing.tradeoff(result, out, result["runs"])
+            written += figures_floors.floors_across_runs(summaries, out)
+            written += figures_floors.sweeps(result, out, result["runs"])
+            written += figures_price.tradeoff(result, out, result["runs"])
     return result, written
 
 
@@ -136,11 +129,11 @@ def run(results: list[Path], out: Path | None, step_threshold: float) -> int:
         _report(summary, written)
     if len(summaries) > 1:
         try:
-            from stair_stepper.analysis import figures as drawing
+            from stair_stepper.analysis import figures_floors
         except ImportError:
             return 0
         band_dir = out or Path(results[0]).parent
-        paths = drawing.floors_across_runs(summaries, band_dir)
+        paths = figures_floors.floors_across_runs(summaries, band_dir)
         print("wrote " + ", ".join(str(p) for p in paths))
     return 0
 

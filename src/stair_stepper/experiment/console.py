@@ -87,22 +87,22 @@ class Console:
 def report(folder, figures: bool = True, stop: threading.Event | None = None) -> None:
     """After a run: summary files, figures (when matplotlib is there) and the short table.
     Between the summary and the figures it stops early if ``stop`` is set (a signal)."""
-    from stair_stepper.analysis import cost, plot, summary
+    from stair_stepper.analysis import markdown, plot, read, summary, verdict
 
-    if summary.run_folders(folder):
+    if read.run_folders(folder):
         result, _ = plot.analyse_repeats(
             folder, None, summary.DEFAULT_STEP_THRESHOLD, figures, stop=stop
         )
-        print(summary.markdown_repeats(result))  # the verdict at its top
+        print(markdown.markdown_repeats(result))  # the verdict at its top
         for warning in result["warnings"]:
             print(f"warning: {warning}", file=sys.stderr)
         print(f"\nresults: {folder}")
         return
     result, written = plot.analyse(folder, figures=figures, stop=stop)
-    print(summary.short_table(result))
-    for line in summary.interpretation(result):
+    print(markdown.short_table(result))
+    for line in markdown.interpretation(result):
         print(line)
-    print("\n".join(cost.verdict_text(result)))
+    print("\n".join(verdict.verdict_text(result)))
     for warning in result["warnings"]:
         print(f"warning: {warning}", file=sys.stderr)
     figure = next((p for p in written if p.suffix == ".png"), None)

@@ -23,6 +23,7 @@ from stair_stepper.files import no_space
 from stair_stepper.load import batch as drivers
 from stair_stepper.load import client
 from stair_stepper.load.client import AllocatorPoller, IdleTraffic
+from stair_stepper.record import schema
 from stair_stepper.record.recorder import Recorder, StructureLog
 from stair_stepper.record.results import NOT_MEASURED
 from stair_stepper.record.schema import (
@@ -70,7 +71,7 @@ class Watched:
         if self.poller is not None:  # each reading's structure, beside the trace
             self.structure = StructureLog(folder, name, self.recorder)
             self.poller.on_reading = self.structure
-        self.recorder.phase = "baseline"  # labelled from its very first row
+        self.recorder.phase = schema.BASELINE  # labelled from its very first row
         self.recorder.start()
 
     @property
@@ -98,12 +99,12 @@ class Watched:
             reason = f"{type(why).__name__}: {why}" if why else "its thread ended"
             raise Fault(f"the {self.name} recorder stopped during {during} ({reason}).")
 
-    def read_allocator(self, after: str) -> dict | None:
+    def read_allocator(self, after: int | str) -> dict | None:
         """The one allocator read (client.MEMORY) after an idle phase, in a phase of its own
         ("read K"), so the request cannot touch the floor it follows; held until a sample
         carries it. None for a --command server."""
         rec = self.recorder
-        rec.phase = f"read {after}"
+        rec.phase = schema.read_phase(after)
         reading = self.poller.poll_now("structure=1") if self.poller else None
         taken, deadline = rec.samples, time.monotonic() + 1.0
         while rec.samples == taken and time.monotonic() < deadline:
@@ -191,14 +192,14 @@ class VariantRun:
         """Idle, no request at all; then the first allocator read (and request count)."""
         assert self.w is not None
         self.w.wait(self.config.baseline_s, "the baseline")
-        self._reading = self.w.read_allocator("baseline")
+        self._reading = self.w.read_allocator(schema.BASELINE)
 
     def batch(self, k: int) -> BatchRow:
         """Batch k and the pause after it, as one row of the batch log."""
         w = self.w
         assert w is not None
         rec = w.recorder
-        rec.phase = f"batch {k}"
+        rec.phase = schema.batch_phase(k)
         polls_before = w.polls
         if w.poller:
             w.poller.resume()
@@ -208,13 +209,13 @@ class VariantRun:
         w.check_alive(f"batch {k}")
         rss_batch, after = _rss(rec.last), dict(rec.last or {})
         spent = {key: _delta(before, after, key) for key in COST_COLUMNS}
-        rec.phase = f"pause {k}"
+        rec.phase = schema.pause_phase(k)
         if w.poller:
             w.poller.quiet()
         polls_in_batch = w.polls - polls_before
         pause_s, is_settled, idle_sent = self.pause(k)
         rss_pause = _rss(rec.last)
-        reading = w.read_allocator(str(k))
+        reading = w.read_allocator(k)
         unasked = _unasked(self._reading, reading, outcome.requests + polls_in_batch + 1)
         self._reading = reading
         trims = (reading or {}).get("periodic_trim") or {}  # the server's own count and time
@@ -275,7 +276,7 @@ class VariantRun:
             return
         w = self.w
         assert w is not None
-        w.recorder.phase = "trim"
+        w.recorder.phase = schema.TRIM
         try:
             trim = w.server.post(client.TRIM)
         except OSError as exc:
@@ -283,9 +284,9 @@ class VariantRun:
             raise Fault(f"the {self.name} server did not answer the trim: {exc}.") from None
         self.info["trim"] = {k: v for k, v in trim.items() if k not in ("before", "after")}
         (self.folder / f"{self.name}.trim.json").write_text(json.dumps(trim, indent=2))
-        w.recorder.phase = "after trim"
+        w.recorder.phase = schema.AFTER_TRIM
         w.wait(self.config.after_trim_s, "the after-trim recording")
-        w.read_allocator("after trim")
+        w.read_allocator(schema.AFTER_TRIM)
         self.console.trim(self.name, trim)
 
     def _load(self, k: int) -> drivers.BatchOutcome:

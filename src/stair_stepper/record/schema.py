@@ -92,6 +92,44 @@ FLOAT_COLUMNS |= {"lag_p99_ms", "lag_max_ms"}
 FLOAT_COLUMNS |= {"requests_per_second", "p50_ms", "p99_ms", "p99_9_ms"}
 TEXT_COLUMNS = {"phase"}
 
+# --- the phase vocabulary: what a trace row's ``phase`` says, written and read here only ------
+#
+# baseline, batch K, pause K, read K (the one allocator read after pause K; "read baseline"
+# after the baseline, "read after trim" after the trim), trim, after trim. The recorder writes
+# whatever the experiment sets; the analysis finds phases through these functions, never by
+# parsing the words itself.
+
+BASELINE = "baseline"
+TRIM = "trim"
+AFTER_TRIM = "after trim"
+
+
+def batch_phase(k: int) -> str:
+    return f"batch {k}"
+
+
+def pause_phase(k: int) -> str:
+    return f"pause {k}"
+
+
+def read_phase(after: int | str) -> str:
+    """The allocator read after pause ``after`` (a number), or after the baseline or the trim
+    (``BASELINE``, ``AFTER_TRIM``)."""
+    return f"read {after}"
+
+
+def numbered(phase: str | None, kind: str) -> int | None:
+    """K of a phase "<kind> K" ("pause 3" -> 3), None for any other phase."""
+    if not phase or not phase.startswith(kind + " "):
+        return None
+    number = phase[len(kind) + 1 :]
+    return int(number) if number.isdigit() else None
+
+
+def pause_number(phase: str | None) -> int | None:
+    return numbered(phase, "pause")
+
+
 # A pause's floor counts as *settled* when RSS moved less than SETTLE_BYTES over the
 # pause's last SETTLE_WINDOW_S seconds. Defined here, once: the experiment uses it to end
 # `--pause auto`, the analysis to mark floors from pauses that had not settled.
