@@ -46,8 +46,10 @@ def preset(name: str):
     from stair_stepper.load import drillfile
 
     config = PRESETS[name]
+    load = config.load
     bench = drillfile.read_benchmark(
-        ROOT / "benchmark.yml", iterations=config.iterations, concurrency=config.concurrency
+        ROOT / "benchmark.yml", iterations=load.iterations, concurrency=load.concurrency
     )
-    flags = ("--sleep-ms", str(config.sleep_ms), "--python-malloc", config.python_malloc)
-    return config, bench, (*flags, "--offload-threads", str(config.offload_threads))
+    service = config.service
+    flags = ("--sleep-ms", str(service.sleep_ms), "--python-malloc", service.python_malloc)
+    return config, bench, (*flags, "--offload-threads", str(service.offload_threads))

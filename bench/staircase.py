@@ -62,7 +62,7 @@ def table(out: Path) -> str:
 def main() -> int:
     parser = _experiment.parser(__doc__)
     parser.add_argument(
-        "--batches", type=int, default=PRESETS["contrast"].batches, help="the default's (8)"
+        "--batches", type=int, default=PRESETS["contrast"].pacing.batches, help="the default's (8)"
     )
     parser.add_argument("--only", nargs="*", choices=sorted(GRID), help="these configurations")
     parser.add_argument("--table", type=Path, help="only print the table of an earlier sweep")

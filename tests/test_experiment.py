@@ -442,14 +442,15 @@ def test_a_run_prints_its_plan_before_the_first_request(tmp_path):
 
 
 def test_every_preset_is_a_benchmark_drill_would_run():
-    from stair_stepper.experiment.run import PRESETS
+    from stair_stepper.experiment.presets import PRESETS
     from stair_stepper.load import drillfile
 
     for name, c in PRESETS.items():
+        load = c.load
         bench = drillfile.read_benchmark(
-            ROOT / c.benchmark, iterations=c.iterations, concurrency=c.concurrency
+            ROOT / load.benchmark, iterations=load.iterations, concurrency=load.concurrency
         )
-        assert drillfile.select(bench, c.tags, None), name
+        assert drillfile.select(bench, load.tags, None), name
 
 
 def test_idle_traffic_is_the_only_traffic_in_a_pause(tmp_path):

@@ -76,7 +76,7 @@ def test_a_full_file_system_mid_run_is_one_sentence_stops_every_server_and_says_
 
 def test_a_full_file_system_while_reporting_keeps_the_measurements_and_says_so(small_fs):
     from stair_stepper.errors import Stopper
-    from stair_stepper.experiment import run
+    from stair_stepper.experiment import command
 
     folder = small_fs / "r"
     done = subprocess.run(
@@ -93,7 +93,7 @@ def test_a_full_file_system_while_reporting_keeps_the_measurements_and_says_so(s
     fill(small_fs)
     began = time.monotonic()
     with pytest.raises(NoSpace) as info:
-        run._report(folder, False, Stopper())
+        command._report(folder, False, Stopper())
     assert time.monotonic() - began < 30
     assert "every measurement is complete, but the report could not be written" in str(info.value)
     meta = json.loads((folder / "meta.json").read_text())

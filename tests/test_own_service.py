@@ -302,7 +302,7 @@ def test_a_fixed_port_command_runs_the_default_preset_one_variant_after_another(
 def test_parallel_and_no_parallel_work_on_every_preset(preset):
     import argparse
 
-    from stair_stepper.experiment import run as exp
+    from stair_stepper.experiment import command as exp
 
     parser = argparse.ArgumentParser()
     exp.add_arguments(parser)

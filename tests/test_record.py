@@ -21,6 +21,18 @@ HOLD_50MB = (
 )
 
 
+def _rows_so_far(out: Path):
+    """The trace as it is now; empty while the recorder has not yet written its header (the
+    file exists from the moment it is opened)."""
+    from stair_stepper.errors import TraceError
+    from stair_stepper.record.schema import Table
+
+    try:
+        return read_trace(out)
+    except TraceError:
+        return Table(out)
+
+
 def record(*args: str) -> subprocess.CompletedProcess:
     return cli("record", *args, timeout=60)
 
@@ -71,7 +83,7 @@ def test_rows_are_flushed_while_recording_and_kept_when_the_pid_vanishes(tmp_pat
         text=True,
     )
     try:
-        assert wait_until(lambda: out.exists() and len(read_trace(out)) >= 5, 30)
+        assert wait_until(lambda: len(_rows_so_far(out)) >= 5, 30)
         assert recorder.poll() is None
         seen_while_running = len(read_trace(out))  # flushed rows, recorder still running
         target.kill()
@@ -254,7 +266,7 @@ def test_a_terminated_record_stops_its_command_and_the_command_s_children(tmp_pa
         assert wait_until(lambda: pids.exists() and pids.read_text(), 30)
         kids = [int(p) for p in pids.read_text().split()]
         # the tree is looked up again with each PSS reading: wait for a row with all three
-        assert wait_until(lambda: out.exists() and 3 in read_trace(out).column("processes"), 20)
+        assert wait_until(lambda: 3 in _rows_so_far(out).column("processes"), 20)
         recorder.send_signal(signal.SIGTERM)
         _, err = recorder.communicate(timeout=20)
     finally:

@@ -264,7 +264,7 @@ def test_the_widget_app_s_diagnoses_and_layers_under_the_default_load(tmp_path):
             == layer["rss_bytes"]
         )  # the layers add up to RSS
     # the main arena and one per offload thread, up to glibc's cap of 8 arenas a core
-    arenas = min(1 + PRESETS["contrast"].offload_threads, 8 * os.cpu_count())
+    arenas = min(1 + PRESETS["contrast"].service.offload_threads, 8 * os.cpu_count())
     assert variants["glibc"]["arenas"] == arenas
     assert len(variants["glibc"]["arena_bytes_by_floor"][-1]) == arenas
     summary = (folder / "summary.md").read_text()

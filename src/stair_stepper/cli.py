@@ -25,7 +25,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "plans": ("load.plans", "generate the drill plan files (request bodies)"),
     "load": ("load.command", "run a drill benchmark file against a local server"),
     "record": ("record.recorder", "sample a process's memory into a CSV trace"),
-    "experiment": ("experiment.run", "the main job: load each allocator variant, record, analyse"),
+    "experiment": (
+        "experiment.command",
+        "the main job: load each allocator variant, record, analyse",
+    ),
     "plot": ("analysis.plot", "summary tables and figures from result folders"),
     "compare": ("analysis.compare", "two result folders side by side"),
 }

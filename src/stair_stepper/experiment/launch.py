@@ -77,50 +77,49 @@ class RunningServer:
 
 
 def start_variant(
-    variant: str, config, port: int, log_path: Path, cancel: threading.Event
+    var, service, port: int, log_path: Path, cancel: threading.Event
 ) -> RunningServer:
-    """A variant's server for an experiment (``config``: a ``presets.Config``), either kind:
-    ``serve`` with the widget app or the user's ``--app``, or the user's ``--command``."""
+    """A variant's server for an experiment (``var``: an ``allocators.Variant``; ``service``: a
+    ``presets.Service``), either kind: ``serve`` with the widget app or the user's ``--app``,
+    or the user's ``--command``."""
     from stair_stepper import allocators
-    from stair_stepper.experiment.presets import variant_of
 
-    var = variant_of(config, variant)
-    if config.command:
+    if service.command:
         return start_command(
-            config.command,
-            variant,
-            env=allocators.server_env(var, config.python_malloc),
+            service.command,
+            var.name,
+            env=allocators.server_env(var, service.python_malloc),
             allocator=var.allocator.name,
             port=port,
-            health_path=config.health_path,
+            health_path=service.health_path,
             log_path=log_path,
             cancel=cancel,
         )
-    args = ["--python-malloc", config.python_malloc]
-    if config.trace_python:
+    args = ["--python-malloc", service.python_malloc]
+    if service.trace_python:
         args.append("--trace-python")
-    if config.app:
-        args += ["--app", config.app, "--app-dir", str(Path(config.app_dir or ".").resolve())]
+    if service.app:
+        args += ["--app", service.app, "--app-dir", str(Path(service.app_dir or ".").resolve())]
     else:
         args += [
             "--sleep-ms",
-            str(config.sleep_ms),
+            str(service.sleep_ms),
             "--offload-threads",
-            str(config.offload_threads),
+            str(service.offload_threads),
         ]
-    written = variant if var.builtin else var.spec  # serve checks and applies it again
+    written = var.name if var.builtin else var.spec  # serve checks and applies it again
     return start_server(
         written,
         port=port,
         extra_args=tuple(args),
         log_path=log_path,
         cancel=cancel,
-        what=f"the {variant} server",
+        what=f"the {var.name} server",
     )
 
 
 def start_server(
-    variant: str = "glibc",
+    variant: str = "glibc",  # the system's allocator's own variant
     *,
     host: str = "127.0.0.1",
     port: int = 0,

@@ -1,15 +1,63 @@
 """What an experiment runs: its configuration and the presets (plain data, nothing started).
 
-Every field of ``Config`` is one ``experiment`` flag of the same meaning (the flag's
-``dest`` is the field's name), lands in ``meta.json`` as it is, and is named in the
-figures' titles when it differs from the preset.
+A ``Config`` is made of the records its readers need: ``Service`` (what is served and how its
+server starts: ``launch``), ``Load`` (what a batch sends and how: the driver), ``Pacing``
+(batches, pauses, sampling: a variant's run), and the run's own fields (variants, repeats,
+side by side). Every field is one ``experiment`` flag of the same meaning (the flag's ``dest``
+is the field's name, each name in one record only), lands in ``meta.json`` flat as it is
+(``Config.flat``), and is named in the figures' titles when it differs from the preset.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields, replace
 
 from stair_stepper.record.results import AUTO  # --pause auto: until RSS settles
+
+
+@dataclass(frozen=True)
+class Service:
+    """What is served, and how its server starts."""
+
+    sleep_ms: int = 450
+    python_malloc: str = "malloc"
+    offload_threads: int = 0
+    app: str | None = None  # the user's ASGI/WSGI app (serve --app), MODULE:ATTR
+    app_dir: str | None = None
+    command: str | None = None  # any HTTP server, "CMD … {port} …", its tree recorded
+    health_path: str | None = None
+    trace_python: bool = False  # tracemalloc in the served process: Python's own layer
+    port: int = 0
+
+
+@dataclass(frozen=True)
+class Load:
+    """What each batch sends, and how."""
+
+    benchmark: str = "benchmark.yml"
+    tags: str | None = None
+    iterations: int | None = 64  # None: the benchmark file's own (--batch-from-file)
+    concurrency: int | None = 64
+    driver: str = "builtin"
+    rate: float | None = None  # open loop: requests a second, latency from when each was due
+    arrivals: str = "constant"  # constant or poisson, with --rate
+
+
+@dataclass(frozen=True)
+class Pacing:
+    """Batches, the pauses between them, and sampling."""
+
+    batches: int = 4
+    pause: float | str = AUTO  # seconds, or AUTO
+    pause_cap_s: float = 30.0
+    idle_rps: float = 0.0  # light requests per second during pauses (0: a quiet service)
+    baseline_s: float = 3.0
+    after_trim_s: float = 3.0
+    interval_s: float = 0.1
+    poll_s: float = 0.5
+
+
+RECORDS = {"service": Service, "load": Load, "pacing": Pacing}
 
 
 @dataclass(frozen=True)
@@ -18,32 +66,11 @@ class Config:
     # jemalloc+bg beside plain jemalloc: plain jemalloc purges only while it allocates, so
     # its idle floor depends on idle traffic; the background thread purges regardless.
     variants: tuple[str, ...] = ("glibc", "jemalloc", "jemalloc+bg")
-    batches: int = 4
-    pause: float | str = AUTO  # seconds, or AUTO
-    pause_cap_s: float = 30.0
-    idle_rps: float = 0.0  # light requests per second during pauses (0: a quiet service)
-    tags: str | None = None
-    iterations: int | None = 64  # None: the benchmark file's own (a user's --benchmark)
-    concurrency: int | None = 64
-    sleep_ms: int = 450
-    python_malloc: str = "malloc"
-    offload_threads: int = 0
     repeat: int = 1
-    driver: str = "builtin"
-    baseline_s: float = 3.0
-    after_trim_s: float = 3.0
-    interval_s: float = 0.1
-    poll_s: float = 0.5
     parallel: bool = False
-    port: int = 0
-    benchmark: str = "benchmark.yml"
-    app: str | None = None  # the user's ASGI/WSGI app (serve --app), MODULE:ATTR
-    app_dir: str | None = None
-    command: str | None = None  # any HTTP server, "CMD … {port} …", its tree recorded
-    health_path: str | None = None
-    trace_python: bool = False  # tracemalloc in the served process: Python's own layer
-    rate: float | None = None  # open loop: requests a second, latency from when each was due
-    arrivals: str = "constant"  # constant or poisson, with --rate
+    service: Service = field(default_factory=Service)
+    load: Load = field(default_factory=Load)
+    pacing: Pacing = field(default_factory=Pacing)
     #: variants written out (--variant, --variants, --sweep): "NAME=ALLOCATOR VAR=VALUE …";
     #: ``variants`` names them among the built-in ones, in the order they run
     definitions: tuple[str, ...] = ()
@@ -51,6 +78,39 @@ class Config:
     sweeps: tuple[dict, ...] = ()
     #: what the run changed in what was asked, and why (printed at its start, kept in meta)
     notes: tuple[str, ...] = ()
+
+    @classmethod
+    def make(cls, **flat) -> Config:
+        return cls().set(**flat)
+
+    def set(self, **flat) -> Config:
+        """The same configuration with these fields (by their flat names) changed."""
+        own = {k: v for k, v in flat.items() if k in OWN}
+        changed = replace(self, **own)
+        for name, record in RECORDS.items():
+            mine = {k: v for k, v in flat.items() if k in _names(record)}
+            if mine:
+                changed = replace(changed, **{name: replace(getattr(changed, name), **mine)})
+        unknown = set(flat) - set(FLAT)
+        if unknown:
+            raise TypeError(f"no configuration field {sorted(unknown)[0]!r}")
+        return changed
+
+    def flat(self) -> dict:
+        """Every field by its flat name (meta.json's "config", the flags' dests)."""
+        found = {k: getattr(self, k) for k in OWN}
+        for name in RECORDS:
+            found.update(asdict(getattr(self, name)))
+        return found
+
+
+def _names(record) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(record))
+
+
+OWN = tuple(f.name for f in fields(Config) if f.name not in RECORDS)
+#: every field's flat name: the run's own and each record's
+FLAT = OWN + tuple(n for record in RECORDS.values() for n in _names(record))
 
 
 PRESETS: dict[str, Config] = {
@@ -62,13 +122,13 @@ PRESETS: dict[str, Config] = {
     # "Why the floors climb"). Eight batches give the marks their chances; the variants run
     # side by side (same machine conditions, a third of the wall time), pauses last until RSS
     # settles.
-    "contrast": Config(preset="contrast", batches=8, offload_threads=32, parallel=True),
+    "contrast": Config.make(preset="contrast", batches=8, offload_threads=32, parallel=True),
     # The original sandbox's recommendation, kept to show that pymalloc hides the difference.
-    "seed": Config(
+    "seed": Config.make(
         preset="seed", tags="medium", concurrency=16, iterations=2500, python_malloc="pymalloc"
     ),
     # Closest analogue of the Rust original: many threads, so glibc makes many arenas.
-    "arenas": Config(
+    "arenas": Config.make(
         preset="arenas", tags="medium", concurrency=16, iterations=256, offload_threads=16
     ),
     # The price: what each allocator costs in latency, throughput and CPU, measured below
@@ -77,7 +137,7 @@ PRESETS: dict[str, Config] = {
     # 2-core machine, so 10 is 74 % of it: bench/driver_cost.py, README "At what price"; 8
     # offload threads, not the default's 32, which serve fewer a second), one variant after another
     # so that each has the machine, three runs with the order rotated (interleaved repeats).
-    "price": Config(
+    "price": Config.make(
         preset="price",
         batches=3,
         iterations=32,
@@ -89,7 +149,7 @@ PRESETS: dict[str, Config] = {
     ),
     # Small enough for tests, CI and a first look: pauses until settled like the main job's,
     # but capped at 10 s, one variant after another.
-    "quick": Config(
+    "quick": Config.make(
         preset="quick",
         batches=2,
         pause_cap_s=10.0,
@@ -110,15 +170,5 @@ def overrides(config: Config) -> dict:
     preset = PRESETS.get(config.preset)
     if preset is None:
         return {}
-    base, mine = asdict(preset), asdict(config)
+    base, mine = preset.flat(), config.flat()
     return {k: v for k, v in mine.items() if k not in _NOT_MEASURED and v != base[k]}
-
-
-def variant_of(config: Config, name: str):
-    """The variant called ``name`` in this configuration: written out, or a built-in one."""
-    from stair_stepper.allocators.settings import parse, resolve
-
-    for spec in config.definitions:
-        if spec.partition("=")[0] == name:
-            return parse(spec)
-    return resolve(name)

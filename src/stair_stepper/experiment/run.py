@@ -1,5 +1,5 @@
-"""`stair-stepper experiment`, the main job: the same load on each allocator variant, in
-batches with pauses, into a fresh result folder.
+"""The experiment itself: the same load on each allocator variant, in batches with pauses, into
+a fresh result folder (the command line that starts it is ``command.py``).
 
 For each variant (``variant.VariantRun``): start its server on a free loopback port,
 record a baseline, run N batches with pauses (the pause floors are the stair steps), then
@@ -7,25 +7,23 @@ ask the allocator to trim and keep recording. Variants run on threads of their o
 by side or one after another, while the main thread only waits: a signal is a request to
 stop (``errors.Stopper``), never an exception inside someone else's code. Everything
 lands in the result folder as it happens; how the run ended is its ``meta.json`` status,
-decided in one place (``_ending``).
+decided in one place (``ending``).
 """
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import os
 import sys
 import threading
 import time
 import traceback
 from contextlib import contextmanager
-from dataclasses import asdict, fields, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import NamedTuple
 
-from stair_stepper import allocators, validate
-from stair_stepper.allocators import settings
+from stair_stepper import allocators
+from stair_stepper.allocators import Variant, settings
 from stair_stepper.errors import (
     Crashed,
     Fault,
@@ -36,351 +34,96 @@ from stair_stepper.errors import (
     UserError,
 )
 from stair_stepper.experiment import launch, provenance, schedule
-from stair_stepper.experiment.console import Console, report
-from stair_stepper.experiment.presets import PRESETS, Config, overrides, variant_of
+from stair_stepper.experiment.console import Console
+from stair_stepper.experiment.presets import Config, overrides
 from stair_stepper.experiment.variant import VariantRun
 from stair_stepper.files import full, no_space, write_json
 from stair_stepper.load import batch as drivers
-from stair_stepper.load import drillfile, openloop
+from stair_stepper.load import drillfile
 from stair_stepper.record import results
 from stair_stepper.record.schema import RUN_PREFIX
 
-# --- the command line ------------------------------------------------------------------
 
-COUNT = validate.flag(validate.non_negative_int)
-AT_LEAST_ONE = validate.flag(validate.positive_int)
-SECONDS = validate.flag(validate.positive_float)
+class Plan(NamedTuple):
+    """A run, resolved once before anything starts: its configuration (the driver and the batch's
+    numbers as they will be), the workload read, and each variant checked."""
 
-
-def _variant_list(text: str) -> tuple[str, ...]:
-    return tuple(name.strip() for name in text.split(",") if name.strip())
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The experiment's flags, in groups as ``--help`` shows them; each ``dest`` is the
-    ``Config`` field it sets."""
-    p.add_argument(
-        "--preset",
-        default="contrast",
-        choices=list(PRESETS),
-        help="what to run (default contrast); every other flag overrides it",
-    )
-    _variant_flags(p.add_argument_group("variants: which allocators and settings"))
-    _load_flags(p.add_argument_group("load: what each batch sends, and how"))
-    _run_flags(p.add_argument_group("run: batches, pauses, repeats, sampling"))
-    _service_flags(p.add_argument_group("service: the widget app, or yours"))
-    p.add_argument("--out", help="result folder (default results/<UTC time>-<preset>)")
-    p.add_argument("--no-plot", action="store_true", help="tables only, no figures")
-    p.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="check everything and print the plan with its expected duration; start nothing",
-    )
-
-
-def _variant_flags(p) -> None:
-    """Which allocators, settings and sweeps run."""
-    p.add_argument(
-        "--allocators",
-        dest="variants",
-        type=_variant_list,
-        help=f"comma-separated variants: {', '.join(allocators.VARIANTS)}",
-    )
-    p.add_argument(
-        "--variant",
-        dest="variant_specs",
-        action="append",
-        metavar="'NAME=ALLOCATOR VAR=VALUE …'",
-        help="a variant of your own, e.g. 'je-eager=jemalloc MALLOC_CONF=dirty_decay_ms:0' or "
-        "'trim5=glibc trim_every=5' (repeatable; added to --allocators or the preset's)",
-    )
-    p.add_argument(
-        "--variants",
-        dest="variants_file",
-        metavar="FILE.yml",
-        help="variants of your own from a file: NAME: 'ALLOCATOR VAR=VALUE …'",
-    )
-    p.add_argument(
-        "--sweep",
-        dest="sweep_specs",
-        action="append",
-        metavar="'NAME=ALLOCATOR VAR=V1|V2|…'",
-        help="one setting over several values, a variant each (NAME-V1 …; values may hold commas)",
-    )
-
-
-def _load_flags(p) -> None:
-    """What a batch sends and how: drill's closed loop or an open loop."""
-    p.add_argument(
-        "--rate",
-        type=validate.flag(validate.positive_float),
-        help="open loop: send requests at this many a second whatever the answers, latency "
-        "measured from when each was due (default: closed loop, drill's way)",
-    )
-    p.add_argument(
-        "--arrivals",
-        choices=openloop.ARRIVALS,
-        help="with --rate: evenly spaced (constant) or a Poisson process",
-    )
-    p.add_argument("--tags", help="plan tags to run (default: the preset's)")
-    p.add_argument("--iterations", type=AT_LEAST_ONE, help="iterations per batch")
-    p.add_argument("--concurrency", type=AT_LEAST_ONE)
-    p.add_argument("--driver", choices=drivers.DRIVERS)
-    p.add_argument(
-        "--benchmark",
-        help="drill benchmark file (default ./benchmark.yml); its "
-        "base is pointed at the server under test, all its items run, and each batch keeps "
-        "the preset's iterations and concurrency (see --batch-from-file)",
-    )
-    p.add_argument(
-        "--batch-from-file",
-        action="store_true",
-        help="with --benchmark: each batch runs the file's own iterations and concurrency",
-    )
-
-
-def _run_flags(p) -> None:
-    """Batches, pauses, repeats, side by side, sampling."""
-    p.add_argument("--batches", type=AT_LEAST_ONE)
-    p.add_argument(
-        "--pause",
-        type=validate.flag(validate.seconds_or_auto),
-        help="'auto' (default: until RSS moved < 1 MB over 2 s, at most --pause-cap) or seconds",
-    )
-    p.add_argument(
-        "--pause-cap",
-        dest="pause_cap_s",
-        type=SECONDS,
-        help="longest auto pause, seconds (default 30)",
-    )
-    p.add_argument(
-        "--idle-rps",
-        type=validate.flag(validate.non_negative_float),
-        help="light requests per second during pauses (default 0: a quiet service)",
-    )
-    p.add_argument(
-        "--repeat",
-        type=AT_LEAST_ONE,
-        help="run the whole comparison N times (run-1 … run-N in one folder)",
-    )
-    p.add_argument(
-        "--parallel",
-        action=argparse.BooleanOptionalAction,
-        help="run the variants side by side, or one after another (default: the preset's)",
-    )
-    p.add_argument(
-        "--port", type=validate.flag(validate.port), help="first server port (default: a free one)"
-    )
-    p.add_argument(
-        "--interval",
-        dest="interval_s",
-        type=SECONDS,
-        help="sampling interval, seconds (default 0.1)",
-    )
-    p.add_argument(
-        "--poll-interval",
-        dest="poll_s",
-        type=SECONDS,
-        help="seconds between allocator polls during batches (default 0.5; never during "
-        "the baseline or a pause, where the allocator is read once at the end)",
-    )
-
-
-def _service_flags(p) -> None:
-    """What is served: the widget app's knobs, or an app or command of yours."""
-    p.add_argument("--sleep-ms", type=COUNT)
-    p.add_argument("--python-malloc", choices=allocators.PYTHON_MALLOC_MODES)
-    p.add_argument("--offload-threads", type=COUNT)
-    p.add_argument(
-        "--app",
-        metavar="MODULE:ATTR",
-        help="serve your own ASGI or WSGI application instead of the widget app",
-    )
-    p.add_argument("--app-dir", metavar="DIR", help="import --app from here (default: .)")
-    p.add_argument(
-        "--command",
-        metavar='"CMD … {port} …"',
-        help="run any HTTP server instead: {host} and {port} are filled in (or give --port "
-        "for one that binds a fixed port); its whole process tree is recorded",
-    )
-    p.add_argument(
-        "--health-path",
-        metavar="PATH",
-        help="with --command: GET this until it answers 2xx/3xx (default: a TCP connect)",
-    )
-    p.add_argument(
-        "--trace-python",
-        action="store_true",
-        default=None,
-        help="tracemalloc in the served process: Python's traced bytes beside the allocator's "
-        "(it costs memory and time per request; the summary says how much)",
-    )
-
-
-def config_from_args(args: argparse.Namespace) -> Config:
-    """The preset with every flag the user gave on top (flags land on fields of their name)."""
-    config = PRESETS[args.preset]
-    if args.benchmark:  # the user's own workload: all its items, at the preset's batch size
-        config = replace(config, tags=None)
-        if getattr(args, "batch_from_file", False):  # ... or at the file's own
-            config = replace(config, iterations=None, concurrency=None)
-    else:
-        config = replace(config, benchmark=default_benchmark())
-    names = {f.name for f in fields(Config)} - {"preset"}
-    given = {k: v for k, v in vars(args).items() if k in names and v is not None}
-    config = replace(config, **given)
-    config = _with_own_variants(config, args)
-    fixed = config.command and launch.fixed_port(config.command)
-    # side by side because the preset says so, not the user: then one after another
-    if fixed and config.parallel and args.parallel is None and len(config.variants) > 1:
-        note = (
-            f"the command binds the fixed port {config.port}, so its variants run one "
-            "after another (the preset runs them side by side)."
-        )
-        config = replace(config, parallel=False, notes=(*config.notes, note))
-    return config
-
-
-def _with_own_variants(config: Config, args: argparse.Namespace) -> Config:
-    """--variant, --variants and --sweep, written out in ``definitions`` and added by name."""
-    own = [settings.parse(spec) for spec in getattr(args, "variant_specs", None) or ()]
-    if getattr(args, "variants_file", None):
-        own += settings.load_file(args.variants_file)
-    sweeps = []
-    for spec in getattr(args, "sweep_specs", None) or ():
-        variants, sweep = settings.expand_sweep(spec)
-        own += variants
-        sweeps.append(sweep)
-    names = [*config.variants, *(v.name for v in own)]
-    twice = sorted({n for n in names if names.count(n) > 1})
-    if twice:
-        raise UserError(f"two variants are called {twice[0]}: give each its own name.")
-    return replace(
-        config, variants=tuple(names), definitions=tuple(v.spec for v in own), sweeps=tuple(sweeps)
-    )
-
-
-def default_benchmark() -> str:
-    return os.environ.get("STAIR_STEPPER_BENCHMARK") or "benchmark.yml"
-
-
-def run_args(args: argparse.Namespace) -> int:
-    """The command: run, then report; every ending is one line and its exit code."""
-    config = config_from_args(args)
-    if args.dry_run:
-        config, workload = prepare(config)
-        for line in schedule.plan_lines(config, workload.requests, workload.names):
-            print(line)
-        return 0
-    folder = None
-    with Stopper() as stopper:
-        try:
-            folder = run(config, args.out, stopper)
-            _report(folder, not args.no_plot, stopper)
-            stopper.check()
-        except (KeyboardInterrupt, Terminated) as exc:
-            return _stopped(exc, folder)
-        except FileNotFoundError as exc:
-            gone = exc.filename and not Path(exc.filename).parent.exists()
-            if not gone:
-                raise
-            raise Fault(
-                f"the result folder was moved or deleted during the run "
-                f"({Path(exc.filename).parent} is gone); nothing more could be written."
-            ) from None
-    return 0
-
-
-def _report(folder: Path, figures: bool, stopper: Stopper) -> None:
-    """The summary, figures and verdict; on a full file system, one sentence and meta.json
-    saying the report is missing (every measurement is complete)."""
-    try:
-        report(folder, figures=figures, stop=stopper.event)
-    except OSError as exc:
-        if not no_space(exc):
-            raise
-        meta = results.read_meta(folder)
-        meta["report"] = "not written: no space left on the result folder's file system"
-        with contextlib.suppress(OSError):  # said below: every measurement, no report
-            write_json(folder / "meta.json", meta, shrink=True)
-        raise NoSpace(
-            f"the file system under {folder} is full ({exc.strerror}): every measurement is "
-            f"complete, but the report could not be written; free some space and run "
-            f"`stair-stepper plot {folder}`."
-        ) from None
-
-
-def _stopped(exc: BaseException, folder: Path | None) -> int:
-    """A stop by a signal: one line, and 130 (Ctrl-C) or 128 + the signal's number."""
-    name, code = ("", 130) if isinstance(exc, KeyboardInterrupt) else (str(exc), exc.exit_code)
-    how = "interrupted" if not name else f"terminated by {name}"
-    if folder is not None:  # every measurement is done: only the report was cut short
-        meta = results.read_meta(folder)
-        meta.update(_ending(exc), during="report")
-        write_json(folder / "meta.json", meta)
-        print(
-            f"stair-stepper: {how} while writing the report; every measurement is complete "
-            f"(stair-stepper plot {folder} writes the report).",
-            file=sys.stderr,
-        )
-    else:
-        print(f"stair-stepper: {how}; partial results are kept.", file=sys.stderr)
-    return code
+    config: Config
+    workload: drivers.Workload
+    variants: dict[str, Variant]
 
 
 # --- the run -----------------------------------------------------------------------------
 
 
-def prepare(config: Config) -> tuple[Config, drivers.Workload]:
-    """Check everything a user can get wrong, before anything starts; the workload read."""
-    for name in config.variants:  # every setting of every variant, before anything starts
-        var = variant_of(config, name)
-        allocators.server_env(var, config.python_malloc)  # the library is there
-        settings.checked(var, config.python_malloc)
+def resolve_variants(config: Config) -> dict[str, Variant]:
+    """Each variant by name: written out (``config.definitions``), or a built-in one."""
+    written = {spec.partition("=")[0]: spec for spec in config.definitions}
+    return {
+        name: settings.parse(written[name]) if name in written else settings.resolve(name)
+        for name in config.variants
+    }
+
+
+def prepare(config: Config) -> Plan:
+    """Check everything a user can get wrong, before anything starts; the workload read and
+    every variant resolved and checked, once."""
+    variants = resolve_variants(config)
+    python_malloc = config.service.python_malloc
+    for var in variants.values():  # every setting of every variant, before anything starts
+        allocators.server_env(var, python_malloc)  # the library is there
+        settings.checked(var, python_malloc)
     _check_service(config)
-    if config.port and config.port + len(config.variants) - 1 > 65535:
-        raise UserError(f"--port {config.port} leaves no room for {len(config.variants)} servers.")
-    config = replace(config, driver=drivers.resolve(config.driver))
+    port = config.service.port
+    if port and port + len(config.variants) - 1 > 65535:
+        raise UserError(f"--port {port} leaves no room for {len(config.variants)} servers.")
+    load = config.load
     bench = drillfile.read_benchmark(
-        config.benchmark, iterations=config.iterations, concurrency=config.concurrency
+        load.benchmark, iterations=load.iterations, concurrency=load.concurrency
     )
-    config = replace(config, iterations=bench.iterations, concurrency=bench.concurrency)
+    config = config.set(
+        driver=drivers.resolve(load.driver),
+        iterations=bench.iterations,
+        concurrency=bench.concurrency,
+    )
     for warning in bench.warnings:
         print(f"warning: {bench.path}: {warning}", file=sys.stderr)
-    return config, drivers.Workload(bench, drillfile.select(bench, config.tags), config.tags)
+    workload = drivers.Workload(bench, drillfile.select(bench, load.tags), load.tags)
+    return Plan(config, workload, variants)
 
 
 def _check_service(config: Config) -> None:
     """The service options that cannot go together, each refused in one sentence."""
-    if config.command and config.app:
+    service, load = config.service, config.load
+    if service.command and service.app:
         raise UserError("give --app or --command, not both.")
-    if config.rate and config.driver == "drill":
+    if load.rate and load.driver == "drill":
         raise UserError(
             "--rate needs the built-in driver: drill has no rate mode (it sends "
             "as fast as its concurrency allows)."
         )
-    if config.trace_python and config.command:
+    if service.trace_python and service.command:
         raise UserError("--trace-python needs a Python process of ours: the widget app or --app.")
-    if config.health_path and not config.command:
+    if service.health_path and not service.command:
         raise UserError("--health-path goes with --command (served apps have their own).")
-    if config.health_path and not config.health_path.startswith("/"):
-        raise UserError(f"--health-path must start with /, got {config.health_path!r}.")
-    if config.command:
-        launch.check_port(config.command, config.port)
-    if _fixed_port(config) and config.parallel and len(config.variants) > 1:
+    if service.health_path and not service.health_path.startswith("/"):
+        raise UserError(f"--health-path must start with /, got {service.health_path!r}.")
+    if service.command:
+        launch.check_port(service.command, service.port)
+    if fixed_port(config) and config.parallel and len(config.variants) > 1:
         raise UserError(
-            f"--command always binds port {config.port}, so its variants cannot run side "
+            f"--command always binds port {service.port}, so its variants cannot run side "
             "by side: leave out --parallel (or put {port} in the command)."
         )
-    if config.app:
-        from stair_stepper.service import endpoints as service
+    if service.app:
+        from stair_stepper.service import endpoints
 
-        service.load_app(config.app, config.app_dir)  # a typo is one sentence, before any run
+        endpoints.load_app(service.app, service.app_dir)  # a typo: one sentence, before any run
 
 
-def _fixed_port(config: Config) -> bool:
+def fixed_port(config: Config) -> bool:
     """A --command that binds the port it was built for: every variant gets --port."""
-    return bool(config.command) and launch.fixed_port(config.command or "")
+    return bool(config.service.command) and launch.fixed_port(config.service.command or "")
 
 
 def result_folder(out: str | None, preset: str) -> Path:
@@ -403,18 +146,19 @@ def run(config: Config, out: str | None = None, stopper: Stopper | None = None) 
     Fault on failure (UserError before anything started), KeyboardInterrupt/Terminated when
     stopped; every run's partial results are kept, and meta.json says how each ended.
     """
-    from stair_stepper.allocators.trials import probe_variant
+    from stair_stepper.allocators.trials import try_all
 
     stopper = stopper or Stopper()
-    config, workload = prepare(config)
+    plan = prepare(config)
+    config, workload = plan.config, plan.workload
     stopper.check()
     folder = result_folder(out, config.preset)
     for line in schedule.plan_lines(config, workload.requests, workload.names):
         print(f"stair-stepper: {line}", file=sys.stderr, flush=True)
-    rows = [probe_variant(allocators.VARIANTS[a]) for a in allocators.ALLOCATORS]
+    rows = try_all()
     meta = _meta(config, rows)
     if config.repeat == 1:
-        _run_once(config, meta, folder, workload, stopper)
+        _run_once(plan, meta, folder, stopper)
         return folder
     meta.update(repeat=config.repeat, runs=[])
     with _recorded(meta, folder):
@@ -424,8 +168,8 @@ def run(config: Config, out: str | None = None, stopper: Stopper | None = None) 
             write_json(folder / "meta.json", meta, shrink=True)
             (folder / f"{RUN_PREFIX}{k}").mkdir()
             order = _rotated(config.variants, k - 1) if not config.parallel else config.variants
-            this = replace(config, variants=order)
-            _run_once(this, _meta(this, rows), folder / f"{RUN_PREFIX}{k}", workload, stopper)
+            this = plan._replace(config=replace(config, variants=order))
+            _run_once(this, _meta(this.config, rows), folder / f"{RUN_PREFIX}{k}", stopper)
     return folder
 
 
@@ -442,16 +186,15 @@ def _meta(config: Config, rows: list[dict]) -> dict:
         "tool": "stair-stepper experiment",
         "status": "running",
         "started_at": time.time(),
-        "config": asdict(config),
+        "config": config.flat(),
         "overrides": overrides(config),
         "provenance": provenance.collect(rows),
     }
 
 
-def _run_once(
-    config: Config, meta: dict, folder: Path, workload: drivers.Workload, stopper: Stopper
-) -> None:
+def _run_once(plan: Plan, meta: dict, folder: Path, stopper: Stopper) -> None:
     """One comparison of every variant into ``folder`` (which exists and is empty)."""
+    config, workload = plan.config, plan.workload
     meta.update(requests_per_batch=workload.requests, items=workload.names, variants={})
     lock = threading.Lock()
 
@@ -461,7 +204,16 @@ def _run_once(
 
     console = Console(bars=not config.parallel)
     runs = [
-        VariantRun(name, config, folder, workload, _port(config, i), stopper.event, console, save)
+        VariantRun(
+            plan.variants[name],
+            config,
+            folder,
+            workload,
+            _port(config, i),
+            stopper.event,
+            console,
+            save,
+        )
         for i, name in enumerate(config.variants)
     ]
     for r in runs:
@@ -480,9 +232,10 @@ def _run_once(
 
 
 def _port(config: Config, i: int) -> int:
-    if _fixed_port(config):
-        return config.port
-    return config.port + i if config.port else 0
+    port = config.service.port
+    if fixed_port(config):
+        return port
+    return port + i if port else 0
 
 
 def _run_variants(runs: list[VariantRun], parallel: bool, stopper: Stopper) -> None:
@@ -516,7 +269,7 @@ def _run_variants(runs: list[VariantRun], parallel: bool, stopper: Stopper) -> N
 
 @contextmanager
 def _recorded(meta: dict, folder: Path, save=None):
-    """Run the block; whatever ends it becomes meta.json's status (``_ending``), and a bug's
+    """Run the block; whatever ends it becomes meta.json's status (``ending``), and a bug's
     traceback goes to crash.log. Failures come out as Fault naming the folder; a full file
     system as NoSpace, whatever it broke first (a trace, a log, the server's own log)."""
     save = save or (lambda: write_json(folder / "meta.json", meta, shrink=True))
@@ -526,7 +279,7 @@ def _recorded(meta: dict, folder: Path, save=None):
         meta["status"] = "complete"
     except BaseException as exc:
         raised = _as_fault(exc, folder)
-        meta.update(_ending(raised))
+        meta.update(ending(raised))
     finally:
         meta["finished_at"] = time.time()
         try:
@@ -572,7 +325,7 @@ def _as_fault(exc: BaseException, folder: Path) -> BaseException:
     return exc
 
 
-def _ending(exc: BaseException) -> dict:
+def ending(exc: BaseException) -> dict:
     """How a run ended, as meta.json says it: the one place that names every ending."""
     if isinstance(exc, KeyboardInterrupt):
         return {"status": "interrupted"}

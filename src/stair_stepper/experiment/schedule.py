@@ -26,21 +26,21 @@ def batch_seconds(config: Config, requests: int, items: int) -> float | None:
     """The least one batch can take: an open loop's requests / rate; a closed loop's rounds
     (iterations / concurrency, each running every item in turn) × the widget app's SLEEP_MS;
     None for a user's service (its time per request is not known)."""
-    if config.rate:
-        return requests / config.rate
-    if config.app or config.command:
+    if config.load.rate:
+        return requests / config.load.rate
+    if config.service.app or config.service.command:
         return None
-    rounds = math.ceil((config.iterations or 1) / (config.concurrency or 1))
-    return rounds * items * config.sleep_ms / 1000
+    rounds = math.ceil((config.load.iterations or 1) / (config.load.concurrency or 1))
+    return rounds * items * config.service.sleep_ms / 1000
 
 
 def pause_range(config: Config, least_s: float = 0.0) -> tuple[float, float]:
     """How long a pause may last: a fixed one exactly; an automatic one at least the settle
     window (and ``least_s``, an allocator's decay) and at most the cap."""
-    if config.pause != AUTO:
-        return float(config.pause), float(config.pause)
-    low = min(max(SETTLE_WINDOW_S, least_s), config.pause_cap_s)
-    return low, config.pause_cap_s
+    if config.pacing.pause != AUTO:
+        return float(config.pacing.pause), float(config.pacing.pause)
+    low = min(max(SETTLE_WINDOW_S, least_s), config.pacing.pause_cap_s)
+    return low, config.pacing.pause_cap_s
 
 
 def duration_range(
@@ -49,10 +49,10 @@ def duration_range(
     """(least seconds for the whole run, most seconds its pauses may take, batches known)."""
     batch = batch_seconds(config, requests, items)
     low_pause, high_pause = pause_range(config, least_pause_s)
-    fixed = START_S + config.baseline_s + TRIM_S + config.after_trim_s
-    one_low = fixed + config.batches * ((batch or 0.0) + low_pause)
+    fixed = START_S + config.pacing.baseline_s + TRIM_S + config.pacing.after_trim_s
+    one_low = fixed + config.pacing.batches * ((batch or 0.0) + low_pause)
     copies = (1 if config.parallel else len(config.variants)) * config.repeat
-    return one_low * copies, config.batches * high_pause * copies, batch is not None
+    return one_low * copies, config.pacing.batches * high_pause * copies, batch is not None
 
 
 def _minutes(seconds: float) -> str:
@@ -63,35 +63,36 @@ def plan_lines(config: Config, requests: int, names: list[str], least_pause_s=0.
     """The plan, in a few lines, as printed before anything is sent."""
     how = "side by side" if config.parallel else "one after another"
     load = (
-        f"an open loop at {config.rate:g} requests a second"
-        if config.rate
-        else f"{config.concurrency} in flight"
+        f"an open loop at {config.load.rate:g} requests a second"
+        if config.load.rate
+        else f"{config.load.concurrency} in flight"
     )
     low_pause, high_pause = pause_range(config, least_pause_s)
     pauses = (
         f"pauses of {low_pause:g} s"
-        if config.pause != AUTO
+        if config.pacing.pause != AUTO
         else f"pauses until RSS settles ({low_pause:g}–{high_pause:g} s each)"
     )
     least, pausing, known = duration_range(config, requests, len(names), least_pause_s)
     repeat = f", {config.repeat} runs" if config.repeat > 1 else ""
     plural = "s" if len(config.variants) != 1 else ""
+    batches = config.pacing.batches
     lines = [
         f"plan: {len(config.variants)} variant{plural} ({', '.join(config.variants)}) {how}"
-        f"{repeat}; {config.batches} batch{'es' if config.batches != 1 else ''} of {requests} "
-        f"requests ({config.iterations} iterations × {len(names)} item"
+        f"{repeat}; {batches} batch{'es' if batches != 1 else ''} of {requests} "
+        f"requests ({config.load.iterations} iterations × {len(names)} item"
         f"{'s' if len(names) != 1 else ''}: {', '.join(names)}), {load}; {pauses}",
     ]
     why = (
         "each request no faster than the open loop sends it"
-        if config.rate
+        if config.load.rate
         else "each request no faster than its SLEEP_MS"
         if known
         else "not counting the batches, whose time depends on your service"
     )
     more = (
         f"; the pauses may take up to {_minutes(pausing)} in all (each to its cap)"
-        if config.pause == AUTO
+        if config.pacing.pause == AUTO
         else ""
     )
     lines.append(f"duration: at least {_minutes(least)} ({why}){more}")

@@ -15,10 +15,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from stair_stepper.allocators import settings
+from stair_stepper.allocators import Variant, settings
 from stair_stepper.errors import Fault, Stopped, UserError
 from stair_stepper.experiment import launch
-from stair_stepper.experiment.presets import AUTO, Config, variant_of
+from stair_stepper.experiment.presets import AUTO, Config
 from stair_stepper.files import no_space
 from stair_stepper.load import batch as drivers
 from stair_stepper.load import client
@@ -42,15 +42,20 @@ class Watched:
     them: any wait ends at once when the run is stopped, and fails when the server or the
     recorder has died."""
 
-    def __init__(self, name: str, config: Config, folder: Path, port: int, stop, tree: bool):
+    def __init__(
+        self, var: Variant, config: Config, folder: Path, port: int, stop, tree: bool
+    ) -> None:
+        name = var.name
         self.name, self.stop = name, stop
-        self.server = launch.start_variant(name, config, port, folder / f"{name}.server.log", stop)
+        log = folder / f"{name}.server.log"
+        self.server = launch.start_variant(var, config.service, port, log, stop)
+        pacing = config.pacing
         self.poller: AllocatorPoller | None = None
         try:
             # A foreign process has no accounting endpoint to poll; several worker processes
             # would answer one at a time, each for itself: neither is the tree's.
             if not tree:
-                self.poller = AllocatorPoller(self.server.base_url, client.MEMORY, config.poll_s)
+                self.poller = AllocatorPoller(self.server.base_url, client.MEMORY, pacing.poll_s)
                 self.poller.quiet()  # polls only while a batch runs (resume() ... quiet())
                 self.poller.start()
             # a tree is recorded from its root: a worker's pid (what /healthz says) comes and goes
@@ -58,7 +63,7 @@ class Watched:
             self.recorder = Recorder(
                 root,
                 folder / f"{name}{TRACE_SUFFIX}",
-                config.interval_s,
+                pacing.interval_s,
                 include_children=tree,
                 allocator=self.poller,
             )
@@ -143,7 +148,7 @@ class VariantRun:
 
     def __init__(
         self,
-        name: str,
+        var: Variant,
         config: Config,
         folder: Path,
         workload: drivers.Workload,
@@ -152,11 +157,12 @@ class VariantRun:
         console,
         save_meta: Callable[[], None],
     ) -> None:
-        self.name, self.config, self.folder, self.workload = name, config, folder, workload
+        self.var, self.name, self.config = var, var.name, config
+        self.pacing, self.service, self.load = config.pacing, config.service, config.load
+        self.folder, self.workload = folder, workload
         self.port, self.stop, self.console, self.save_meta = port, stop, console, save_meta
-        self.var = variant_of(config, name)
         #: a foreign command, or several worker processes: recorded as a tree, not asked
-        self.tree = bool(config.command) or multi_process(self.var)
+        self.tree = bool(self.service.command) or multi_process(var)
         self.w: Watched | None = None
         self.info: dict = {}  # this variant's entry in meta.json
         self._reading: dict | None = None  # the last allocator read (its request count)
@@ -166,18 +172,18 @@ class VariantRun:
         self.start()
         self.baseline()
         with RowWriter(self.folder / f"{self.name}{BATCHES_SUFFIX}", BATCH_COLUMNS) as log:
-            for k in range(1, self.config.batches + 1):
+            for k in range(1, self.pacing.batches + 1):
                 log.write(self.batch(k))
         self.trim()
 
     def start(self) -> None:
-        self.w = Watched(self.name, self.config, self.folder, self.port, self.stop, self.tree)
+        self.w = Watched(self.var, self.config, self.folder, self.port, self.stop, self.tree)
         server = self.w.server
         self.info.update(pid=server.pid, url=server.base_url, health=server.health)
         self.save_meta()  # the pid is on disk before any load: nothing can be orphaned unseen
         log = server.log_path.read_text(errors="replace") if server.log_path else ""
         proof, problems = settings.proof(
-            self.var, server.health, log, bool(self.config.command), self.config.python_malloc
+            self.var, server.health, log, bool(self.service.command), self.service.python_malloc
         )
         self.info["settings"] = proof
         self.save_meta()
@@ -191,7 +197,7 @@ class VariantRun:
     def baseline(self) -> None:
         """Idle, no request at all; then the first allocator read (and request count)."""
         assert self.w is not None
-        self.w.wait(self.config.baseline_s, "the baseline")
+        self.w.wait(self.pacing.baseline_s, "the baseline")
         self._reading = self.w.read_allocator(schema.BASELINE)
 
     def batch(self, k: int) -> BatchRow:
@@ -238,18 +244,18 @@ class VariantRun:
             idle_requests_sent=idle_sent,
             trims=trims.get("count"),
             trims_s=trims.get("total_s"),
-            rate=self.config.rate,
+            rate=self.load.rate,
             lag_p99_ms=outcome.lag_p99_ms,
             lag_max_ms=outcome.lag_max_ms,
             **spent,
         )
-        self.console.batch(self.name, row, self.config.batches)
+        self.console.batch(self.name, row, self.pacing.batches)
         return row
 
     def pause(self, k: int) -> tuple[float, bool, int]:
         """A fixed pause, or one until RSS settles (--pause auto, capped). No request reaches
         the service but the idle traffic asked for. (length, settled, idle requests sent)"""
-        c, w = self.config, self.w
+        c, w = self.pacing, self.w
         assert w is not None
         rec = w.recorder
         idle = None
@@ -271,7 +277,7 @@ class VariantRun:
         """Ask the allocator to give free memory back, and keep recording."""
         if self.tree:
             self.info["trim"] = NOT_MEASURED
-            why = "a --command server" if self.config.command else "several worker processes"
+            why = "a --command server" if self.service.command else "several worker processes"
             self.console.say(self.name, f"trim: not measured ({why} cannot be asked as one)")
             return
         w = self.w
@@ -285,24 +291,24 @@ class VariantRun:
         self.info["trim"] = {k: v for k, v in trim.items() if k not in ("before", "after")}
         (self.folder / f"{self.name}.trim.json").write_text(json.dumps(trim, indent=2))
         w.recorder.phase = schema.AFTER_TRIM
-        w.wait(self.config.after_trim_s, "the after-trim recording")
+        w.wait(self.pacing.after_trim_s, "the after-trim recording")
         w.read_allocator(schema.AFTER_TRIM)
         self.console.trim(self.name, trim)
 
     def _load(self, k: int) -> drivers.BatchOutcome:
         assert self.w is not None
-        progress = self.console.progress(self.name, k, self.config.batches, self.w.recorder)
+        progress = self.console.progress(self.name, k, self.pacing.batches, self.w.recorder)
         try:
             return drivers.run_batch(
-                self.config.driver,
+                self.load.driver,
                 self.workload,
                 self.w.server.base_url,
                 self.folder,
                 self.name,
                 self.stop,
                 progress,
-                self.config.rate,
-                self.config.arrivals,
+                self.load.rate,
+                self.load.arrivals,
             )
         except UserError as exc:
             raise Fault(f"the load driver failed in batch {k}: {exc}") from None
