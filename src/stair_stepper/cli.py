@@ -24,7 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "allocators": ("allocators.trials", "which allocators work here, with versions"),
     "plans": ("load.plans", "generate the drill plan files (request bodies)"),
     "load": ("load.command", "run a drill benchmark file against a local server"),
-    "record": ("record.recorder", "sample a process's memory into a CSV trace"),
+    "record": ("record.command", "sample a process's memory into a CSV trace"),
     "experiment": (
         "experiment.command",
         "the main job: load each allocator variant, record, analyse",

@@ -1,7 +1,7 @@
 """Where the memory sits, at each floor, and why it stays: layers and a diagnosis per variant.
 
 At each floor the allocator is read once (``<variant>.structure.csv``, the phase
-``schema.read_phase(K)``),
+``phases.read_phase(K)``),
 and RSS splits into layers:
 
 - *live*: what the allocator counts as allocated (of which Python's traced bytes, when
@@ -83,7 +83,7 @@ def layers_at(reading: dict | None, rss: float | None) -> dict | None:
 
 def variant_layers(structure, reads: list[str], floors: list) -> list[dict | None]:
     """The layers at each floor (``reads``: the allocator's read after each, in order —
-    ``schema.read_phase``; ``floors``: their RSS floors), from the structure table; None where
+    ``phases.read_phase``; ``floors``: their RSS floors), from the structure table; None where
     the allocator was not read."""
     return [
         layers_at(_reading(structure, phase), floor)

@@ -16,7 +16,7 @@ from stair_stepper.analysis.markdown import (
     sweep_text,
 )
 from stair_stepper.analysis.spread import MB, Spread
-from stair_stepper.record import results, schema
+from stair_stepper.record import phases, results
 
 
 def repeated(folder: Path) -> dict:
@@ -233,7 +233,7 @@ def arena_growth(run_folder: Path) -> tuple[int | None, list[tuple[int, float]]]
     v = data.get("glibc")
     if v is None or v.arenas is None:
         return None, []
-    reads = [schema.read_phase(k) for k in read.pauses(v.trace)]
+    reads = [phases.read_phase(k) for k in read.pauses(v.trace)]
     floors = layers.arenas_by_floor(v.arenas, reads)
     held = [{a["arena"]: a["system_bytes"] or 0 for a in floor} for floor in floors]
     growth = []

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from stair_stepper.errors import NewerFormat, NoTraces, TraceError
-from stair_stepper.record import results, schema
+from stair_stepper.record import phases, results
+from stair_stepper.record.phases import settled
 from stair_stepper.record.schema import (
     ARENAS_SUFFIX,
     BATCHES_SUFFIX,
@@ -19,7 +20,6 @@ from stair_stepper.record.schema import (
     read_batches,
     read_table,
     read_trace,
-    settled,
     variant_files,
 )
 
@@ -126,7 +126,7 @@ def phase_values(trace: Table, phase: str, column: str) -> tuple[list, list]:
 
 def pauses(trace: Table) -> list[int]:
     """The numbers of the pauses a trace has, in order."""
-    found = {schema.pause_number(p) for p in trace.distinct("phase")} - {None}
+    found = {phases.pause_number(p) for p in trace.distinct("phase")} - {None}
     return sorted(found)  # type: ignore[type-var]
 
 
@@ -136,7 +136,7 @@ def pause_settled(v: VariantData, k: int) -> bool:
         for batch, flag in zip(v.batches.column("batch"), v.batches.column("settled"), strict=True):
             if batch == k and flag is not None:
                 return bool(flag)
-    return settled(*phase_values(v.trace, schema.pause_phase(k), "rss_bytes"))
+    return settled(*phase_values(v.trace, phases.pause_phase(k), "rss_bytes"))
 
 
 def load_files(paths: list[Path]) -> tuple[dict[str, VariantData], dict, list[str]]:

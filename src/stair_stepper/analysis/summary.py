@@ -9,7 +9,7 @@ Definitions (the README repeats them):
   because an allocator that decays its free pages can drop within that second: the
   floor is where it landed);
 - *settled*: the pause's RSS moved less than 1 MB over its last 2 s
-  (``schema.settled``); a floor from a pause that had not settled is marked, and
+  (``phases.settled``); a floor from a pause that had not settled is marked, and
   the median floors and ratios use settled floors only;
 - *step*: a floor higher than the floor of the pause before it by more than
   ``step_threshold_bytes`` (floor to floor: the rise from the baseline to the
@@ -46,7 +46,7 @@ from stair_stepper.analysis.read import (
 )
 from stair_stepper.analysis.spread import MB, Spread
 from stair_stepper.load.openloop import fell_behind
-from stair_stepper.record import results, schema
+from stair_stepper.record import phases, results
 
 DEFAULT_STEP_THRESHOLD = 16 * MB
 
@@ -66,26 +66,26 @@ def count_steps(floors: list[float], threshold: float) -> int:
 def variant_summary(v: VariantData, threshold: float) -> dict:
     trace = v.trace
     rss = trace.column("rss_bytes")
-    phases = set(trace.distinct("phase")) - {None}
-    if phases:
-        baseline = median(phase_values(trace, schema.BASELINE, "rss_bytes")[1])
+    labels = set(trace.distinct("phase")) - {None}
+    if labels:
+        baseline = median(phase_values(trace, phases.BASELINE, "rss_bytes")[1])
     else:
         t = trace.column("t_s")
         baseline = median([r for r, s in zip(rss, t, strict=True) if s - t[0] <= WINDOW_S])
-    numbers = [k for k in pauses(trace) if phase_window(trace, schema.pause_phase(k))]
-    floors = [phase_window(trace, schema.pause_phase(k)) for k in numbers]
+    numbers = [k for k in pauses(trace) if phase_window(trace, phases.pause_phase(k))]
+    floors = [phase_window(trace, phases.pause_phase(k)) for k in numbers]
     floors_settled = [pause_settled(v, k) for k in numbers]
     pause_lengths = [
         (times[-1] - times[0]) if times else None
-        for times in (phase_values(trace, schema.pause_phase(k), "rss_bytes")[0] for k in numbers)
+        for times in (phase_values(trace, phases.pause_phase(k), "rss_bytes")[0] for k in numbers)
     ]
     settled_floors = [f for f, ok in zip(floors, floors_settled, strict=True) if ok]
-    after_trim = phase_window(trace, schema.AFTER_TRIM)
+    after_trim = phase_window(trace, phases.AFTER_TRIM)
     last_floor = floors[-1] if floors else None
     # The allocator is read once after each pause ("read K"); older runs polled during it.
-    last_read = schema.read_phase(numbers[-1]) if numbers else None
-    if last_read and last_read not in phases:
-        last_read = schema.pause_phase(numbers[-1])
+    last_read = phases.read_phase(numbers[-1]) if numbers else None
+    if last_read and last_read not in labels:
+        last_read = phases.pause_phase(numbers[-1])
     unasked = v.batches.column("pause_requests") if v.batches is not None else []
     spread = Spread.of(settled_floors, over="batches")
     return {
@@ -123,7 +123,7 @@ def _where_it_sits(
     v: VariantData, numbers: list[int], floors: list, after_trim, baseline, threshold
 ) -> dict:
     """Layers at each floor, arenas, and the diagnosis (analysis/layers.py)."""
-    reads = [schema.read_phase(k) for k in numbers]
+    reads = [phases.read_phase(k) for k in numbers]
     by_floor = layers.variant_layers(v.structure, reads, floors)
     last = next((layer for layer in reversed(by_floor) if layer), None)
     arena_floors = layers.arenas_by_floor(v.arenas, reads)
@@ -139,7 +139,7 @@ def _where_it_sits(
     }
     peak = max((r for r in v.trace.column("rss_bytes") if r is not None), default=None)
     before_load = layers.variant_layers(
-        v.structure, [schema.read_phase(schema.BASELINE)], [baseline]
+        v.structure, [phases.read_phase(phases.BASELINE)], [baseline]
     )
     found["diagnosis"] = layers.diagnose(
         {"after_trim_bytes": after_trim, "peak_bytes": peak, "baseline_bytes": baseline},

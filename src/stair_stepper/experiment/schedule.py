@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 
 from stair_stepper.experiment.presets import AUTO, Config
-from stair_stepper.record.schema import SETTLE_WINDOW_S
+from stair_stepper.record.phases import SETTLE_WINDOW_S
 
 #: what starting a server and proving its allocator take, seconds (measured: 1–2 s here)
 START_S = 2.0

@@ -23,17 +23,16 @@ from stair_stepper.files import no_space
 from stair_stepper.load import batch as drivers
 from stair_stepper.load import client
 from stair_stepper.load.client import AllocatorPoller, IdleTraffic
-from stair_stepper.record import schema
+from stair_stepper.record import phases
+from stair_stepper.record.phases import SETTLE_WINDOW_S, settled
 from stair_stepper.record.recorder import Recorder, StructureLog
 from stair_stepper.record.results import NOT_MEASURED
 from stair_stepper.record.schema import (
     BATCH_COLUMNS,
     BATCHES_SUFFIX,
-    SETTLE_WINDOW_S,
     TRACE_SUFFIX,
     BatchRow,
     RowWriter,
-    settled,
 )
 
 
@@ -76,7 +75,7 @@ class Watched:
         if self.poller is not None:  # each reading's structure, beside the trace
             self.structure = StructureLog(folder, name, self.recorder)
             self.poller.on_reading = self.structure
-        self.recorder.phase = schema.BASELINE  # labelled from its very first row
+        self.recorder.phase = phases.BASELINE  # labelled from its very first row
         self.recorder.start()
 
     @property
@@ -109,7 +108,7 @@ class Watched:
         ("read K"), so the request cannot touch the floor it follows; held until a sample
         carries it. None for a --command server."""
         rec = self.recorder
-        rec.phase = schema.read_phase(after)
+        rec.phase = phases.read_phase(after)
         reading = self.poller.poll_now("structure=1") if self.poller else None
         taken, deadline = rec.samples, time.monotonic() + 1.0
         while rec.samples == taken and time.monotonic() < deadline:
@@ -198,14 +197,14 @@ class VariantRun:
         """Idle, no request at all; then the first allocator read (and request count)."""
         assert self.w is not None
         self.w.wait(self.pacing.baseline_s, "the baseline")
-        self._reading = self.w.read_allocator(schema.BASELINE)
+        self._reading = self.w.read_allocator(phases.BASELINE)
 
     def batch(self, k: int) -> BatchRow:
         """Batch k and the pause after it, as one row of the batch log."""
         w = self.w
         assert w is not None
         rec = w.recorder
-        rec.phase = schema.batch_phase(k)
+        rec.phase = phases.batch_phase(k)
         polls_before = w.polls
         if w.poller:
             w.poller.resume()
@@ -215,7 +214,7 @@ class VariantRun:
         w.check_alive(f"batch {k}")
         rss_batch, after = _rss(rec.last), dict(rec.last or {})
         spent = {key: _delta(before, after, key) for key in COST_COLUMNS}
-        rec.phase = schema.pause_phase(k)
+        rec.phase = phases.pause_phase(k)
         if w.poller:
             w.poller.quiet()
         polls_in_batch = w.polls - polls_before
@@ -282,7 +281,7 @@ class VariantRun:
             return
         w = self.w
         assert w is not None
-        w.recorder.phase = schema.TRIM
+        w.recorder.phase = phases.TRIM
         try:
             trim = w.server.post(client.TRIM)
         except OSError as exc:
@@ -290,9 +289,9 @@ class VariantRun:
             raise Fault(f"the {self.name} server did not answer the trim: {exc}.") from None
         self.info["trim"] = {k: v for k, v in trim.items() if k not in ("before", "after")}
         (self.folder / f"{self.name}.trim.json").write_text(json.dumps(trim, indent=2))
-        w.recorder.phase = schema.AFTER_TRIM
+        w.recorder.phase = phases.AFTER_TRIM
         w.wait(self.pacing.after_trim_s, "the after-trim recording")
-        w.read_allocator(schema.AFTER_TRIM)
+        w.read_allocator(phases.AFTER_TRIM)
         self.console.trim(self.name, trim)
 
     def _load(self, k: int) -> drivers.BatchOutcome:

@@ -73,7 +73,7 @@ def served(config: dict) -> str:
     )
 
 
-AUTO = "auto"  # config "pause": until RSS settles (schema.settled), at most pause_cap_s
+AUTO = "auto"  # config "pause": until RSS settles (phases.settled), at most pause_cap_s
 
 
 def pause_words(config: dict) -> str:
