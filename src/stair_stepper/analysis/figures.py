@@ -300,15 +300,3 @@ def memory_over_time(data: dict, summary: dict, folder: Path) -> list[Path]:
 
 
 #: more batches than this and the floors are drawn as lines, not labelled bars
-def draw_all(data: dict, summary: dict, folder: Path) -> list[Path]:
-    """Every figure of one run's folder."""
-    from stair_stepper.analysis import figures_layers, figures_price
-    from stair_stepper.analysis.figures_floors import floors_by_batch, sweeps
-
-    written = memory_over_time(data, summary, folder) + floors_by_batch(summary, folder)
-    if any(s.get("layers") for s in summary["variants"].values()):
-        written += save(figures_layers.layers_figure(data, summary), folder, "layers")
-    arenas = figures_layers.arenas_figure(summary)
-    if arenas is not None:
-        written += save(arenas, folder, "arenas")
-    return written + sweeps(summary, folder) + figures_price.tradeoff(summary, folder)

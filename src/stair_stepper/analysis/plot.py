@@ -57,7 +57,7 @@ def analyse(
     written = list(write(out, summary))
     if figures and not (stop is not None and stop.is_set()):
         try:
-            from stair_stepper.analysis import figures as drawing
+            from stair_stepper.analysis import figures_all as drawing
         except ImportError:
             summary["warnings"].append(
                 "matplotlib is not installed (pip install 'stair-stepper[analysis]'): no figures."
