@@ -170,3 +170,22 @@ TINY = (*SHORT, "--allocators", "glibc", "--pause", "0.5")
 def serve_flags(ready: Path) -> list[str]:
     """``serve`` flags for a test: a free loopback port, its pid and URLs in ``ready``."""
     return ["--bind", "127.0.0.1:0", "--ready-file", str(ready), "--sleep-ms", "0"]
+
+
+@pytest.fixture
+def synthetic(tmp_path):
+    """A synthetic result folder with known answers: glibc's floors 200 → 260 → 262 MB,
+    jemalloc's 100 each, after trim 60 and 70 (helpers.synthetic_variant)."""
+    from helpers import synthetic_variant
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    meta = {
+        "config": {"preset": "synthetic", "variants": ["glibc", "jemalloc"], "batches": 3},
+        "provenance": {"python": "3.11.7", "glibc": "2.36"},
+        "status": "complete",
+    }
+    (folder / "meta.json").write_text(json.dumps(meta))
+    synthetic_variant(folder, "glibc", 50, [200, 260, 262], 60, 400)
+    synthetic_variant(folder, "jemalloc", 50, [100, 100, 100], 70, 300)
+    return folder

@@ -7,44 +7,29 @@ import json
 import os
 import signal
 import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from conftest import (
     TINY,
     assert_images,
-    cli,
     has_library,
     needs_drill,
     needs_jemalloc,
     real_drill,
 )
+from helpers import (
+    FAKES,
+    ROOT,
+    assert_no_orphans,
+    experiment,
+    server_pids,
+    start_and_wait_for_batch,
+)
 
 from stair_stepper.load.openloop import fell_behind
-from stair_stepper.record import procfs
 from stair_stepper.record.schema import read_batches, read_trace
-
-ROOT = Path(__file__).resolve().parent.parent
-FAKES = Path(__file__).resolve().parent / "fakes"
-
-
-def experiment(*args: str, env: dict | None = None):
-    return cli("experiment", *args, env=env, timeout=240, cwd=ROOT)
-
-
-def server_pids(folder: Path) -> list[int]:
-    meta = json.loads((folder / "meta.json").read_text())
-    return [v["pid"] for v in meta["variants"].values() if "pid" in v]
-
-
-def assert_no_orphans(folder: Path) -> None:
-    pids = server_pids(folder)
-    assert pids, "the run recorded no server pid"
-    for pid in pids:
-        assert not procfs.alive(pid), f"server {pid} outlived the experiment"
 
 
 @pytest.fixture(scope="module")
@@ -240,52 +225,9 @@ def test_a_taken_port_is_one_sentence_and_leaves_nothing_running(tmp_path):
     assert json.loads((tmp_path / "r" / "meta.json").read_text())["status"].startswith("failed")
 
 
-def _start_and_wait_for(folder: Path, ready, *extra: str, **popen) -> subprocess.Popen:
-    """The tiny experiment (3 s requests unless ``extra`` says otherwise), once ``ready()``;
-    ``popen``: more options for ``subprocess.Popen``."""
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "stair_stepper",
-            "experiment",
-            *TINY,
-            "--sleep-ms",
-            "3000",
-            "--out",
-            str(folder),
-            *extra,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-        **popen,
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if ready():
-            return process
-        assert process.poll() is None, process.communicate()
-        time.sleep(0.05)
-    process.kill()
-    raise AssertionError("the experiment never got there")
-
-
-def _start_and_wait_for_phase(folder: Path, phase: str, *extra: str) -> subprocess.Popen:
-    trace = folder / "glibc.trace.csv"
-    return _start_and_wait_for(
-        folder, lambda: trace.exists() and phase in trace.read_text(), *extra
-    )
-
-
-def _start_and_wait_for_batch(folder: Path, *extra: str) -> subprocess.Popen:
-    return _start_and_wait_for_phase(folder, "batch 1", *extra)
-
-
 def test_a_server_that_dies_mid_run(tmp_path):
     folder = tmp_path / "r"
-    process = _start_and_wait_for_batch(folder)
+    process = start_and_wait_for_batch(folder)
     os.kill(server_pids(folder)[0], signal.SIGKILL)
     _, err = process.communicate(timeout=60)
     assert process.returncode == 1
@@ -297,7 +239,7 @@ def test_a_server_that_dies_mid_run(tmp_path):
 
 def test_ctrl_c_stops_cleanly_and_keeps_the_rows(tmp_path):
     folder = tmp_path / "r"
-    process = _start_and_wait_for_batch(folder)
+    process = start_and_wait_for_batch(folder)
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=60)
     assert process.returncode == 130

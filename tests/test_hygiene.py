@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 from conftest import TINY, cli, wait_until
-from test_experiment import (
+from helpers import (
     FAKES,
-    _start_and_wait_for,
-    _start_and_wait_for_batch,
-    _start_and_wait_for_phase,
     assert_no_orphans,
     experiment,
     server_pids,
+    start_and_wait_for,
+    start_and_wait_for_batch,
+    start_and_wait_for_phase,
 )
 
 from stair_stepper import cli as stair_cli
@@ -59,11 +59,11 @@ def test_sigterm_or_sighup_ends_like_ctrl_c(tmp_path, signum, moment, extra):
     drops exceptions raised in its callbacks) can swallow, wherever the run is."""
     folder = tmp_path / "r"
     if moment == "second variant":
-        process = _start_and_wait_for(
+        process = start_and_wait_for(
             folder, lambda: (folder / "glibc+arena2.server.log").exists(), *extra
         )
     else:
-        process = _start_and_wait_for_phase(folder, moment, *extra)
+        process = start_and_wait_for_phase(folder, moment, *extra)
     began = time.monotonic()
     process.send_signal(signum)
     _, err = process.communicate(timeout=60)
@@ -86,7 +86,7 @@ def test_a_sighup_ignored_at_start_stays_ignored(tmp_path):
     def ignore_hup() -> None:
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
-    process = _start_and_wait_for(
+    process = start_and_wait_for(
         folder,
         lambda: (
             (folder / "glibc.trace.csv").exists()
@@ -104,7 +104,7 @@ def test_a_sighup_ignored_at_start_stays_ignored(tmp_path):
 
 def test_sigkill_of_the_experiment_takes_its_server_along(tmp_path):
     folder = tmp_path / "r"
-    process = _start_and_wait_for_batch(folder)
+    process = start_and_wait_for_batch(folder)
     server = server_pids(folder)[0]
     assert procfs.alive(server)
     assert os.getpgid(server) != os.getpgid(process.pid)  # its own process group
@@ -320,7 +320,7 @@ def test_record_refuses_an_existing_trace_unless_append(tmp_path):
 def test_sigterm_stops_side_by_side_variants_without_waiting_for_their_batches(tmp_path):
     """A batch of 20 iterations at 3 s each, two at a time, lasts 30 s: a stop must not wait."""
     folder = tmp_path / "r"
-    process = _start_and_wait_for_batch(
+    process = start_and_wait_for_batch(
         folder, "--parallel", "--allocators", "glibc,glibc+arena2", "--iterations", "20"
     )
     began = time.monotonic()
@@ -335,7 +335,7 @@ def test_sigterm_stops_side_by_side_variants_without_waiting_for_their_batches(t
 
 def test_a_result_folder_moved_mid_run_is_one_sentence_and_leaves_nothing(tmp_path):
     folder, moved = tmp_path / "r", tmp_path / "elsewhere"
-    process = _start_and_wait_for_batch(folder)
+    process = start_and_wait_for_batch(folder)
     pids = server_pids(folder)
     folder.rename(moved)
     _, err = process.communicate(timeout=60)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from conftest import assert_images, get, has_library, wait_until
-from test_experiment import ROOT, assert_no_orphans, experiment
+from helpers import ROOT, assert_no_orphans, experiment
 
 from stair_stepper.experiment.launch import start_server
 from stair_stepper.load import client

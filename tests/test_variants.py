@@ -8,7 +8,7 @@ import os
 
 import pytest
 from conftest import SHORT, cli, has_library, needs_jemalloc
-from test_experiment import ROOT, assert_no_orphans, experiment
+from helpers import ROOT, assert_no_orphans, experiment
 
 from stair_stepper.allocators import settings
 from stair_stepper.errors import UserError

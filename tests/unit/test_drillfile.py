@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import needs_drill, real_drill
+from helpers import SETTINGS_TABLE, drill_plan
 
 from stair_stepper.errors import UserError
 from stair_stepper.load import drillfile
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 # (item tags, --tags, --skip-tags, skipped?) — drill's tags.rs test table plus our own rows
 TAG_TABLE = [
@@ -165,44 +164,12 @@ def test_self_include_is_caught(tmp_path):
         drillfile.read_benchmark(path)
 
 
-# What a plan may omit or give, and what drill 0.8.3 / 0.9.0 make of it. Each row cites the
-# source it follows (github fcsonline/drill, src/config.rs unless said otherwise):
-# (the numbers in the file, expected (iterations, concurrency, rampup) or "error", warning?)
-SETTINGS_TABLE = [
-    # NITERATIONS = 1, NRAMPUP = 0; `read_i64_configuration(.., "concurrency", iterations)`
-    ("", (1, 1, 0), False),
-    # concurrency omitted: defaults to the iteration count, not to 1
-    ("iterations: 3", (3, 3, 0), False),
-    ("iterations: 3\nconcurrency: 2\nrampup: 5", (3, 2, 5), False),
-    # `config_doc[name].as_str()` then `.parse::<i64>()`: numeric strings count
-    ("iterations: '4'\nconcurrency: '2'", (4, 2, 0), False),
-    # `if value < 0 { println!("Invalid negative {} value!") ; default }`
-    ("iterations: 3\nconcurrency: -2", (3, 3, 0), True),
-    ("iterations: 2\nrampup: -1", (2, 2, 0), True),
-    # a float is neither i64 nor str: the default, silently
-    ("iterations: 2.5", (1, 1, 0), False),
-    # an unparsable string: `println!("Invalid {} value!")` and the default
-    ("iterations: lots", (1, 1, 0), True),
-    # `if concurrency > iterations { panic!(..) }`
-    ("iterations: 2\nconcurrency: 3", "error", False),
-    # concurrency 0: tokio panics "Worker threads cannot be set to 0" (src/benchmark.rs)
-    ("iterations: 0\nconcurrency: 0", "error", False),
-]
-
-
-def _plan(tmp_path: Path, numbers: str, base: str = "http://127.0.0.1:1") -> Path:
-    text = f"base: {base}\n{numbers}\nplan:\n  - name: h\n    request:\n      url: /healthz\n"
-    path = tmp_path / "b.yml"
-    path.write_text(text)
-    return path
-
-
 SETTINGS_IDS = [r[0].replace("\n", ", ") or "nothing" for r in SETTINGS_TABLE]
 
 
 @pytest.mark.parametrize(("numbers", "expected", "warns"), SETTINGS_TABLE, ids=SETTINGS_IDS)
 def test_plan_numbers_follow_drill(tmp_path, numbers, expected, warns):
-    path = _plan(tmp_path, numbers)
+    path = drill_plan(tmp_path, numbers)
     if expected == "error":
         with pytest.raises(UserError):
             drillfile.read_benchmark(path)
@@ -210,32 +177,6 @@ def test_plan_numbers_follow_drill(tmp_path, numbers, expected, warns):
     bench = drillfile.read_benchmark(path)
     assert (bench.iterations, bench.concurrency, bench.rampup) == expected
     assert bool(bench.warnings) is warns
-
-
-def _drill_header(drill: Path, path: Path) -> tuple[int, int, int]:
-    done = subprocess.run(
-        [str(drill), "--benchmark", str(path), "--stats"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    found = dict(re.findall(r"^(Concurrency|Iterations|Rampup) (\d+)", done.stdout, re.M))
-    return int(found["Iterations"]), int(found["Concurrency"]), int(found["Rampup"])
-
-
-@needs_drill
-@pytest.mark.parametrize(
-    ("numbers", "expected", "warns"), [r for r in SETTINGS_TABLE if r[1] != "error"]
-)
-def test_real_drill_reads_the_numbers_the_same_way(
-    tmp_path, glibc_server, numbers, expected, warns
-):
-    """The table above is drill's behaviour, not our reading of its source."""
-    if expected[2] > 0:
-        numbers = numbers.replace("rampup: 5", "rampup: 0")  # keep the run short
-        expected = (*expected[:2], 0)
-    path = _plan(tmp_path, numbers, glibc_server.base_url)
-    assert _drill_header(real_drill(), path) == expected
 
 
 # --- drill's --stats output, known answers ----------------------------------------------------

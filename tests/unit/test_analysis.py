@@ -9,89 +9,10 @@ from pathlib import Path
 
 import pytest
 from conftest import assert_images, cli
+from helpers import MB, synthetic_variant
 
 from stair_stepper.analysis import markdown, repeats, verdict
 from stair_stepper.analysis import summary as numbers
-from stair_stepper.record.schema import BATCH_COLUMNS, TRACE_COLUMNS, RowWriter
-
-MB = 2**20
-
-
-def synthetic_variant(
-    folder: Path,
-    name: str,
-    baseline: float,
-    floors: list[float],
-    after_trim: float,
-    peak: float,
-    falling: tuple[int, ...] = (),
-) -> None:
-    """10 Hz trace: 2 s baseline, then per batch 1 s at ``peak`` and a 3 s pause at the floor.
-
-    The pauses numbered in ``falling`` never settle: RSS still drops 2 MB every 0.1 s at
-    their end (as jemalloc's decay does when a pause is too short)."""
-    rows, t = [], 0.0
-    batches = []
-
-    def add(
-        phase: str, seconds: float, mb: float, live: float | None = None, slope: float = 0.0
-    ) -> None:
-        nonlocal t
-        n = int(seconds * 10)
-        for i in range(n):
-            value = mb + slope * (n - 1 - i)  # ends at ``mb``
-            rows.append(
-                {
-                    "t_s": t,
-                    "wall_time": 1e9 + t,
-                    "phase": phase,
-                    "rss_bytes": int(value * MB),
-                    "live_bytes": int((live or mb / 2) * MB),
-                    "held_bytes": int(value * MB),
-                }
-            )
-            t += 0.1
-
-    add("baseline", 2, baseline)
-    for k, floor in enumerate(floors, 1):
-        start = t
-        add(f"batch {k}", 1, peak)
-        end = t
-        add(f"pause {k}", 0.5, floor + 40)  # the floor is the pause's last second
-        add(f"pause {k}", 2.5, floor, live=30, slope=2.0 if k in falling else 0.0)
-        batches.append(
-            {
-                "batch": k,
-                "start_s": start,
-                "end_s": end,
-                "pause_end_s": t,
-                "requests": 10,
-                "failures": 0,
-            }
-        )
-    add("trim", 0.1, floors[-1])
-    add("after trim", 2, after_trim)
-    with RowWriter(folder / f"{name}.trace.csv", TRACE_COLUMNS) as w:
-        for row in rows:
-            w.write(row)
-    with RowWriter(folder / f"{name}.batches.csv", BATCH_COLUMNS) as w:
-        for row in batches:
-            w.write(row)
-
-
-@pytest.fixture
-def synthetic(tmp_path):
-    folder = tmp_path / "run"
-    folder.mkdir()
-    meta = {
-        "config": {"preset": "synthetic", "variants": ["glibc", "jemalloc"], "batches": 3},
-        "provenance": {"python": "3.11.7", "glibc": "2.36"},
-        "status": "complete",
-    }
-    (folder / "meta.json").write_text(json.dumps(meta))
-    synthetic_variant(folder, "glibc", 50, [200, 260, 262], 60, 400)
-    synthetic_variant(folder, "jemalloc", 50, [100, 100, 100], 70, 300)
-    return folder
 
 
 def test_known_answers(synthetic):
@@ -208,10 +129,6 @@ def test_repeats_are_median_with_min_and_max(tmp_path):
     md = markdown.markdown_repeats(result)
     assert "| glibc | 50 (50–50) | 400 (400–400) | 260 (250–280) |" in md
     assert "glibc/jemalloc, median settled floor: 2.60 (2.50–2.80, 3 runs)" in md
-    done = run_plot(folder)
-    assert done.returncode == 0, done.stderr
-    assert (folder / "summary.md").exists() and (folder / "run-2" / "summary.json").exists()
-    assert (folder / "floors-runs.png").exists()
 
 
 def test_summary_json_has_the_fixed_shape(synthetic):
@@ -240,46 +157,6 @@ def run_plot(*args) -> subprocess.CompletedProcess:
     return cli("plot", *map(str, args))
 
 
-def test_plot_command_writes_tables_and_figures(synthetic, tmp_path):
-    out = tmp_path / "figs"
-    done = run_plot(synthetic, "-o", out)
-    assert done.returncode == 0, done.stderr
-    assert_images(out)
-    assert (out / "summary.json").exists() and (out / "summary.md").exists()
-    assert "200 → 260 → 262" in done.stdout
-
-
-def test_the_analysis_runs_as_a_module_too(synthetic, tmp_path):
-    root = Path(__file__).resolve().parent.parent
-    out = str(tmp_path / "o")
-    command = [sys.executable, "-m", "stair_stepper.analysis.plot", str(synthetic), "-o", out]
-    done = subprocess.run(command, cwd=root, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    assert (
-        json.loads((tmp_path / "o" / "summary.json").read_text())["variants"]["glibc"]["steps"] == 1
-    )
-
-
-def test_damaged_input_still_plots_what_it_can(synthetic):
-    (synthetic / "jemalloc.trace.csv").write_text("")  # empty trace
-    with open(synthetic / "glibc.trace.csv", "a") as handle:
-        handle.write("99.0,1.0,after tr")  # truncated last line
-    meta = json.loads((synthetic / "meta.json").read_text())
-    meta["config"]["variants"].append("mimalloc")  # a variant that left nothing
-    (synthetic / "meta.json").write_text(json.dumps(meta))
-    done = run_plot(synthetic)
-    assert done.returncode == 0, done.stderr
-    assert "jemalloc.trace.csv is empty" in done.stderr
-    assert "dropped a truncated last line" in done.stderr
-    assert "variant mimalloc is in meta.json but has no usable trace" in done.stderr
-    assert "Traceback" not in done.stderr
-    assert_images(synthetic)
-    s = json.loads((synthetic / "summary.json").read_text())
-    assert (
-        list(s["variants"]) == ["glibc"] and s["variants"]["glibc"]["after_trim_bytes"] == 60 * MB
-    )
-
-
 def test_not_a_result_folder_is_one_sentence(tmp_path):
     done = run_plot(tmp_path)
     assert done.returncode == 2
@@ -289,32 +166,6 @@ def test_not_a_result_folder_is_one_sentence(tmp_path):
     (tmp_path / "x.csv").write_text("a,b\n1,2\n")
     done = run_plot(tmp_path)
     assert done.returncode == 2 and "x.csv is not a stair-stepper CSV" in done.stderr
-
-
-def test_a_bare_record_csv_gets_baseline_and_peak(tmp_path):
-    path = tmp_path / "app.csv"
-    with RowWriter(path, TRACE_COLUMNS) as w:
-        for i in range(50):
-            w.write({"t_s": i / 10, "rss_bytes": (10 + i) * MB})
-    done = run_plot(path)
-    assert done.returncode == 0, done.stderr
-    s = json.loads((tmp_path / "summary.json").read_text())["variants"]["app"]
-    assert s["peak_bytes"] == 59 * MB and s["baseline_bytes"] == 15 * MB and s["floors_bytes"] == []
-
-
-def test_several_runs_get_min_max_bands_and_compare(synthetic, tmp_path):
-    other = tmp_path / "run2"
-    other.mkdir()
-    synthetic_variant(other, "glibc", 50, [220, 280, 300], 60, 400)
-    synthetic_variant(other, "jemalloc", 50, [90, 95, 100], 70, 300)
-    out = tmp_path / "both"
-    done = run_plot(synthetic, other, "-o", out)
-    assert done.returncode == 0, done.stderr
-    assert_images(out, ("floors-runs",))
-    assert_images(out / "run2")
-    done = cli("compare", str(synthetic), str(other))
-    assert done.returncode == 0, done.stderr
-    assert "| glibc | 260 | 280 | 1.08 |" in done.stdout
 
 
 def _repeat_folder(folder: Path, glibc_runs: list[list[float]]) -> Path:
@@ -359,7 +210,7 @@ def test_tables_without_matplotlib(synthetic):
 def test_a_checkout_imports_the_package_from_src_and_nothing_else(tmp_path):
     """PYTHONPATH=src (as in `nix develop`), no install, no import hook: the analysis is a
     plain subpackage under src/, and bench/, tests/, docs/ are not part of the package."""
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     code = (
         "import importlib, stair_stepper.analysis.summary as s; print(s.__file__)\n"
         "import stair_stepper.load.plans as p; print(p.__file__)\n"

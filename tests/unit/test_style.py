@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 # The ruff module in a venv; the ruff command in the Nix build sandbox (checks.tests puts it there).
 if importlib.util.find_spec("ruff") is not None:

@@ -8,14 +8,14 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from test_analysis import synthetic_variant
+from helpers import synthetic_variant
 
 from stair_stepper.analysis import figures_floors, publish, read
 from stair_stepper.analysis import summary as numbers
 from stair_stepper.errors import Stale
 from stair_stepper.record.schema import TRACE_COLUMNS, RowWriter
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 MB = 2**20
 
 

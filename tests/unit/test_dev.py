@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-FAKE_APT = Path(__file__).resolve().parent / "fakes" / "apt"
+ROOT = Path(__file__).resolve().parents[2]
+FAKE_APT = Path(__file__).resolve().parents[1] / "fakes" / "apt"
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="./dev installs packages only as root")
 

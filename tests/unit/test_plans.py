@@ -11,7 +11,7 @@ from conftest import cli
 from stair_stepper.errors import UserError
 from stair_stepper.load import drillfile, plans
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 RECORD_FIELDS = {
     "_id",
     "index",
