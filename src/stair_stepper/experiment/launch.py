@@ -119,7 +119,7 @@ def start_variant(
 
 
 def start_server(
-    variant: str = "glibc",  # the system's allocator's own variant
+    variant: str | None = None,
     *,
     host: str = "127.0.0.1",
     port: int = 0,
@@ -130,8 +130,12 @@ def start_server(
     cancel: threading.Event | None = None,
     what: str | None = None,
 ) -> RunningServer:
-    """``stair-stepper serve`` on ``variant`` (a name, or one written out); returns once its
-    health endpoint answers."""
+    """``stair-stepper serve`` on ``variant`` (a name, or one written out; default the system's
+    allocator); returns once its health endpoint answers."""
+    if variant is None:
+        from stair_stepper import allocators
+
+        variant = allocators.SYSTEM
     ready = Path(tempfile.mkdtemp(prefix="stair-stepper-")) / "ready.json"
     bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     args = ["serve", "--allocator", variant, "--bind", bind, "--ready-file", str(ready)]

@@ -31,7 +31,7 @@ log = logging.getLogger("stair_stepper.service.serve")
 
 @dataclass(frozen=True)
 class ServeOptions:
-    variant: str = "glibc"
+    variant: str = allocators.SYSTEM
     binds: tuple[str, ...] = (DEFAULT_BIND,)
     sleep_ms: int | None = None
     python_malloc: str = "pymalloc"
@@ -54,10 +54,11 @@ def add_arguments(p) -> None:
     count = flag(non_negative_int)
     p.add_argument(
         "--allocator",
-        default="glibc",
+        default=allocators.SYSTEM,
         metavar="VARIANT",
-        help=f"allocator variant: {', '.join(allocators.VARIANTS)} (default glibc), or one "
-        "written out: 'NAME=ALLOCATOR VAR=VALUE …' (see experiment --variant)",
+        help=f"allocator variant: {', '.join(allocators.VARIANTS)} (default "
+        f"{allocators.SYSTEM}), or one written out: 'NAME=ALLOCATOR VAR=VALUE …' (see "
+        "experiment --variant)",
     )
     p.add_argument(
         "--bind",
