@@ -136,6 +136,8 @@ def allocator_in_maps(pid: int | str = "self") -> str:
 # --- from inside: which library's code ``malloc`` runs -------------------------------------
 
 RTLD_LAZY, RTLD_NOLOAD = 0x1, 0x4  # <dlfcn.h>, glibc
+RTLD_DL_SYMENT = 1  # dladdr1's flag: the symbol table entry (<dlfcn.h>)
+SHN_UNDEF = 0  # <elf.h>
 
 
 class _DlInfo(ctypes.Structure):
@@ -144,6 +146,17 @@ class _DlInfo(ctypes.Structure):
         ("dli_fbase", c_void_p),
         ("dli_sname", c_char_p),
         ("dli_saddr", c_void_p),
+    ]
+
+
+class _Elf64Sym(ctypes.Structure):  # ElfW(Sym) on a 64-bit system (<elf.h>)
+    _fields_ = [
+        ("st_name", ctypes.c_uint32),
+        ("st_info", ctypes.c_uint8),
+        ("st_other", ctypes.c_uint8),
+        ("st_shndx", ctypes.c_uint16),
+        ("st_value", ctypes.c_uint64),
+        ("st_size", ctypes.c_uint64),
     ]
 
 
@@ -171,6 +184,21 @@ def _dladdr(dl: ctypes.CDLL, addr: int) -> _DlInfo | None:
     dl.dladdr.argtypes, dl.dladdr.restype = [c_void_p, POINTER(_DlInfo)], c_int
     info = _DlInfo()
     return info if dl.dladdr(addr, ctypes.byref(info)) else None
+
+
+def _defines(dl: ctypes.CDLL, addr: int) -> bool | None:
+    """Is the symbol at ``addr`` a definition (a section of its own), not an undefined symbol
+    whose value is a PLT stub? None where ``dladdr1`` cannot tell."""
+    if not hasattr(dl, "dladdr1") or ctypes.sizeof(ctypes.c_void_p) != 8:
+        return None
+    dl.dladdr1.argtypes = [c_void_p, POINTER(_DlInfo), POINTER(c_void_p), c_int]
+    dl.dladdr1.restype = c_int
+    info, entry = _DlInfo(), c_void_p()
+    if not dl.dladdr1(addr, ctypes.byref(info), ctypes.byref(entry), RTLD_DL_SYMENT):
+        return None
+    if not entry.value:
+        return None
+    return _Elf64Sym.from_address(entry.value).st_shndx != SHN_UNDEF
 
 
 def loaded_objects(dl: ctypes.CDLL | None = None) -> list[str]:
@@ -225,8 +253,9 @@ def malloc_provider() -> str:
     ``/usr/bin/python3.11``, a non-PIE build, and Debian 13's ``python3.13``): there the
     linker makes the executable's own PLT stub ``malloc``'s canonical address, an undefined
     symbol that only jumps on. When the answer lies in the executable and the executable does
-    not define ``malloc`` itself (``dladdr`` names only defined symbols), each loaded object is
-    asked in the linker's search order, and the first that defines ``malloc`` is the one.
+    not define ``malloc`` itself (its symbol table entry, from ``dladdr1``, is undefined: a PLT
+    stub), each loaded object is asked in the linker's search order, and the first that
+    defines ``malloc`` is the one.
     """
     dl = _dl()
     addr = ctypes.cast(ctypes.CDLL(None).malloc, c_void_p).value or 0
@@ -235,7 +264,8 @@ def malloc_provider() -> str:
     if os.path.realpath(found) != program:
         return found
     info = _dladdr(dl, addr)
-    if info and info.dli_sname == b"malloc" and info.dli_saddr == addr:
+    named = bool(info and info.dli_sname == b"malloc" and info.dli_saddr == addr)
+    if named and _defines(dl, addr) is not False:
         return found  # the program defines malloc itself (an allocator linked in)
     for name in loaded_objects(dl)[1:]:
         defined = _defined_in(dl, name, b"malloc") if name else None

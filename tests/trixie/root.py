@@ -1,0 +1,172 @@
+#!/usr/bin/env python3
+"""A Debian 13 (trixie) root for the suite: Python 3.13 and glibc 2.41, the world users meet.
+
+``build`` makes the root with debootstrap from Debian's packages (minbase, plus python3,
+python3-venv, git and the allocators' packages as trixie names them) and keeps it in a cache
+outside the checkout, keyed by what it holds, so later runs reuse it. ``run -- COMMAND`` runs a
+command inside it as root, in a mount namespace of its own (``unshare --mount``): the root's
+own /proc, /dev, /sys (with the memory cgroup) and a /tmp bound from the host, the host's
+network (loopback and the package registries), so a process there is a process here too
+(same pids, same loopback, recordable from the host). ``ci`` makes a clean clone of this
+checkout inside the root and runs the README's two commands there: ``./dev setup`` and the
+suite, then the quick experiment.
+
+    python3 tests/trixie/root.py build            # the root (cached); prints its path
+    python3 tests/trixie/root.py run -- python3 -V
+    python3 tests/trixie/root.py ci [-- PYTEST ARGS]
+
+Nothing is left behind: the namespace's mounts vanish with it, and the clone lives in the
+root's /work, replaced by each ``ci``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+SUITE = "trixie"
+MIRROR = "http://deb.debian.org/debian"
+#: what the root holds beside minbase: the interpreter, venv, git for the clone, a compiler for
+#: the tests that build an executable, and the allocators as trixie names them
+PACKAGES = (
+    "python3",
+    "python3-venv",
+    "python3-dev",
+    "git",
+    "gcc",
+    "libc6-dev",
+    "ca-certificates",
+    "libjemalloc2",
+    "libmimalloc3",
+    "libgoogle-perftools4t64",
+    "libtbbmalloc2",
+    "procps",
+)
+CACHE = Path(os.environ.get("STAIR_STEPPER_TRIXIE_CACHE", "/var/cache/stair-stepper"))
+CLONE = "/work/stair-stepper"
+
+
+def key() -> str:
+    return hashlib.sha256(" ".join((SUITE, MIRROR, *PACKAGES)).encode()).hexdigest()[:12]
+
+
+def root_path() -> Path:
+    return CACHE / f"{SUITE}-{key()}"
+
+
+def say(text: str) -> None:
+    print(f"trixie root: {text}", file=sys.stderr, flush=True)
+
+
+def build() -> Path:
+    """The root, made once (debootstrap), reused while what it holds is the same."""
+    target = root_path()
+    if (target / ".complete").exists():
+        return target
+    if shutil.which("debootstrap") is None:
+        sys.exit("trixie root: debootstrap is not installed (apt-get install debootstrap)")
+    partial = target.with_name(target.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    began = time.monotonic()
+    say(f"debootstrap {SUITE} into {partial} (minbase + {len(PACKAGES)} packages)")
+    command = [
+        "debootstrap",
+        "--variant=minbase",
+        f"--include={','.join(PACKAGES)}",
+        SUITE,
+        str(partial),
+        MIRROR,
+    ]
+    done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if done.returncode != 0:
+        shutil.rmtree(partial, ignore_errors=True)
+        sys.exit(f"trixie root: debootstrap failed: {done.stderr.strip()[-2000:]}")
+    shutil.rmtree(target, ignore_errors=True)
+    partial.rename(target)
+    (target / ".complete").write_text(" ".join(PACKAGES) + "\n")
+    say(f"made in {time.monotonic() - began:.0f} s")
+    return target
+
+
+def inside(target: Path, command: list[str], cwd: str = "/", env: dict | None = None) -> int:
+    """Run ``command`` in the root, in a mount namespace of its own (its mounts end with it)."""
+    shutil.copy2("/etc/resolv.conf", target / "etc" / "resolv.conf")  # the host's resolver
+    script = (
+        "set -e\n"
+        'r="$1"; shift\n'
+        'mount --make-rprivate /\n'
+        'mount -t proc proc "$r/proc"\n'
+        'mount --rbind /dev "$r/dev"\n'
+        'mount --rbind /sys "$r/sys"\n'
+        'mount --bind /tmp "$r/tmp"\n'
+        'exec chroot "$r" "$@"\n'
+    )
+    environment = {
+        "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "HOME": "/root",
+        "LANG": "C.UTF-8",
+        "DEBIAN_FRONTEND": "noninteractive",
+        **(env or {}),
+    }
+    wrapped = ["/bin/sh", "-c", f"cd {cwd} && exec \"$@\"", "sh", *command]
+    return subprocess.call(
+        ["unshare", "--mount", "--fork", "/bin/sh", "-c", script, "sh", str(target), *wrapped],
+        env=environment,
+    )
+
+
+def clone(target: Path) -> None:
+    """A clean clone of this checkout's HEAD at the root's /work/stair-stepper."""
+    work = target / CLONE.lstrip("/")
+    shutil.rmtree(work, ignore_errors=True)
+    work.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(work)], check=True)
+
+
+def ci(pytest_args: list[str]) -> int:
+    target = build()
+    clone(target)
+    say("the README's two commands in the root: ./dev setup && .venv/bin/python -m pytest")
+    code = inside(
+        target,
+        ["/bin/sh", "-c", './dev setup && .venv/bin/python -m pytest "$@"', "sh", *pytest_args],
+        cwd=CLONE,
+    )
+    if code != 0:
+        return code
+    say("the quick experiment in the root, with every allocator found there")
+    names = ",".join(["glibc", "jemalloc", "jemalloc+bg", "mimalloc", "tcmalloc", "tbbmalloc"])
+    return inside(
+        target,
+        [".venv/bin/stair-stepper", "experiment", "--preset", "quick", "--allocators", names,
+         "--out", "/tmp/trixie-quick-" + str(os.getpid()), "--no-plot"],
+        cwd=CLONE,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("action", choices=("build", "run", "ci"))
+    parser.add_argument("rest", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    rest = args.rest[1:] if args.rest[:1] == ["--"] else args.rest
+    if os.geteuid() != 0:
+        sys.exit("trixie root: debootstrap, chroot and mounts need root")
+    if args.action == "build":
+        print(build())
+        return 0
+    if args.action == "run":
+        return inside(build(), rest or ["/bin/sh"])
+    return ci(rest)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
