@@ -98,7 +98,13 @@ def build() -> Path:
 
 def inside(target: Path, command: list[str], cwd: str = "/", env: dict | None = None) -> int:
     """Run ``command`` in the root, in a mount namespace of its own (its mounts end with it)."""
-    shutil.copy2("/etc/resolv.conf", target / "etc" / "resolv.conf")  # the host's resolver
+    # the host's resolver and the certificates it trusts (a registry may be reached through a
+    # TLS-inspecting proxy whose authority only the host's bundle holds)
+    shutil.copy2("/etc/resolv.conf", target / "etc" / "resolv.conf")
+    bundle = Path("/etc/ssl/certs/ca-certificates.crt")
+    if bundle.exists():
+        (target / "etc" / "ssl" / "certs").mkdir(parents=True, exist_ok=True)
+        shutil.copy2(bundle, target / "etc" / "ssl" / "certs" / "ca-certificates.crt")
     script = (
         "set -e\n"
         'r="$1"; shift\n'
@@ -114,6 +120,9 @@ def inside(target: Path, command: list[str], cwd: str = "/", env: dict | None = 
         "HOME": "/root",
         "LANG": "C.UTF-8",
         "DEBIAN_FRONTEND": "noninteractive",
+        "SSL_CERT_FILE": "/etc/ssl/certs/ca-certificates.crt",
+        "PIP_CERT": "/etc/ssl/certs/ca-certificates.crt",
+        "PIP_DISABLE_PIP_VERSION_CHECK": "1",
         **(env or {}),
     }
     wrapped = ["/bin/sh", "-c", f"cd {cwd} && exec \"$@\"", "sh", *command]
