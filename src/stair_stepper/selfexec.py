@@ -32,6 +32,9 @@ import sys
 from collections.abc import Mapping
 
 IMPORT_PATH_VAR = "STAIR_STEPPER_IMPORT_PATH"
+#: the interpreter a child was started under (a variant's python=PATH): the child knows it runs
+#: there already (PATH may be a wrapper that does not exist in the child's own file system)
+INTERPRETER_VAR = "STAIR_STEPPER_INTERPRETER"
 
 _BOOTSTRAP = (
     "import json,os,runpy,site,sys\n"
@@ -45,16 +48,31 @@ _BOOTSTRAP = (
 
 
 def python_command(
-    module: str, args: tuple[str, ...] | list[str] = (), env: Mapping[str, str] | None = None
+    module: str,
+    args: tuple[str, ...] | list[str] = (),
+    env: Mapping[str, str] | None = None,
+    interpreter: str | None = None,
 ) -> tuple[list[str], dict[str, str]]:
     """``(argv, environment)`` that run ``python -m MODULE ARGS`` with our import path.
 
-    ``env`` is the child's environment without the import path (default: ours).
+    ``env`` is the child's environment without the import path (default: ours). With
+    ``interpreter`` (a variant's ``python=PATH``), another Python runs the module with its own
+    environment's packages (stair-stepper installed there too): our import path is ours, not
+    its.
     """
     child_env = dict(os.environ if env is None else env)
+    child_env.pop(IMPORT_PATH_VAR, None)
+    if interpreter and interpreter != sys.executable and not running_under(interpreter):
+        child_env[INTERPRETER_VAR] = interpreter
+        return [interpreter, "-m", module, *args], child_env
     here = [os.path.abspath(entry) if entry else os.getcwd() for entry in sys.path]
     child_env[IMPORT_PATH_VAR] = json.dumps(here)
     return [sys.executable, "-c", _BOOTSTRAP, module, *args], child_env
+
+
+def running_under(interpreter: str) -> bool:
+    """Was this process started under ``interpreter`` (``python_command``'s child)?"""
+    return os.environ.get(INTERPRETER_VAR) == interpreter
 
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h

@@ -14,6 +14,15 @@ suite, then the quick experiment.
     python3 tests/trixie/root.py build            # the root (cached); prints its path
     python3 tests/trixie/root.py run -- python3 -V
     python3 tests/trixie/root.py ci [-- PYTEST ARGS]
+    python3 tests/trixie/root.py python           # an interpreter for a variant's python=PATH
+
+``python`` installs this checkout's HEAD at the root's /opt/stair-stepper (``./dev setup``: a
+venv on the root's python3.13) and writes, beside the root, a wrapper that runs that venv's
+python inside the root: give its path as a variant's ``python=PATH``. A server started through
+it runs on the root's own C library (2.41) and the root's allocator libraries (Debian 13's
+jemalloc, mimalloc 3, gperftools, tbbmalloc): a comparison against a variant on the host's
+Python compares interpreter, C library and allocator builds together, not the interpreter
+alone. Its pids and loopback are the host's, so the lab records it as any server.
 
 Nothing is left behind: the namespace's mounts vanish with it, and the clone lives in the
 root's /work, replaced by each ``ci``.
@@ -51,6 +60,12 @@ PACKAGES = (
 )
 CACHE = Path(os.environ.get("STAIR_STEPPER_TRIXIE_CACHE", "/var/cache/stair-stepper"))
 CLONE = "/work/stair-stepper"
+INSTALLED = "/opt/stair-stepper"
+#: how a process enters the root: its own mounts in a mount namespace (they end with it)
+ENTER = (
+    'mount --make-rprivate / && mount -t proc proc "$r/proc" && mount --rbind /dev "$r/dev" '
+    '&& mount --rbind /sys "$r/sys" && mount --bind /tmp "$r/tmp"'
+)
 
 
 def key() -> str:
@@ -105,16 +120,7 @@ def inside(target: Path, command: list[str], cwd: str = "/", env: dict | None = 
     if bundle.exists():
         (target / "etc" / "ssl" / "certs").mkdir(parents=True, exist_ok=True)
         shutil.copy2(bundle, target / "etc" / "ssl" / "certs" / "ca-certificates.crt")
-    script = (
-        "set -e\n"
-        'r="$1"; shift\n'
-        'mount --make-rprivate /\n'
-        'mount -t proc proc "$r/proc"\n'
-        'mount --rbind /dev "$r/dev"\n'
-        'mount --rbind /sys "$r/sys"\n'
-        'mount --bind /tmp "$r/tmp"\n'
-        'exec chroot "$r" "$@"\n'
-    )
+    script = f'set -e\nr="$1"; shift\n{ENTER}\nexec chroot "$r" "$@"\n'
     environment = {
         "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         "HOME": "/root",
@@ -132,9 +138,9 @@ def inside(target: Path, command: list[str], cwd: str = "/", env: dict | None = 
     )
 
 
-def clone(target: Path) -> None:
-    """A clean clone of this checkout's HEAD at the root's /work/stair-stepper."""
-    work = target / CLONE.lstrip("/")
+def clone(target: Path, where: str = CLONE) -> None:
+    """A clean clone of this checkout's HEAD at ``where`` in the root."""
+    work = target / where.lstrip("/")
     shutil.rmtree(work, ignore_errors=True)
     work.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run(["git", "clone", "-q", str(ROOT), str(work)], check=True)
@@ -161,9 +167,32 @@ def ci(pytest_args: list[str]) -> int:
     )
 
 
+def python() -> Path:
+    """This checkout's HEAD installed in the root (its python3.13, a venv), and a wrapper on the
+    host that runs that interpreter inside the root; the wrapper's path."""
+    target = build()
+    clone(target, INSTALLED)
+    code = inside(target, ["./dev", "setup"], cwd=INSTALLED)
+    if code != 0:
+        sys.exit(f"trixie root: ./dev setup in {INSTALLED} failed (exit {code})")
+    wrapper = target.with_name(target.name + "-python")
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        "# python3.13 of the Debian 13 root (tests/trixie/root.py), stair-stepper installed: it\n"
+        "# runs on the root's C library and libraries, with the host's pids and loopback.\n"
+        f"r={target}\n"
+        'exec unshare --mount --fork --kill-child=SIGTERM /bin/sh -c \''
+        f"{ENTER} && "
+        f'exec chroot "$r" /bin/sh -c "cd /tmp && exec {INSTALLED}/.venv/bin/python \\"\\$@\\"" sh "$@"'
+        '\' sh "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    return wrapper
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("action", choices=("build", "run", "ci"))
+    parser.add_argument("action", choices=("build", "run", "ci", "python"))
     parser.add_argument("rest", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     rest = args.rest[1:] if args.rest[:1] == ["--"] else args.rest
@@ -174,6 +203,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.action == "run":
         return inside(build(), rest or ["/bin/sh"])
+    if args.action == "python":
+        print(python())
+        return 0
     return ci(rest)
 
 

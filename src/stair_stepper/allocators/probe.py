@@ -110,7 +110,11 @@ def read_back(spec: dict) -> dict:
     pymalloc holds blocks (PYTHONMALLOC)."""
     import sys
 
-    answer: dict = {"values": {}, "pymalloc": sys.getallocatedblocks() > 0}
+    answer: dict = {
+        "values": {},
+        "pymalloc": sys.getallocatedblocks() > 0,
+        "python_allocator": python_allocator(),
+    }
     found = REGISTRY.get(spec.get("allocator") or "")
     if found is None:
         return answer
@@ -120,6 +124,20 @@ def read_back(spec: dict) -> dict:
     except AttributeError as exc:
         answer["note"] = missing(exc)
     return answer
+
+
+def python_allocator() -> str:
+    """The allocator CPython gives its objects here, as its own statistics say: pymalloc's and
+    3.13's mimalloc's print their size classes (mimalloc's a medium block threshold too);
+    PYTHONMALLOC=malloc prints neither."""
+    import sys
+
+    text = captured_stderr(sys._debugmallocstats)
+    if "Medium block threshold" in text:
+        return "mimalloc"
+    if "Small block threshold" in text:
+        return "pymalloc"
+    return "malloc"
 
 
 _PYMALLOC = re.compile(r"(\d+) arenas \* (\d+) bytes/arena")

@@ -28,8 +28,18 @@ from stair_stepper.errors import UserError
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
 NAME_RULE = "letters, digits, '.', '_', '+' and '-' (at most 64, not starting with a sign)"
 
-PYTHONMALLOC_VALUES = ("pymalloc", "malloc", "debug", "pymalloc_debug", "malloc_debug")
-STRATEGY_KEYS = ("trim_every", "workers", "max_requests")
+PYTHONMALLOC_VALUES = (
+    "pymalloc",
+    "malloc",
+    "debug",
+    "pymalloc_debug",
+    "malloc_debug",
+    "mimalloc",
+    "mimalloc_debug",
+)
+#: a variant's lowercase keys: what the lab does around it (maintenance: trim_every, workers,
+#: max_requests) and under which interpreter its server runs (python=PATH)
+STRATEGY_KEYS = ("trim_every", "workers", "max_requests", "python")
 
 
 def parse(spec: str) -> Variant:
@@ -79,8 +89,61 @@ def _strategy(name: str, key: str, value: str):
         raise UserError(
             f"variant {name}: {key!r} is not a maintenance strategy ({', '.join(STRATEGY_KEYS)})."
         )
+    if key == "python":
+        from stair_stepper.selfexec import running_under
+
+        if not running_under(value):  # (under it already, PATH may not exist in here)
+            interpreter(value, name)  # there, and a Python: one sentence if not
+        return value
     check = positive_float if key == "trim_every" else positive_int
     return check(f"variant {name}: {key}", value)
+
+
+_FACTS = (
+    "import importlib.util, json, platform, sys, sysconfig\n"
+    "print(json.dumps({'version': platform.python_version(), "
+    "'implementation': platform.python_implementation(), "
+    "'missing': [m for m in ('stair_stepper', 'hypercorn') if not importlib.util.find_spec(m)], "
+    "'mimalloc': sys.version_info >= (3, 13) and bool(sysconfig.get_config_var('WITH_MIMALLOC'))}))"
+)
+_INTERPRETERS: dict[str, dict] = {}
+
+
+def interpreter(path: str | None, name: str = "") -> dict:
+    """What a variant's interpreter is (``python=PATH``; None: the lab's own): its version,
+    implementation, and whether it has mimalloc for PYTHONMALLOC. Asked once per path."""
+    if not path or path == sys.executable:
+        import platform
+        import sysconfig
+
+        return {
+            "version": platform.python_version(),
+            "implementation": platform.python_implementation(),
+            "mimalloc": sys.version_info >= (3, 13)
+            and bool(sysconfig.get_config_var("WITH_MIMALLOC")),
+            "path": sys.executable,
+        }
+    if path in _INTERPRETERS:
+        return _INTERPRETERS[path]
+    import json
+    import os
+    import subprocess
+
+    if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+        raise UserError(f"variant {name}: python={path} is not an executable file.")
+    try:
+        done = subprocess.run([path, "-c", _FACTS], capture_output=True, text=True, timeout=60)
+        facts = json.loads(done.stdout.strip().splitlines()[-1])
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        raise UserError(f"variant {name}: python={path} did not answer as a Python.") from None
+    if facts["missing"]:
+        raise UserError(
+            f"variant {name}: python={path} (Python {facts['version']}) cannot import "
+            f"{' and '.join(facts['missing'])}: its server runs there, so install stair-stepper "
+            f"in that interpreter's environment ({path} -m pip install <this checkout>)."
+        )
+    _INTERPRETERS[path] = {**facts, "path": path}
+    return _INTERPRETERS[path]
 
 
 def resolve(name_or_spec: str) -> Variant:
@@ -158,7 +221,7 @@ def check(var: Variant, trial: dict | None = None) -> None:
     alloc = var.allocator
     for key, value in var.env.items():
         if key == "PYTHONMALLOC":
-            _check_pythonmalloc(var.name, value)
+            _check_pythonmalloc(var.name, value, var.strategy.get("python"))
         elif key == "LD_PRELOAD":
             raise UserError(
                 f"variant {var.name}: LD_PRELOAD is the variant's allocator's library; name the "
@@ -175,14 +238,15 @@ def check(var: Variant, trial: dict | None = None) -> None:
         raise UserError(f"variant {var.name}: {problem}")
 
 
-def _check_pythonmalloc(name: str, value: str) -> None:
+def _check_pythonmalloc(name: str, value: str, python: str | None = None) -> None:
+    """PYTHONMALLOC against the variant's interpreter (the lab's own without python=PATH)."""
     if value in ("mimalloc", "mimalloc_debug"):
-        import sysconfig
-
-        if sys.version_info < (3, 13) or not sysconfig.get_config_var("WITH_MIMALLOC"):
+        facts = interpreter(python, name)
+        if not facts["mimalloc"]:
             raise UserError(
                 f"variant {name}: PYTHONMALLOC={value} needs CPython 3.13 or later built with "
-                f"mimalloc; this is CPython {sys.version.split()[0]}, which has no mimalloc."
+                f"mimalloc; this is {facts['implementation']} {facts['version']}, which has no "
+                "mimalloc."
             )
     elif value not in PYTHONMALLOC_VALUES:
         raise UserError(
@@ -224,11 +288,23 @@ def verify(var: Variant, read_back: dict, log: str = "", python_malloc: str = ""
     for said in var.allocator.complaints(log):
         problems.append(f"{var.allocator.settings_words} ({said})")
     wanted = var.env.get("PYTHONMALLOC") or python_malloc
-    if wanted and read_back.get("pymalloc") is not None:
-        wants_pymalloc = wanted in ("pymalloc", "debug", "pymalloc_debug")
+    running = read_back.get("python_allocator")
+    if wanted and running is not None:
+        if python_allocator_of(wanted) != running:
+            problems.append(f"PYTHONMALLOC={wanted} (the interpreter runs {running})")
+    elif wanted and read_back.get("pymalloc") is not None:  # older read-backs: pymalloc or not
+        wants_pymalloc = python_allocator_of(wanted) == "pymalloc"
         if read_back["pymalloc"] != wants_pymalloc:
             problems.append(f"PYTHONMALLOC={wanted} (pymalloc in use: {read_back['pymalloc']})")
     return problems
+
+
+def python_allocator_of(value: str) -> str:
+    """The allocator a PYTHONMALLOC value makes CPython use for its objects ("debug" adds hooks
+    to a release build's pymalloc)."""
+    return {"debug": "pymalloc", "pymalloc_debug": "pymalloc", "malloc_debug": "malloc"}.get(
+        value, value.removesuffix("_debug")
+    )
 
 
 def describe(var: Variant) -> str:
@@ -260,9 +336,19 @@ def proof(
     else:
         read_back = health.get("settings") or {"values": {}}
     entry["read_back"] = read_back
+    problems = verify(var, read_back, log, "" if foreign else python_malloc)
     if not foreign:
         entry["python_malloc"] = var.env.get("PYTHONMALLOC") or python_malloc
-    return entry, verify(var, read_back, log, "" if foreign else python_malloc)
+        wanted = interpreter(var.strategy.get("python"), var.name)
+        entry["python"] = {
+            "given": var.strategy.get("python") or "the lab's own",
+            "read": health.get("python"),
+            "same": health.get("python") in (None, wanted["version"]),
+            "how": "platform.python_version() in the served process",
+        }
+        if not entry["python"]["same"]:
+            problems.append(f"python={wanted['path']} (the server runs Python {health['python']})")
+    return entry, problems
 
 
 def proven_from_outside(pid: int, var: Variant) -> dict:

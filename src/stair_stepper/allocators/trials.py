@@ -38,7 +38,9 @@ def probe_variant(
     row["library"] = env.get("LD_PRELOAD")
     env.update(extra_env or {})  # e.g. the settings to read back (settings.for_child)
     env.update(var.allocator.trial_env(var))  # e.g. a verbose mode that lists its settings
-    command, env = selfexec.python_command("stair_stepper.allocators.probe", env=env)
+    command, env = selfexec.python_command(
+        "stair_stepper.allocators.probe", env=env, interpreter=var.strategy.get("python")
+    )
     try:
         done = subprocess.run(
             command,

@@ -115,6 +115,7 @@ def start_variant(
         log_path=log_path,
         cancel=cancel,
         what=f"the {var.name} server",
+        python=var.strategy.get("python"),
     )
 
 
@@ -129,9 +130,11 @@ def start_server(
     timeout: float = 60.0,
     cancel: threading.Event | None = None,
     what: str | None = None,
+    python: str | None = None,
 ) -> RunningServer:
     """``stair-stepper serve`` on ``variant`` (a name, or one written out; default the system's
-    allocator); returns once its health endpoint answers."""
+    allocator), under ``python`` (another interpreter with stair-stepper installed; default
+    ours); returns once its health endpoint answers."""
     if variant is None:
         from stair_stepper import allocators
 
@@ -139,7 +142,9 @@ def start_server(
     ready = Path(tempfile.mkdtemp(prefix="stair-stepper-")) / "ready.json"
     bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     args = ["serve", "--allocator", variant, "--bind", bind, "--ready-file", str(ready)]
-    command, child_env = selfexec.python_command("stair_stepper", [*args, *extra_args], env)
+    command, child_env = selfexec.python_command(
+        "stair_stepper", [*args, *extra_args], env, interpreter=python
+    )
 
     def probe() -> tuple[str, dict] | None:
         if not ready.exists():

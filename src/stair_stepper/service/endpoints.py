@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import platform
 import sys
 import threading
 import time
@@ -107,6 +108,7 @@ class Endpoints:
             "variant": self.variant or self.allocator,
             "malloc_provider": probe.malloc_provider(),
             "python_malloc": os.environ.get("PYTHONMALLOC") or "pymalloc",
+            "python": platform.python_version(),
             "settings": self.settings,
         }
 

@@ -269,7 +269,8 @@ def serve(options: ServeOptions, argv: list[str]) -> int:
         env[service.ENV_VARIANT] = var.name
         env[service.ENV_DEBUG] = "0" if options.public and not options.debug_endpoints else "1"
         env[REEXEC_MARKER] = var.name
-        command, env = selfexec.python_command("stair_stepper", argv, env)
+        python = var.strategy.get("python")  # the variant's interpreter (None: ours)
+        command, env = selfexec.python_command("stair_stepper", argv, env, interpreter=python)
         sys.stdout.flush()
         sys.stderr.flush()
         os.execve(command[0], command, env)
