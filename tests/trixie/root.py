@@ -131,7 +131,7 @@ def inside(target: Path, command: list[str], cwd: str = "/", env: dict | None = 
         "PIP_DISABLE_PIP_VERSION_CHECK": "1",
         **(env or {}),
     }
-    wrapped = ["/bin/sh", "-c", f"cd {cwd} && exec \"$@\"", "sh", *command]
+    wrapped = ["/bin/sh", "-c", f'cd {cwd} && exec "$@"', "sh", *command]
     return subprocess.call(
         ["unshare", "--mount", "--fork", "/bin/sh", "-c", script, "sh", str(target), *wrapped],
         env=environment,
@@ -161,8 +161,17 @@ def ci(pytest_args: list[str]) -> int:
     names = ",".join(["glibc", "jemalloc", "jemalloc+bg", "mimalloc", "tcmalloc", "tbbmalloc"])
     return inside(
         target,
-        [".venv/bin/stair-stepper", "experiment", "--preset", "quick", "--allocators", names,
-         "--out", "/tmp/trixie-quick-" + str(os.getpid()), "--no-plot"],
+        [
+            ".venv/bin/stair-stepper",
+            "experiment",
+            "--preset",
+            "quick",
+            "--allocators",
+            names,
+            "--out",
+            "/tmp/trixie-quick-" + str(os.getpid()),
+            "--no-plot",
+        ],
         cwd=CLONE,
     )
 
@@ -180,10 +189,11 @@ def python() -> Path:
         "#!/bin/sh\n"
         "# python3.13 of the Debian 13 root (tests/trixie/root.py), stair-stepper installed: it\n"
         "# runs on the root's C library and libraries, with the host's pids and loopback.\n"
-        f"r={target}\n"
-        'exec unshare --mount --fork --kill-child=SIGTERM /bin/sh -c \''
+        f"export r={target}\n"
+        "exec unshare --mount --fork --kill-child=SIGTERM /bin/sh -c '"
         f"{ENTER} && "
-        f'exec chroot "$r" /bin/sh -c "cd /tmp && exec {INSTALLED}/.venv/bin/python \\"\\$@\\"" sh "$@"'
+        f'exec chroot "$r" /bin/sh -c "cd /tmp && exec {INSTALLED}/.venv/bin/python '
+        '\\"\\$@\\"" sh "$@"'
         '\' sh "$@"\n'
     )
     wrapper.chmod(0o755)
