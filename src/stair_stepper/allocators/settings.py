@@ -90,10 +90,7 @@ def _strategy(name: str, key: str, value: str):
             f"variant {name}: {key!r} is not a maintenance strategy ({', '.join(STRATEGY_KEYS)})."
         )
     if key == "python":
-        from stair_stepper.selfexec import running_under
-
-        if not running_under(value):  # (under it already, PATH may not exist in here)
-            interpreter(value, name)  # there, and a Python: one sentence if not
+        interpreter(value, name)  # there, and a Python: one sentence if not
         return value
     check = positive_float if key == "trim_every" else positive_int
     return check(f"variant {name}: {key}", value)
@@ -111,8 +108,12 @@ _INTERPRETERS: dict[str, dict] = {}
 
 def interpreter(path: str | None, name: str = "") -> dict:
     """What a variant's interpreter is (``python=PATH``; None: the lab's own): its version,
-    implementation, and whether it has mimalloc for PYTHONMALLOC. Asked once per path."""
-    if not path or path == sys.executable:
+    implementation, and whether it has mimalloc for PYTHONMALLOC. Asked once per path; a
+    process already running under it answers for itself (PATH may be a wrapper that does not
+    exist in its own file system)."""
+    from stair_stepper.selfexec import running_under
+
+    if not path or path == sys.executable or running_under(path):  # this one
         import platform
         import sysconfig
 
