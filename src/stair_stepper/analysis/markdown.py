@@ -99,6 +99,9 @@ def variants_text(variants: dict) -> list[str]:
         checked = {True: "read back as given", False: "READ BACK DIFFERENTLY", None: ""}
         note = checked[s.get("settings_read_back")]
         line = f"- {name}: `{s.get('settings', name)}`" + (f" ({note})" if note else "")
+        if s.get("python"):
+            objects = s.get("python_allocator")
+            line += f"; Python {s['python']}" + (f", objects on {objects}" if objects else "")
         trims = s.get("periodic_trim")
         if trims and trims.get("total_s") is not None:
             share = f", {trims['share']:.2%} of the run" if trims.get("share") else ""

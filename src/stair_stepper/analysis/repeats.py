@@ -92,6 +92,8 @@ def summarise_repeats(folder: Path, step_threshold: float = DEFAULT_STEP_THRESHO
         first = next((r["variants"][name] for r in per_run if name in r["variants"]), {})
         fields["settings"] = first.get("settings", name)
         fields["settings_read_back"] = first.get("settings_read_back")
+        fields["python"] = first.get("python")
+        fields["python_allocator"] = first.get("python_allocator")
         fields["trims_s"] = _json(
             [
                 ((r["variants"].get(name) or {}).get("periodic_trim") or {}).get("total_s")

@@ -239,9 +239,13 @@ def _settings_of(meta: dict, name: str) -> dict:
     proof = ((meta.get("variants") or {}).get(name) or {}).get("settings") or {}
     values = (proof.get("read_back") or {}).get("values") or {}
     checked = [v.get("same") for v in values.values() if isinstance(v, dict) and "same" in v]
+    read_back = proof.get("read_back") or {}
     return {
         "settings": proof.get("described") or name,
         "settings_read_back": all(checked) if checked else None,
+        # the interpreter and the allocator CPython gave its objects, as the server said
+        "python": (proof.get("python") or {}).get("read"),
+        "python_allocator": read_back.get("python_allocator"),
     }
 
 
