@@ -58,6 +58,8 @@ def test_a_variant_runs_under_its_own_interpreter_and_says_which(tmp_path):
         "1",
         "--iterations",
         "8",
+        "--concurrency",
+        "8",
         "--tags",
         "small",
         "--allocators",
