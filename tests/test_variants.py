@@ -54,7 +54,6 @@ MISTAKES = [
     ("x=glibc MALLOC_ARENA_MAX=0", "glibc does not take MALLOC_ARENA_MAX=0"),
     ("x=glibc MALLOC_CONF=narenas:1", "MALLOC_CONF is not a setting glibc reads"),
     ("x=jemalloc MIMALLOC_PURGE_DELAY=0", "MIMALLOC_PURGE_DELAY is not a setting jemalloc reads"),
-    ("x=glibc PYTHONMALLOC=mimalloc", "PYTHONMALLOC=mimalloc needs CPython 3.13"),
     ("x=glibc PYTHONMALLOC=fast", "PYTHONMALLOC=fast is not one of this Python's allocators"),
     ("x/y=glibc", "variant name 'x/y' is not allowed"),
     ("x=hoard", "unknown allocator 'hoard'"),
