@@ -63,23 +63,42 @@
             ps.psutil
             ps.matplotlib
           ];
-          library = python.pkgs.buildPythonPackage {
-            pname = "stair-stepper";
-            # the one version, pyproject.toml's (builtins.fromTOML: a Nix builtin since 2.3)
-            version = (builtins.fromTOML (builtins.readFile ./pyproject.toml)).project.version;
-            pyproject = true;
-            src = packageSrc;
-            build-system = [ python.pkgs.setuptools ];
-            dependencies = runtimeDeps python.pkgs;
-            pythonImportsCheck = [
-              "stair_stepper"
-              "stair_stepper.analysis.summary"
-            ];
+          # stair-stepper built for one interpreter of the pin: the package, and an environment
+          # whose interpreter imports it (a variant's python=PATH names that interpreter).
+          buildFor =
+            py:
+            let
+              library = py.pkgs.buildPythonPackage {
+                pname = "stair-stepper";
+                # the one version, pyproject.toml's (builtins.fromTOML: a Nix builtin since 2.3)
+                version = (builtins.fromTOML (builtins.readFile ./pyproject.toml)).project.version;
+                pyproject = true;
+                src = packageSrc;
+                build-system = [ py.pkgs.setuptools ];
+                dependencies = runtimeDeps py.pkgs;
+                pythonImportsCheck = [
+                  "stair_stepper"
+                  "stair_stepper.analysis.summary"
+                ];
+              };
+            in
+            {
+              inherit library;
+              # nixpkgs wraps its console script like every Python application (wrap.sh): a bare
+              # interpreter that adds the site dirs inside the script, no PYTHONPATH. The
+              # package's own children carry its import path (src/stair_stepper/selfexec.py).
+              app = py.pkgs.toPythonApplication library;
+              interpreter = "${py.withPackages (ps: runtimeDeps ps ++ [ library ])}/bin/python";
+            };
+          main = buildFor python;
+          library = main.library;
+          app = main.app;
+          # The Pythons a variant can run its server under (python=PATH), each built with
+          # stair-stepper: the pin's python3, and one older.
+          pythons = {
+            python3 = main;
+            python312 = buildFor pkgs.python312;
           };
-          # nixpkgs wraps its console script like every Python application (wrap.sh): a bare
-          # interpreter that adds the site dirs inside the script, no PYTHONPATH. The package's
-          # own children carry its import path (src/stair_stepper/selfexec.py), so this works.
-          app = python.pkgs.toPythonApplication library;
 
           # The allocator libraries of the pinned nixpkgs, in the variables the service reads,
           # and the pin itself (meta.json records it only when this variable says the run went
@@ -88,7 +107,10 @@
             export STAIR_STEPPER_JEMALLOC="''${STAIR_STEPPER_JEMALLOC:-${pkgs.jemalloc}/lib/libjemalloc.so}"
             export STAIR_STEPPER_MIMALLOC="''${STAIR_STEPPER_MIMALLOC:-${pkgs.mimalloc}/lib/libmimalloc.so}"
             export STAIR_STEPPER_TCMALLOC="''${STAIR_STEPPER_TCMALLOC:-${pkgs.gperftools}/lib/libtcmalloc.so}"
+            export STAIR_STEPPER_TBBMALLOC="''${STAIR_STEPPER_TBBMALLOC:-${pkgs.tbb_2022}/lib/libtbbmalloc_proxy.so}"
             export STAIR_STEPPER_NIXPKGS_REV="${nixpkgs.rev or "unknown"}"
+            export STAIR_STEPPER_PYTHON_3="${pythons.python3.interpreter}"
+            export STAIR_STEPPER_PYTHON_312="${pythons.python312.interpreter}"
           '';
           # Installed commands run anywhere, so they default to the flake's copy of the workload;
           # the dev shell does not: there the checkout's benchmark.yml is what runs.
@@ -110,8 +132,14 @@
             "jemalloc"
             "mimalloc"
             "tcmalloc"
+            "tbbmalloc"
           ] serveVariant;
           experiment = command "stair-stepper-experiment" "experiment";
+          # The default run with every built-in variant once more under the older Python: the
+          # same allocators, the interpreter as the one thing changed.
+          experimentPython312 =
+            command "stair-stepper-experiment-python312"
+              ''experiment --variant "glibc-py312=glibc python=${pythons.python312.interpreter}" --variant "jemalloc-bg-py312=jemalloc MALLOC_CONF=background_thread:true python=${pythons.python312.interpreter}"'';
           toApp = drv: name: description: {
             type = "app";
             program = "${drv}/bin/${name}";
@@ -147,6 +175,7 @@
           packages = variants // {
             default = stair-stepper;
             inherit stair-stepper experiment drill;
+            experiment-python312 = experimentPython312;
           };
 
           apps =
@@ -156,6 +185,9 @@
             // {
               default = toApp experiment "stair-stepper-experiment" "run the allocator experiment";
               experiment = toApp experiment "stair-stepper-experiment" "run the allocator experiment";
+              experiment-python312 =
+                toApp experimentPython312 "stair-stepper-experiment-python312"
+                  "the experiment, with glibc and jemalloc+bg once more under python312";
             };
 
           devShells.default = pkgs.mkShell {
@@ -166,6 +198,7 @@
               pkgs.jemalloc
               pkgs.mimalloc
               pkgs.gperftools
+              pkgs.tbb_2022
               pkgs.nixfmt-tree
             ];
             shellHook = ''

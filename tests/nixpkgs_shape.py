@@ -355,12 +355,12 @@ def main() -> int:
     if args.action == "wrap-application":
         wrap_application(args.out / "bin", args.name, args.interpreter, args.site_dir, args.entry)
     else:
+        # The environment is $out itself, as wrapper.nix's buildEnv is: $out/bin/python works
+        # from anywhere. The bare interpreter it wraps lives in $out/store (one derivation).
         store = args.out / "store"
         store.mkdir(parents=True)
         packages = [d.parent.parent.parent for d in args.site_dir]
-        with_packages(args.out / "env", packages, store)
-        (args.out / "bin").mkdir()
-        (args.out / "bin" / "python3").symlink_to(args.out / "env" / "bin" / "python3")
+        with_packages(args.out, packages, store)
     return 0
 
 

@@ -357,8 +357,16 @@ def test_the_default_run_is_what_the_readme_says_it_is():
         "(64 iterations × 4 items: tiny, small, medium, large), 64 in flight; pauses until RSS "
         "settles (2–30 s each)"
     )
+    assert len(done.stdout.splitlines()) == 2  # built-in variants are not written out
     seed = experiment("--dry-run", "--preset", "seed").stdout
     assert "4 batches of 2500 requests (2500 iterations × 1 item: medium), 16 in flight" in seed
+
+
+def test_the_plan_writes_out_each_variant_of_your_own():
+    own = "t5=glibc trim_every=5 MALLOC_ARENA_MAX=2"
+    done = experiment("--dry-run", "--allocators", "glibc", "--variant", own)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[2:] == [f"variant {own}"]
 
 
 def test_a_benchmark_file_keeps_the_preset_s_batch_unless_asked():

@@ -111,6 +111,7 @@ def standin(tmp_path_factory):
         "jemalloc": lib("jemalloc"),
         "mimalloc": lib("mimalloc"),
         "tcmalloc": lib("tcmalloc"),
+        "tbbmalloc": lib("tbbmalloc"),
     }
     body = "".join(f'  {k} = "{v}";\n' for k, v in host.items())
     (folder / "host.nix").write_text("{\n" + body + "}\n")
@@ -158,10 +159,19 @@ def test_flake_show_lists_every_output(standin):
             "jemalloc",
             "mimalloc",
             "tcmalloc",
+            "tbbmalloc",
+            "experiment-python312",
         } <= set(shown["packages"][system])
-        assert {"default", "experiment", "glibc", "jemalloc", "mimalloc", "tcmalloc"} <= set(
-            shown["apps"][system]
-        )
+        assert {
+            "default",
+            "experiment",
+            "experiment-python312",
+            "glibc",
+            "jemalloc",
+            "mimalloc",
+            "tcmalloc",
+            "tbbmalloc",
+        } <= set(shown["apps"][system])
         assert set(shown["devShells"][system]) == {"default"}
         assert {"package", "tests", "ruff"} <= set(shown["checks"][system])
         assert shown["formatter"][system]["type"] == "derivation"
@@ -262,3 +272,18 @@ def test_nix_run_default_is_the_experiment_with_the_pinned_workload(standin, tmp
     assert meta["provenance"]["nixpkgs_rev"] == locked_rev()
     assert meta["provenance"]["nix"] == "run through the flake"
     assert (out / "glibc.trace.csv").exists() and (out / "summary.md").exists()
+
+
+@needs_nix
+def test_python312_app_plans_its_variants_under_the_pins_older_python(standin):
+    """``nix run .#experiment-python312``: the extra variants name an interpreter the flake
+    built with stair-stepper in it, and the run accepts it (the stand-in's python312 is the
+    host's interpreter: the wiring is checked, not the version)."""
+    done = nix(standin, "run", ".#experiment-python312", "--", "--dry-run", "--allocators", "glibc")
+    assert done.returncode == 0, done.stderr[-3000:]
+    plan = done.stdout
+    assert "3 variants (glibc, glibc-py312, jemalloc-bg-py312)" in plan, plan
+    for name in ("glibc-py312", "jemalloc-bg-py312"):
+        assert re.search(
+            rf"^variant {name}=\S+ .*python=/nix/store/\S+-env/bin/python$", plan, re.M
+        ), plan

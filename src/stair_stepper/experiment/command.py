@@ -244,7 +244,9 @@ def run_args(args: argparse.Namespace) -> int:
     if args.dry_run:
         plan = prepare(config)
         config, workload = plan.config, plan.workload
-        for line in schedule.plan_lines(config, workload.requests, workload.names):
+        for line in schedule.plan_lines(
+            config, workload.requests, workload.names, variants=plan.variants
+        ):
             print(line)
         return 0
     folder = None

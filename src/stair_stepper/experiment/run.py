@@ -153,7 +153,9 @@ def run(config: Config, out: str | None = None, stopper: Stopper | None = None) 
     config, workload = plan.config, plan.workload
     stopper.check()
     folder = result_folder(out, config.preset)
-    for line in schedule.plan_lines(config, workload.requests, workload.names):
+    for line in schedule.plan_lines(
+        config, workload.requests, workload.names, variants=plan.variants
+    ):
         print(f"stair-stepper: {line}", file=sys.stderr, flush=True)
     rows = try_all()
     meta = _meta(config, rows)

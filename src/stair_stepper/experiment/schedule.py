@@ -59,8 +59,11 @@ def _minutes(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
 
 
-def plan_lines(config: Config, requests: int, names: list[str], least_pause_s=0.0) -> list[str]:
-    """The plan, in a few lines, as printed before anything is sent."""
+def plan_lines(
+    config: Config, requests: int, names: list[str], least_pause_s=0.0, variants=None
+) -> list[str]:
+    """The plan, in a few lines, as printed before anything is sent; each variant written out
+    (``variants``: name → Variant) on a line of its own, as it will run."""
     how = "side by side" if config.parallel else "one after another"
     load = (
         f"an open loop at {config.load.rate:g} requests a second"
@@ -96,4 +99,7 @@ def plan_lines(config: Config, requests: int, names: list[str], least_pause_s=0.
         else ""
     )
     lines.append(f"duration: at least {_minutes(least)} ({why}){more}")
+    for variant in (variants or {}).values():
+        if not variant.builtin:
+            lines.append(f"variant {variant.spec}")
     return lines

@@ -49,7 +49,11 @@
                 # dash, not bash: under this machine's Nix 2.8, a bash builder whose
                 # last command is external is often killed (signal 9); dash is not.
                 builder = sh;
+                # -e -u: nixpkgs' stdenv (pkgs/stdenv/generic/setup.sh) runs every phase under
+                # `set -eu -o pipefail`, so a failing step fails the build; dash has no pipefail.
                 args = [
+                  "-e"
+                  "-u"
                   "-c"
                   script
                 ];
@@ -98,8 +102,11 @@
             buildPythonPackage =
               { pname, version, src, ... }:
               mk "${pname}-${version}" ''
+                # stdenv's unpackPhase copies the source into the build folder, writable: the
+                # build never writes into the store path of the source.
+                cp -r ${src} "$TMPDIR/source" && chmod -R u+w "$TMPDIR/source"
                 ${host.python} -m pip install --quiet --no-deps --no-build-isolation \
-                  --no-cache-dir --target $out/${sitePackages} ${src}
+                  --no-cache-dir --target $out/${sitePackages} "$TMPDIR/source"
                 rm -rf $out/${sitePackages}/bin
                 ${shape "wrap-application" "--interpreter ${host.bare} --site-dir $out/${sitePackages} ${host.depsSiteArgs}"}
               '' { HOME = "/tmp"; };
@@ -117,10 +124,17 @@
             # interpreter; sys.executable is that wrapper, so a child started with it sees the
             # packages too (tests/nixpkgs_shape.py). Every package the flake asks for is in it
             # (host.depsSiteArgs). pytest's command is a script calling the environment's python.
+            # Packages the function names that are derivations (stair-stepper itself) join the
+            # environment with their own site-packages.
             withPackages =
               f:
+              let
+                built = builtins.filter (p: !builtins.isString p) (f pythonPkgs);
+                builtArgs = concatStringsSep " " (map (p: "--site-dir ${p}/${sitePackages}") built);
+              in
               mk "python3-bare-env" ''
-                ${shape "with-packages" host.depsSiteArgs}
+                ${shape "with-packages" "${host.depsSiteArgs} ${builtArgs}"}
+                rm -f $out/bin/pytest
                 printf '#!${sh}\nexec %s -m pytest "$@"\n' "$out/bin/python3" > $out/bin/pytest
                 chmod +x $out/bin/pytest
               '' { };
@@ -135,6 +149,12 @@
         in
         {
           inherit python3;
+          # Not modelled: a second interpreter version. The host has one Python, so the pin's
+          # python312 is the same bare host interpreter here; the flake's wiring of it (its own
+          # package set, environment and variable) is what this checks, not the version.
+          python312 = python3;
+          # nixpkgs: pkgs/by-name/tb/tbb_2022 (oneTBB), whose lib/ holds libtbbmalloc_proxy.so.
+          tbb_2022 = hostLib "tbb-host" host.tbbmalloc "libtbbmalloc_proxy.so";
           jemalloc = hostLib "jemalloc-host" host.jemalloc "libjemalloc.so";
           mimalloc = hostLib "mimalloc-host" host.mimalloc "libmimalloc.so";
           gperftools = hostLib "gperftools-host" host.tcmalloc "libtcmalloc.so";
