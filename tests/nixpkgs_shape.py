@@ -288,7 +288,7 @@ def with_packages(folder: Path, paths: list[Path], store: Path | None = None) ->
     store = store or folder.parent
     python = bare_interpreter(store / _store_name(f"{PYTHON_X_Y}-bare"))
     bin_path = store / _store_name("bin")  # wrapper.nix: so that bin/ is always a real folder
-    (bin_path / "bin").mkdir(parents=True)
+    (bin_path / "bin").mkdir(parents=True, exist_ok=True)  # shared by every environment
     build_env(folder, [python.parent.parent, *paths, bin_path])
     executable = folder / "bin" / PYTHON_X_Y
     executable.unlink()

@@ -31,13 +31,28 @@ from Nix's source (github NixOS/nix; paths under src/libstore):
 - the source is a read-only store path without ``.git`` (flake sources are git's tracked
   files; ``lib.fileset.toSource`` keeps the listed ones), copied to a writable ``work`` by
   the script itself, as ``checks.tests`` does; ``patchShebangs`` rewrites its scripts'
-  interpreters to what ``PATH`` has (pkgs/build-support/setup-hooks/patch-shebangs.sh).
+  interpreters to what ``PATH`` has (pkgs/build-support/setup-hooks/patch-shebangs.sh);
+- the store itself is writable and sticky (unix/build/chroot.cc: ``chmod 01775``, group
+  nixbld), every input in it read-only, and ``$out`` is *not* there: the builder must make
+  it, and a build that exits 0 without it fails;
+- the script runs as stdenv's default builder runs it (pkgs/stdenv/generic/
+  default-builder.sh): ``set -o errexit -o nounset -o pipefail`` and ``shopt -s
+  inherit_errexit``;
+- the builder is PID 1 of its PID namespace (linux-derivation-builder.cc: ``CLONE_NEWPID``,
+  "the build starts as PID 1"): orphans are reparented to it, not to an init;
+- stdin is ``/dev/null``; stderr is a pseudo-terminal slave in raw mode and stdout a copy of
+  it (unix/build/derivation-builder.cc ``openSlave``, unix/build/child.cc): ``isatty`` is
+  true for both, so a test's colour and progress output is what the log gets;
+- the interpreter's own files only: its store path when it has one of its own (a prefix
+  like pyenv's), or, when it lives in ``/usr``, its binary, its standard library and
+  libpython, never the rest of ``/usr``.
 
 Not modelled (differences a test could meet, none that our code is known to depend on):
 the system libraries sit at ``/usr/lib/x86_64-linux-gnu`` (only the inputs' closure, found
 with ldd), not in per-library store paths with RUNPATHs; the interpreter is this machine's
 Python 3.11 at its own path, not the pin's; package versions are this venv's; the build user
-is mapped by bubblewrap, not a nixbld user with a uid range; seccomp filters
+is mapped by bubblewrap, not a nixbld user with a uid range (inside, the store's files are
+owned by the build user, who could chmod them; in Nix they belong to root); seccomp filters
 (linux-derivation-builder.cc ``setupSeccomp``), cgroups, ``/dev/kvm`` and timing; no
 ``--option sandbox-paths`` extras. The expected skips are the README's list, between the
 ``<!-- sandbox-skips -->`` markers: the run fails if the skips differ from it.
@@ -48,11 +63,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pty
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import tty
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -229,6 +246,8 @@ def closure_libraries(roots: list[Path], into: Path) -> None:
     into.mkdir(parents=True, exist_ok=True)
     elves = []
     for root in roots:
+        if root.is_file() and _is_elf(root):
+            elves.append(root)
         for folder, _, files in os.walk(root):
             for name in files:
                 path = Path(folder, name)
@@ -267,24 +286,37 @@ def build(work: Path, drill: str | None) -> dict:
     env_path = store / shape._store_name(f"{shape.PYTHON_X_Y}-env")
     python = shape.with_packages(env_path, shape.package_store_paths(store, wanted), store)
     ruff = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")
+    built = library(store)
+    # buildFor's interpreter: python.withPackages (runtimeDeps ++ [ library ]), one for the
+    # pin's python3 and one for python312. Not modelled: the second one's version (this
+    # machine has one Python); the flake's wiring of it is what runs.
+    runtime = shape.package_store_paths(store, [*shape.RUNTIME, "matplotlib"])
+    pythons = {}
+    for which in ("python3", "python312"):
+        folder = store / shape._store_name(f"{which}-{shape.PYTHON_X_Y}-env")
+        pythons[which] = shape.with_packages(folder, [*runtime, built], store).parent / "python"
     paths = {
         "python-env": env_path,
         "ruff": program(store, "ruff", ruff),
         "drill": program(store, "drill", drill),
         "stdenv": stdenv_tools(store),
-        "library": library(store),
+        "library": built,
         "jemalloc": allocator(store, "jemalloc", "libjemalloc.so"),
         "mimalloc": allocator(store, "mimalloc", "libmimalloc.so"),
         "gperftools": allocator(store, "tcmalloc-gperftools", "libtcmalloc.so"),
+        "tbb": allocator(store, "tbbmalloc-tbb", "libtbbmalloc_proxy.so"),
         "testSrc": copy_source(store, test_files(flake)),
         "workloadSrc": copy_source(store, fileset(flake, "workloadFiles"), "workload"),
     }
-    out = store_path(store, "stair-stepper-tests")
+    out = store / shape._store_name("stair-stepper-tests")  # made by the build, not here
     rev = json.loads((ROOT / "flake.lock").read_text())["nodes"]["nixpkgs"]["locked"]["rev"]
     values = {
         "pkgs.jemalloc": str(paths["jemalloc"]),
         "pkgs.mimalloc": str(paths["mimalloc"]),
         "pkgs.gperftools": str(paths["gperftools"]),
+        "pkgs.tbb_2022": str(paths["tbb"]),
+        "pythons.python3.interpreter": str(pythons["python3"]),
+        "pythons.python312.interpreter": str(pythons["python312"]),
         'nixpkgs.rev or "unknown"': rev,
         "workloadSrc": str(paths["workloadSrc"]),
         "testSrc": str(paths["testSrc"]),
@@ -294,19 +326,40 @@ def build(work: Path, drill: str | None) -> dict:
     values["libraryEnv"] = render(nix_string(flake, "libraryEnv"), values)
     values["workloadEnv"] = render(nix_string(flake, "workloadEnv"), values)
     script = render(tests_script(flake), values)
-    base = Path(sys.base_prefix)  # the interpreter: its binary, libpython, its extensions
-    interpreter = [base / "bin", *base.glob("lib/libpython*"), base / f"lib/{shape.PYTHON_X_Y}"]
+    interpreter = interpreter_files()
     closure_libraries([*paths.values(), *interpreter], work / "libs")
     inputs = [paths["python-env"], paths["ruff"], paths["drill"]]  # nativeBuildInputs
+    for entry in store.iterdir():  # every input read-only, as the store's paths are
+        _read_only(entry)
+    store.chmod(0o1777)  # chroot.cc: 01775 root:nixbld; the build user may add $out
     return {
         "store": store,
         "out": out,
+        "interpreter": interpreter,
         "script": PATCH_SHEBANGS + script,
         "python": python,
         "path": ":".join(f"{p}/bin" for p in [*inputs, paths["stdenv"]]),
         "bash": paths["stdenv"] / "bin" / "bash",
     }
 
+
+def interpreter_files(base: Path | None = None, binary: Path | None = None) -> list[Path]:
+    """What of an interpreter (default: this one) the sandbox sees: its own prefix when it
+    has one (pyenv's, like a store path of its own), else (``/usr``, ``/usr/local``: shared
+    with everything else) its binary, its standard library and its libpython alone."""
+    base = base or Path(sys.base_prefix)
+    if str(base) not in ("/usr", "/usr/local"):
+        return [base]
+    binary = binary or Path(getattr(sys, "_base_executable", sys.executable))
+    version = re.search(r"python\d+\.\d+", binary.resolve().name)
+    name = version.group(0) if version else shape.PYTHON_X_Y
+    files = [binary, binary.resolve(), base / "lib" / name, *base.glob(f"lib/lib{name}*")]
+    return sorted({f for f in files if f.exists()})
+
+
+# stdenv's default builder (pkgs/stdenv/generic/default-builder.sh) before it sources setup:
+# the build script runs under these.
+STDENV_BUILDER = "set -o errexit -o nounset -o pipefail\nshopt -s inherit_errexit\n"
 
 # Our model of stdenv's patchShebangs (pkgs/build-support/setup-hooks/patch-shebangs.sh):
 # executable files only; "#!…/bin/env X" becomes the X on PATH, any other interpreter the one
@@ -328,9 +381,63 @@ patchShebangs() {
 """
 
 
-def bwrap_command(work: Path, model: dict, pytest_args: list[str]) -> list[str]:
+def minimal(work: Path, interpreter: list[Path] | None = None) -> dict:
+    """A model with stdenv's tools and an interpreter's files (``interpreter_files()``) and
+    nothing else, for checking the sandbox's own properties (tests/test_sandbox_model.py)."""
+    store = work / "nix" / "store"
+    store.mkdir(parents=True)
+    tools = stdenv_tools(store)
+    interpreter = interpreter or interpreter_files()
+    closure_libraries([tools, *interpreter], work / "libs")
+    for entry in store.iterdir():
+        _read_only(entry)
+    store.chmod(0o1777)
+    return {
+        "store": store,
+        "out": store / shape._store_name("minimal"),
+        "interpreter": interpreter,
+        "path": f"{tools}/bin",
+        "bash": tools / "bin" / "bash",
+    }
+
+
+def run(work: Path, model: dict, script: str, echo: bool = False) -> tuple[int, str]:
+    """The build: ``script`` as stdenv runs a build command, in the sandbox, its stdout and
+    stderr one pseudo-terminal (raw, as Nix's ``openSlave`` makes it); the exit status, and
+    the log with terminal escapes and carriage returns taken out. A build that exits 0
+    without making ``$out`` failed, as Nix says (``builder … failed to produce output
+    path``)."""
+    master, slave = pty.openpty()
+    tty.setraw(slave)
+    command = bwrap_command(work, model, STDENV_BUILDER + script)
+    with open(os.devnull, "rb") as nothing:
+        process = subprocess.Popen(command, stdin=nothing, stdout=slave, stderr=slave)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EIO: every end of the slave is closed
+            break
+        if not data:
+            break
+        chunks.append(data)
+        if echo:
+            sys.stdout.buffer.write(data)
+            sys.stdout.buffer.flush()
+    code = process.wait()
+    os.close(master)
+    log = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", b"".join(chunks).decode(errors="replace"))
+    log = log.replace("\r", "")
+    if code == 0 and not model["out"].exists():
+        code = 1
+        log += f"sandbox model: builder failed to produce output path '{model['out']}'\n"
+    return code, log
+
+
+def bwrap_command(work: Path, model: dict, script: str) -> list[str]:
     etc = work / "etc"
-    etc.mkdir()
+    etc.mkdir(exist_ok=True)
     (etc / "passwd").write_text(
         f"root:x:0:0:Nix build user:{BUILD_DIR}:/noshell\n"
         f"nixbld:x:{SANDBOX_UID}:{SANDBOX_GID}:Nix build user:{BUILD_DIR}:/noshell\n"
@@ -339,13 +446,8 @@ def bwrap_command(work: Path, model: dict, pytest_args: list[str]) -> list[str]:
     (etc / "group").write_text(f"root:x:0:\nnixbld:!:{SANDBOX_GID}:\nnogroup:x:65534:\n")
     (etc / "hosts").write_text("127.0.0.1 localhost\n::1 localhost\n")
     build = work / "build"
-    build.mkdir()
-    script = model["script"].replace(
-        "python -m pytest -q -p no:cacheprovider",
-        "python -m pytest -q -p no:cacheprovider " + " ".join(map(_quote, pytest_args)),
-    )
+    build.mkdir(exist_ok=True)
     (build / ".attr-script").write_text(script)
-    interpreter = Path(sys.base_prefix)  # the interpreter's own store path, at its own path
     loader = Path("/lib64/ld-linux-x86-64.so.2").resolve()
     env = {
         "PATH": model["path"],
@@ -381,21 +483,17 @@ def bwrap_command(work: Path, model: dict, pytest_args: list[str]) -> list[str]:
         "--hostname",
         "localhost",
         "--die-with-parent",
+        "--as-pid-1",
         "--new-session",
         "--clearenv",
         "--perms",
         "1777",
         "--tmpfs",
         "/tmp",  # first: the model may sit below /tmp
-        "--ro-bind",
-        str(model["store"]),
-        str(model["store"]),
         "--bind",
-        str(model["out"]),
-        str(model["out"]),
-        "--ro-bind",
-        str(interpreter),
-        str(interpreter),
+        str(model["store"]),
+        str(model["store"]),
+        *(arg for path in model["interpreter"] for arg in ("--ro-bind", str(path), str(path))),
         "--ro-bind",
         str(work / "libs"),
         "/usr/lib/x86_64-linux-gnu",
@@ -432,7 +530,7 @@ def bwrap_command(work: Path, model: dict, pytest_args: list[str]) -> list[str]:
     ]
     for key, value in env.items():
         command += ["--setenv", key, value]
-    return [*command, str(model["bash"]), "-e", f"{BUILD_DIR}/.attr-script"]
+    return [*command, str(model["bash"]), f"{BUILD_DIR}/.attr-script"]
 
 
 def _quote(arg: str) -> str:
@@ -454,9 +552,17 @@ def seen_skips(output: str) -> list[str]:
     return re.findall(r"^SKIPPED \[\d+\] (\S+?):\d+: (.*)$", output, re.M)
 
 
-def compare_skips(output: str) -> list[str]:
+#: The README lists the real sandbox's skip, where the flake's drill is on PATH; a model run
+#: without a drill (none on this machine) sees the skip for that instead.
+DRILL_IN_SANDBOX = "real drill cannot run without /etc/resolv.conf"
+NO_DRILL = "real drill is not here"
+
+
+def compare_skips(output: str, with_drill: bool = True) -> list[str]:
     """Problems: a skip the README does not list, or a listed reason nothing skipped for."""
     expected, seen = expected_skips(), seen_skips(output)
+    if not with_drill:
+        expected = [NO_DRILL if e == DRILL_IN_SANDBOX else e for e in expected]
     problems = [
         f"skipped, but not in the README's list: {where}: {reason}"
         for where, reason in seen
@@ -474,9 +580,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--drill",
-        default=os.environ.get("STAIR_STEPPER_SANDBOX_DRILL")
-        or str(ROOT.parent / "shared" / "tools" / "drill-0.8.3"),
-        help="the drill that checks.tests puts on PATH (default: 0.8.3)",
+        default=os.environ.get("STAIR_STEPPER_SANDBOX_DRILL") or shutil.which("drill"),
+        help="the drill that checks.tests puts on PATH (default: $STAIR_STEPPER_SANDBOX_DRILL, "
+        "else the one on PATH; without one, the drill tests skip for that reason)",
     )
     parser.add_argument("--keep", type=Path, help="build the model here and keep it")
     parser.add_argument("pytest_args", nargs="*", help="more pytest arguments (after --)")
@@ -489,20 +595,22 @@ def main(argv: list[str] | None = None) -> int:
     try:
         drill = args.drill if args.drill and Path(args.drill).exists() else None
         model = build(work, drill)
-        command = bwrap_command(work, model, args.pytest_args)
+        script = model["script"].replace(
+            "python -m pytest -q -p no:cacheprovider",
+            "python -m pytest -q -p no:cacheprovider " + " ".join(map(_quote, args.pytest_args)),
+        )
         print(
             "sandbox model: checks.tests in bubblewrap "
             f"({model['python']}, drill {drill or 'none'})",
             flush=True,
         )
-        done = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        print(done.stdout, end="")
+        code, log = run(work, model, script, echo=True)
         # the README's list is of a whole run: a partial one (pytest arguments) is not checked
-        whole = done.returncode == 0 and not args.pytest_args
-        problems = compare_skips(done.stdout) if whole else []
+        whole = code == 0 and not args.pytest_args
+        problems = compare_skips(log, drill is not None) if whole else []
         for problem in problems:
             print(f"sandbox model: {problem}")
-        return done.returncode or (1 if problems else 0)
+        return code or (1 if problems else 0)
     finally:
         if not args.keep:
             subprocess.run(["chmod", "-R", "u+w", str(work)], check=False)
