@@ -9,6 +9,7 @@ from pathlib import Path
 
 from stair_stepper.analysis import cost, layers, read, repeats, summary
 from stair_stepper.analysis.markdown import (
+    layers_text,
     markdown_table,
     mb,
     price_text,
@@ -297,6 +298,18 @@ def staircase_block(folders: list[Path]) -> str:
     return "\n".join(head + rows + [""] + verdicts) + f"\n\n{data}{', '.join(sorted(revs))}.\n"
 
 
+def pythons_block(folders: list[Path]) -> str:
+    """Variants under two Pythons: the table over the runs (each variant's interpreter and
+    object allocator under it), then the first run's layers and diagnosis for each."""
+    result = repeated(folders[0])
+    first = summary.summarise(read.run_folders(folders[0])[0])
+    where = layers_text(first["variants"])
+    text = repeats_table(result) + "\n"
+    if where:
+        text += "In the first run:\n\n" + "\n".join(where) + "\n"
+    return text + _revision_line(folders) + "\n"
+
+
 BLOCKS = {
     "contrast": contrast_block,
     "targets": targets_block,
@@ -309,4 +322,5 @@ BLOCKS = {
     "arena-sweep": sweep_block,
     "maintenance": maintenance_block,
     "staircase-sweep": staircase_block,
+    "pythons": pythons_block,
 }
