@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from stair_stepper.experiment.launch import free_port
+from stair_stepper.experiment.command_server import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 KINDS = {

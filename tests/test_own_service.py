@@ -210,7 +210,7 @@ server.serve_forever()
 
 
 def test_a_fixed_port_command_gets_the_user_s_environment_and_the_allocator(tmp_path):
-    from stair_stepper.experiment.launch import free_port
+    from stair_stepper.experiment.command_server import free_port
 
     script, seen = tmp_path / "server.py", tmp_path / "seen.txt"
     script.write_text(FIXED_PORT_SERVER)
@@ -261,7 +261,7 @@ def test_a_fixed_port_command_gets_the_user_s_environment_and_the_allocator(tmp_
 def test_a_fixed_port_command_runs_the_default_preset_one_variant_after_another(tmp_path):
     """The default preset runs side by side; a command that binds one fixed port cannot, so
     its variants run one after another, and the run says so in one line."""
-    from stair_stepper.experiment.launch import free_port
+    from stair_stepper.experiment.command_server import free_port
 
     script, seen = tmp_path / "server.py", tmp_path / "seen.txt"
     script.write_text(FIXED_PORT_SERVER)

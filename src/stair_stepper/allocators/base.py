@@ -59,6 +59,9 @@ class Allocator:
     arena_columns: tuple[str, ...] = ()
     #: how an arena's held bytes (``system_bytes``) split, for the arenas figure: (column, words)
     arena_parts: tuple[tuple[str, str], ...] = ()
+    #: what it can turn back on in a forked child (a variant's ``post_fork=``), and the lines a
+    #: team adds to its server's post-fork hook to do the same (``remedy_code``)
+    post_fork_remedies: tuple[str, ...] = ()
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
@@ -146,6 +149,20 @@ class Allocator:
         return {}
 
     # --- for the analysis and the pauses ----------------------------------------------------
+
+    def findings(self, effective: dict) -> list[tuple[str, str]]:
+        """What a process runs with that its settings did not ask for, from ``effective`` as
+        read back there: (what, why) each, e.g. a feature fork turned off."""
+        return []
+
+    def remedy_code(self, remedy: str) -> str:
+        """Python a server's post-fork hook runs to apply ``remedy`` in each worker."""
+        return ""
+
+    def planned_pause_s(self, env: dict[str, str]) -> float:
+        """``least_pause_s`` as the plan expects it from the settings given (before any
+        process can be asked)."""
+        return self.least_pause_s({})
 
     def least_pause_s(self, read_back: dict) -> float:
         """How long, after a burst, it may keep free memory on purpose before giving it back (a

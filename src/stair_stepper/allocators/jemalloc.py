@@ -117,6 +117,7 @@ class Jemalloc(Allocator):
     }
     timed_kinds = ("dirty_bytes", "muzzy_bytes")
 
+    post_fork_remedies = ("background_thread",)
     structure_columns = ("dirty_bytes", "muzzy_bytes", "retained_bytes", "metadata_bytes")
     arena_columns = ("dirty_bytes", "muzzy_bytes")
 
@@ -216,6 +217,32 @@ class Jemalloc(Allocator):
             state["remedy_rc"] = mallctl_write("background_thread", True)
             state["background_thread"] = mallctl_read("background_thread", c_bool)
         return state
+
+    def findings(self, effective: dict) -> list[tuple[str, str]]:
+        if (
+            effective.get("background_thread_option")
+            and effective.get("background_thread") is False
+        ):
+            return [("background_thread is off", "jemalloc turns it off in a forked child")]
+        return []
+
+    def remedy_code(self, remedy: str) -> str:
+        return (
+            "import ctypes\n"
+            "on = ctypes.c_bool(True)\n"
+            "ctypes.CDLL(None).mallctl(b'background_thread', None, None, ctypes.byref(on), "
+            "ctypes.sizeof(on))"
+        )
+
+    def planned_pause_s(self, env: dict[str, str]) -> float:
+        conf = dict(
+            pair.partition(":")[::2] for pair in (env.get("MALLOC_CONF") or "").split(",") if pair
+        )
+        try:
+            given = int(conf["dirty_decay_ms"]) if "dirty_decay_ms" in conf else None
+        except ValueError:
+            given = None
+        return self.least_pause_s({"effective": {"dirty_decay_ms": given}})
 
     def least_pause_s(self, read_back: dict) -> float:
         effective = read_back.get("effective") or {}

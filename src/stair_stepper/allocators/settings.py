@@ -39,7 +39,7 @@ PYTHONMALLOC_VALUES = (
 )
 #: a variant's lowercase keys: what the lab does around it (maintenance: trim_every, workers,
 #: max_requests) and under which interpreter its server runs (python=PATH)
-STRATEGY_KEYS = ("trim_every", "workers", "max_requests", "python")
+STRATEGY_KEYS = ("trim_every", "workers", "max_requests", "python", "post_fork")
 
 
 def parse(spec: str) -> Variant:
@@ -68,6 +68,16 @@ def make(name: str, allocator: str, env: dict, strategy: dict, spec: str | None 
             f"{', '.join(ALLOCATORS)}."
         )
     checked = {key: _strategy(name, key, value) for key, value in strategy.items()}
+    remedies = ALLOCATORS[allocator].post_fork_remedies
+    if "post_fork" in checked and checked["post_fork"] not in remedies:
+        given = checked["post_fork"]
+        raise UserError(
+            f"variant {name}: post_fork={given} is not something {allocator} turns back on "
+            f"after fork (it knows: {', '.join(remedies)})."
+            if remedies
+            else f"variant {name}: post_fork={given}: fork turns nothing of {allocator}'s off "
+            "in a child, so there is nothing to turn back on."
+        )
     env = {str(k): str(v) for k, v in env.items()}
     if spec is None:
         words = [f"{k}={v}" for k, v in {**env, **strategy}.items()]
@@ -91,6 +101,8 @@ def _strategy(name: str, key: str, value: str):
         )
     if key == "python":
         interpreter(value, name)  # there, and a Python: one sentence if not
+        return value
+    if key == "post_fork":
         return value
     check = positive_float if key == "trim_every" else positive_int
     return check(f"variant {name}: {key}", value)
@@ -313,57 +325,6 @@ def describe(var: Variant) -> str:
     words = [f"{k}={v}" for k, v in var.env.items()]
     words += [f"{k}={v}" for k, v in var.strategy_text.items()]
     return f"{var.allocator.name} " + " ".join(words) if words else var.allocator.name
-
-
-def proof(
-    var: Variant, health: dict, log: str, foreign: bool, python_malloc: str = ""
-) -> tuple[dict, list[str]]:
-    """meta.json's record of a started variant's settings, and what did not take: given as
-    written, read back in the measured process (or from outside where the allocator cannot be
-    asked there; for a foreign --command, only what its environment holds)."""
-    entry: dict = {
-        "spec": var.spec,
-        "described": describe(var),
-        "allocator": var.allocator.name,
-        "given": dict(var.env),
-        "strategy": var.strategy_text,
-    }
-    outside = None if foreign else var.allocator.read_back_outside(var)
-    if foreign:
-        read_back = proven_from_outside(health.get("pid") or 0, var)
-    elif outside is not None:
-        inside = health.get("settings") or {}
-        read_back = {**outside, **{k: v for k, v in inside.items() if k != "values"}}
-    else:
-        read_back = health.get("settings") or {"values": {}}
-    entry["read_back"] = read_back
-    problems = verify(var, read_back, log, "" if foreign else python_malloc)
-    if not foreign:
-        entry["python_malloc"] = var.env.get("PYTHONMALLOC") or python_malloc
-        wanted = interpreter(var.strategy.get("python"), var.name)
-        entry["python"] = {
-            "given": var.strategy.get("python") or "the lab's own",
-            "read": health.get("python"),
-            "same": health.get("python") in (None, wanted["version"]),
-            "how": "platform.python_version() in the served process",
-        }
-        if not entry["python"]["same"]:
-            problems.append(f"python={wanted['path']} (the server runs Python {health['python']})")
-    return entry, problems
-
-
-def proven_from_outside(pid: int, var: Variant) -> dict:
-    """For a --command server that is not ours: which settings its environment really holds
-    (/proc/<pid>/environ); none is proven applied, the allocator cannot be asked."""
-    try:
-        raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    except OSError:
-        raw = []
-    environ = dict(item.decode(errors="replace").partition("=")[::2] for item in raw if item)
-    return {
-        "in_environment": {k: environ.get(k) == v for k, v in var.env.items()},
-        "applied": "not proven: a foreign process cannot be asked what its allocator runs with",
-    }
 
 
 def for_child(var: Variant, trial: dict | None = None) -> dict[str, str]:

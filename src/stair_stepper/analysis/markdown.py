@@ -36,6 +36,7 @@ def markdown(summary: dict) -> str:
     """The table people read (MB = 2^20 bytes), with a few sentences of interpretation."""
     variants = summary["variants"]
     unprobed = foreign(summary)
+    asked = {name: s.get("probed", not unprobed) for name, s in variants.items()}
     n_floors = max((len(s["floors_bytes"]) for s in variants.values()), default=0)
     head = ["variant", "baseline", "peak", *[f"floor {i + 1}" for i in range(n_floors)]]
     head += ["after trim", "reclaimable", "slope/batch", "steps", "× best (median floor)"]
@@ -48,8 +49,8 @@ def markdown(summary: dict) -> str:
         ratio = f"{s['ratio_to_best']:.2f}" if s["ratio_to_best"] else "–"
         row = [name, mb(s["baseline_bytes"]), mb(s["peak_bytes"]), *floors]
         row += [
-            NOT_MEASURED if unprobed else mb(s["after_trim_bytes"]),
-            NOT_MEASURED if unprobed else mb(s["reclaimable_bytes"]),
+            NOT_MEASURED if not asked[name] else mb(s["after_trim_bytes"]),
+            NOT_MEASURED if not asked[name] else mb(s["reclaimable_bytes"]),
             mb(s["slope_bytes_per_batch"], 1),
             str(s["steps"]),
             ratio,
@@ -80,9 +81,10 @@ def markdown(summary: dict) -> str:
     if unprobed:
         text.append(
             "- After trim, reclaimable, and the allocator's live and held bytes are "
-            f"{NOT_MEASURED}: a --command server is a foreign process, which cannot be asked "
-            "to trim or to report its allocator's accounting. RSS, PSS and USS are measured, "
-            "summed over its process tree (the trace's 'processes' column counts them)."
+            f"{NOT_MEASURED} where no agent answered: a --command server that is not Python "
+            "(or ignores PYTHONPATH) cannot be asked to trim or to report its allocator's "
+            "accounting. RSS, PSS and USS are measured, summed over its process tree (the "
+            "trace's 'processes' column counts them)."
         )
     if summary.get("warnings"):
         text += ["", "Warnings:", *[f"- {w}" for w in summary["warnings"]]]
@@ -271,7 +273,9 @@ def short_table(summary: dict) -> str:
                 mb(s["baseline_bytes"]),
                 mb(s["peak_bytes"]),
                 " → ".join(mb(f) for f in s["floors_bytes"]) or "–",
-                NOT_MEASURED if foreign(summary) else mb(s["after_trim_bytes"]),
+                mb(s["after_trim_bytes"])
+                if s.get("probed", not foreign(summary))
+                else NOT_MEASURED,
             )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(5)]

@@ -176,6 +176,8 @@ def summarise(
     meta_variants = meta.get("variants") or {}
     for name, s in variants.items():
         s.update(_settings_of(meta, name), periodic_trim=_periodic_trim(data[name], s))
+        # asked in-process (the widget app, --app, or a --command's agents) or not at all
+        s["probed"] = (meta_variants.get(name) or {}).get("trim") != results.NOT_MEASURED
         s["cost"] = cost.variant_cost(
             data[name].batches, (meta_variants.get(name) or {}).get("trim")
         )
@@ -190,7 +192,7 @@ def summarise(
         "mode": cost.mode_words(config) if config else None,
         "step_threshold_bytes": step_threshold,
         "described": results.describe(meta),
-        "foreign": bool(config.get("command")),
+        "foreign": bool(config.get("command")) and not all(v["probed"] for v in variants.values()),
         "preset": config.get("preset"),
         "config": config,
         "overrides": meta.get("overrides", {}),
@@ -300,5 +302,6 @@ def c_library_version(provenance: dict) -> str | None:
 
 
 def foreign(summary: dict) -> bool:
-    """A --command server: no in-process probe, so no allocator accounting and no trim."""
-    return bool(summary.get("foreign") or (summary.get("config") or {}).get("command"))
+    """A --command server some variant of which could not be asked (no agent answered): no
+    allocator accounting and no trim for it."""
+    return bool(summary.get("foreign"))

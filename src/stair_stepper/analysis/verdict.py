@@ -76,6 +76,18 @@ def verdict(
             )
         )
         lines.append(f"{name} against {reference}: {memory}; {prices}.")
+    for name in names:  # what a process ran with that nobody asked for: never a silent floor
+        settings = (meta_variants.get(name) or {}).get("settings") or {}
+        remedies = getattr(
+            allocators.get(settings.get("allocator") or ""), "post_fork_remedies", ()
+        )
+        for found in settings.get("findings") or []:
+            fix = (
+                f" (a variant with post_fork={remedies[0]} measures the remedy)" if remedies else ""
+            )
+            lines.append(
+                f"{name}: **{found['sentence']}**; its floors were measured that way{fix}."
+            )
     best = _best(ranks)
     if best and best != reference and not _beyond_noise(ranks[best].floor, ref.floor):
         best = reference  # lower, but not beyond the measurements' own spread: nothing to change
@@ -133,6 +145,11 @@ def environment(info: dict, config: dict) -> list[str]:
     if allocator is not None and allocator.preloaded:
         library = provider if provider.startswith("/") else health.get("library")
         lines.append(f"LD_PRELOAD={library or '<the ' + allocator.name + ' library>'}")
+    elif allocator is None and not settings:
+        return [
+            "# not known: the run recorded no settings for this variant (an earlier format, "
+            "or a variant that never started)"
+        ]
     lines += [f"{k}={v}" for k, v in (settings.get("given") or {}).items()]
     python = settings.get("python_malloc")
     if python and python != "pymalloc" and "PYTHONMALLOC" not in (settings.get("given") or {}):
@@ -143,6 +160,14 @@ def environment(info: dict, config: dict) -> list[str]:
             f"# and a malloc_trim(0) every {strategy['trim_every']} s: "
             "stair-stepper's middleware made it; your service needs its own"
         )
+    remedy = strategy.get("post_fork")
+    if remedy and allocator is not None:
+        code = allocator.remedy_code(remedy).splitlines()
+        lines += [
+            f"# and in every forked worker, {remedy} turned back on (gunicorn.conf.py):",
+            "# def post_fork(server, worker):",
+            *[f"#     {line}" for line in code],
+        ]
     if "workers" in strategy or "max_requests" in strategy:
         lines.append(
             f"# and hypercorn --workers {strategy.get('workers', 1)} --max-requests "

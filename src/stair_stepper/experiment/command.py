@@ -12,7 +12,7 @@ from pathlib import Path
 from stair_stepper import allocators, validate
 from stair_stepper.allocators import settings
 from stair_stepper.errors import Fault, NoSpace, Stopper, Terminated, UserError
-from stair_stepper.experiment import launch, schedule
+from stair_stepper.experiment import command_server, schedule
 from stair_stepper.experiment.console import report
 from stair_stepper.experiment.presets import FLAT, PRESETS, Config
 from stair_stepper.experiment.run import ending, prepare, run
@@ -204,7 +204,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
     given = {k: v for k, v in vars(args).items() if k in names and v is not None}
     config = _with_own_variants(config.set(**given), args)
     command = config.service.command
-    fixed = command and launch.fixed_port(command)
+    fixed = command and command_server.fixed_port(command)
     # side by side because the preset says so, not the user: then one after another
     if fixed and config.parallel and args.parallel is None and len(config.variants) > 1:
         note = (

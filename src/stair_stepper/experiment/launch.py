@@ -12,10 +12,8 @@ listens on the port.
 from __future__ import annotations
 
 import json
-import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
@@ -39,6 +37,8 @@ class RunningServer:
     _log_handle: object = field(default=None, repr=False)
     #: a --command server: stopped with its whole process group (its workers, a shell's child)
     group: bool = False
+    #: the folder of its processes' agents (load/agents.py), removed when it stops
+    agents: Path | None = None
 
     def __post_init__(self) -> None:
         self.client = client.Client(self.base_url)
@@ -67,6 +67,10 @@ class RunningServer:
         if self._log_handle is not None:
             self._log_handle.close()  # type: ignore[attr-defined]
             self._log_handle = None
+        if self.agents is not None:
+            from stair_stepper.load import agents
+
+            agents.remove(self.agents)
         return self.process.returncode
 
     def __enter__(self) -> RunningServer:
@@ -85,16 +89,28 @@ def start_variant(
     from stair_stepper import allocators
 
     if service.command:
-        return start_command(
-            service.command,
-            var.name,
-            env=allocators.server_env(var, service.python_malloc),
-            allocator=var.allocator.name,
-            port=port,
-            health_path=service.health_path,
-            log_path=log_path,
-            cancel=cancel,
-        )
+        from stair_stepper.allocators import settings
+        from stair_stepper.experiment import command_server
+        from stair_stepper.load import agents
+
+        env = allocators.server_env(var, service.python_malloc)
+        env.update(settings.for_child(var))  # what each agent reads back
+        folder, agent_env = agents.prepare(var.strategy.get("post_fork"))
+        try:
+            return command_server.start_command(
+                service.command,
+                var.name,
+                env=agents.with_agents(env, agent_env),
+                allocator=var.allocator.name,
+                port=port,
+                health_path=service.health_path,
+                log_path=log_path,
+                cancel=cancel,
+                agents=folder,
+            )
+        except BaseException:
+            agents.remove(folder)
+            raise
     args = ["--python-malloc", service.python_malloc]
     if service.trace_python:
         args.append("--trace-python")
@@ -155,7 +171,7 @@ def start_server(
         return (base, health) if health else None
 
     try:
-        server = _start(
+        server = start_child(
             command,
             child_env,
             log_path,
@@ -171,7 +187,7 @@ def start_server(
     return server
 
 
-def _start(
+def start_child(
     command: list[str],
     env: dict,
     log_path: Path | None,
@@ -225,131 +241,3 @@ def _died_message(what: str, process: subprocess.Popen, log_handle) -> str:
     lines = [line for line in text.strip().splitlines() if line.strip()]
     last = lines[-1] if lines else f"exit code {process.returncode}"
     return f"{what} exited at start-up: {last.removeprefix('stair-stepper: ')}"
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port nothing listens on now (the kernel's choice), for a command told {port}."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
-
-
-def fixed_port(template: str) -> bool:
-    """A --command with no {port} binds the port it was built for (given as --port)."""
-    return "{port}" not in template
-
-
-def check_port(template: str, port: int) -> None:
-    """A command must either be told its port or be given the one it binds."""
-    if fixed_port(template) and not port:
-        raise UserError(
-            "--command has no {port} to fill in: give --port N, the port it listens on."
-        )
-
-
-def command_line(template: str, host: str, port: int) -> list[str]:
-    """The user's --command with {host} and {port} filled in (no other braces touched)."""
-    try:
-        words = shlex.split(template)
-    except ValueError as exc:
-        raise UserError(f"--command cannot be split into words: {exc}.") from None
-    if not words:
-        raise UserError("--command is empty.")
-    return [w.replace("{host}", host).replace("{port}", str(port)) for w in words]
-
-
-def start_command(
-    template: str,
-    variant: str,
-    *,
-    env: dict[str, str],
-    allocator: str,
-    port: int = 0,
-    health_path: str | None = None,
-    log_path: Path | None = None,
-    timeout: float = 60.0,
-    cancel: threading.Event | None = None,
-) -> RunningServer:
-    """Start any HTTP server (``--command``) in ``env`` (the user's environment plus the
-    variant's) and wait until it answers; then prove ``allocator`` in every process of its
-    tree that holds the listening socket. Its own session: stopping it stops its group."""
-    host = "127.0.0.1"
-    check_port(template, port)
-    port = port or free_port(host)
-    command = command_line(template, host, port)
-    awaited = f"GET {health_path}" if health_path else f"a connection on port {port}"
-
-    def probe() -> tuple[str, dict] | None:
-        answer = client.answers(host, port, health_path)
-        return None if answer is None else (f"http://{host}:{port}", answer)
-
-    server = _start(
-        command,
-        env,
-        log_path,
-        f"the {variant} command",
-        awaited,
-        probe,
-        timeout,
-        cancel,
-        group=True,
-    )
-    try:
-        server.health = _prove_tree(server, port, variant, allocator, command)
-    except BaseException:
-        server.stop(timeout=5)
-        raise
-    return server
-
-
-def _prove_tree(server: RunningServer, port: int, variant: str, allocator: str, command) -> dict:
-    """Which processes of the command serve ``port``, and that each has ``allocator`` mapped."""
-    from stair_stepper import allocators
-    from stair_stepper.record import procfs
-
-    answer = server.health
-    pid = server.process.pid
-    serving = listeners(port, [pid, *procfs.descendants(pid)])
-    if not serving:
-        raise UserError(
-            f"port {port} answers, but no process started by the {variant} command "
-            "listens on it (is another server using that port?)."
-        )
-    found = {p: allocators.allocator_in_maps(p) for p in serving}
-    wrong = {p: a for p, a in found.items() if a != allocator}
-    if wrong:
-        p, seen = next(iter(wrong.items()))
-        raise UserError(
-            f"asked for {allocator} but process {p} of the command has {seen} "
-            "mapped: LD_PRELOAD did not reach it (a static or setuid binary, or an "
-            "environment reset); refusing to run under a wrong label."
-        )
-    return {
-        "pid": pid,
-        "command": command,
-        "health": answer,
-        "serving_pids": serving,
-        "allocator_by_pid": {str(p): a for p, a in found.items()},
-        "python": all(procfs.runs_python(p) for p in serving),
-        "malloc_provider": f"{allocator} in {len(serving)} serving process(es), "
-        "from /proc/<pid>/maps",
-    }
-
-
-def listeners(port: int, pids: list[int]) -> list[int]:
-    """Those of ``pids`` holding a socket that listens on ``port`` (the serving processes), by
-    psutil (once per server start; the recorder's tree walk stays procfs', which costs a
-    tenth of psutil's, measured: 0.08 ms against 0.9 ms with 66 processes on the machine)."""
-    import psutil
-
-    serving = []
-    for pid in pids:
-        try:
-            sockets = psutil.Process(pid).net_connections(kind="tcp")
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-        if any(
-            s.status == psutil.CONN_LISTEN and s.laddr and s.laddr.port == port for s in sockets
-        ):
-            serving.append(pid)
-    return serving

@@ -33,7 +33,7 @@ from stair_stepper.errors import (
     Terminated,
     UserError,
 )
-from stair_stepper.experiment import launch, provenance, schedule
+from stair_stepper.experiment import command_server, provenance, schedule
 from stair_stepper.experiment.console import Console
 from stair_stepper.experiment.presets import Config, overrides
 from stair_stepper.experiment.variant import VariantRun
@@ -73,6 +73,11 @@ def prepare(config: Config) -> Plan:
     for var in variants.values():  # every setting of every variant, before anything starts
         allocators.server_env(var, python_malloc)  # the library is there
         settings.checked(var, python_malloc)
+        if "post_fork" in var.strategy and not config.service.command:
+            raise UserError(
+                f"variant {var.name}: post_fork acts in the forked workers of a --command "
+                "server; the widget app and --app are served by processes that fork none."
+            )
     _check_service(config)
     port = config.service.port
     if port and port + len(config.variants) - 1 > 65535:
@@ -109,7 +114,7 @@ def _check_service(config: Config) -> None:
     if service.health_path and not service.health_path.startswith("/"):
         raise UserError(f"--health-path must start with /, got {service.health_path!r}.")
     if service.command:
-        launch.check_port(service.command, service.port)
+        command_server.check_port(service.command, service.port)
     if fixed_port(config) and config.parallel and len(config.variants) > 1:
         raise UserError(
             f"--command always binds port {service.port}, so its variants cannot run side "
@@ -123,7 +128,7 @@ def _check_service(config: Config) -> None:
 
 def fixed_port(config: Config) -> bool:
     """A --command that binds the port it was built for: every variant gets --port."""
-    return bool(config.service.command) and launch.fixed_port(config.service.command or "")
+    return bool(config.service.command) and command_server.fixed_port(config.service.command or "")
 
 
 def result_folder(out: str | None, preset: str) -> Path:

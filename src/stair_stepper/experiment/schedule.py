@@ -65,16 +65,19 @@ def plan_lines(
     """The plan, in a few lines, as printed before anything is sent; each variant written out
     (``variants``: name → Variant) on a line of its own, as it will run."""
     how = "side by side" if config.parallel else "one after another"
+    planned = [v.allocator.planned_pause_s(v.env) for v in (variants or {}).values()]
+    least_pause_s = max([least_pause_s, *planned])
     load = (
         f"an open loop at {config.load.rate:g} requests a second"
         if config.load.rate
         else f"{config.load.concurrency} in flight"
     )
     low_pause, high_pause = pause_range(config, least_pause_s)
+    decay = f", at least {least_pause_s:g} s for the allocator's decay" if least_pause_s else ""
     pauses = (
         f"pauses of {low_pause:g} s"
         if config.pacing.pause != AUTO
-        else f"pauses until RSS settles ({low_pause:g}–{high_pause:g} s each)"
+        else f"pauses until RSS settles ({low_pause:g}–{high_pause:g} s each{decay})"
     )
     least, pausing, known = duration_range(config, requests, len(names), least_pause_s)
     repeat = f", {config.repeat} runs" if config.repeat > 1 else ""

@@ -11,135 +11,26 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
-from stair_stepper.allocators import Variant, settings
-from stair_stepper.errors import Fault, Stopped, UserError
-from stair_stepper.experiment import launch
+from stair_stepper.allocators import Variant
+from stair_stepper.allocators import proof as variant_proof
+from stair_stepper.errors import Fault, UserError
 from stair_stepper.experiment.presets import AUTO, Config
-from stair_stepper.files import no_space
+from stair_stepper.experiment.watched import Watched
+from stair_stepper.load import agents, client
 from stair_stepper.load import batch as drivers
-from stair_stepper.load import client
-from stair_stepper.load.client import AllocatorPoller, IdleTraffic
+from stair_stepper.load.client import IdleTraffic
 from stair_stepper.record import phases
-from stair_stepper.record.phases import SETTLE_WINDOW_S, settled
-from stair_stepper.record.recorder import Recorder, StructureLog
+from stair_stepper.record.phases import SETTLE_WINDOW_S
 from stair_stepper.record.results import NOT_MEASURED
 from stair_stepper.record.schema import (
     BATCH_COLUMNS,
     BATCHES_SUFFIX,
-    TRACE_SUFFIX,
     BatchRow,
     RowWriter,
 )
-
-
-class Watched:
-    """A variant's server, its recorder and its allocator poller, and the waits that watch
-    them: any wait ends at once when the run is stopped, and fails when the server or the
-    recorder has died."""
-
-    def __init__(
-        self, var: Variant, config: Config, folder: Path, port: int, stop, tree: bool
-    ) -> None:
-        name = var.name
-        self.name, self.stop = name, stop
-        log = folder / f"{name}.server.log"
-        self.server = launch.start_variant(var, config.service, port, log, stop)
-        pacing = config.pacing
-        self.poller: AllocatorPoller | None = None
-        try:
-            # A foreign process has no accounting endpoint to poll; several worker processes
-            # would answer one at a time, each for itself: neither is the tree's.
-            if not tree:
-                self.poller = AllocatorPoller(self.server.base_url, client.MEMORY, pacing.poll_s)
-                self.poller.quiet()  # polls only while a batch runs (resume() ... quiet())
-                self.poller.start()
-            # a tree is recorded from its root: a worker's pid (what /healthz says) comes and goes
-            root = self.server.process.pid if tree else self.server.pid
-            self.recorder = Recorder(
-                root,
-                folder / f"{name}{TRACE_SUFFIX}",
-                pacing.interval_s,
-                include_children=tree,
-                allocator=self.poller,
-            )
-        except BaseException:
-            if self.poller is not None:
-                self.poller.stop()
-            self.server.stop()  # nothing else knows of it yet
-            raise
-        self.structure = None
-        if self.poller is not None:  # each reading's structure, beside the trace
-            self.structure = StructureLog(folder, name, self.recorder)
-            self.poller.on_reading = self.structure
-        self.recorder.phase = phases.BASELINE  # labelled from its very first row
-        self.recorder.start()
-
-    @property
-    def polls(self) -> int:
-        return self.poller.sent if self.poller else 0
-
-    def wait(self, seconds: float, during: str) -> None:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            if self.stop.wait(min(0.2, max(0.0, deadline - time.monotonic()))):
-                raise Stopped(f"the {self.name} variant was stopped during {during}.")
-            self.check_alive(during)
-
-    def check_alive(self, during: str) -> None:
-        server, rec = self.server, self.recorder
-        if not server.alive() or rec.gone:
-            raise Fault(
-                f"the {self.name} server died during {during} (exit code "
-                f"{server.process.poll()}); its log is {server.log_path}."
-            )
-        if not rec.healthy():
-            why = rec.error
-            if no_space(why):
-                raise why  # type: ignore[misc] (the run says what a full file system means)
-            reason = f"{type(why).__name__}: {why}" if why else "its thread ended"
-            raise Fault(f"the {self.name} recorder stopped during {during} ({reason}).")
-
-    def read_allocator(self, after: int | str) -> dict | None:
-        """The one allocator read (client.MEMORY) after an idle phase, in a phase of its own
-        ("read K"), so the request cannot touch the floor it follows; held until a sample
-        carries it. None for a --command server."""
-        rec = self.recorder
-        rec.phase = phases.read_phase(after)
-        reading = self.poller.poll_now("structure=1") if self.poller else None
-        taken, deadline = rec.samples, time.monotonic() + 1.0
-        while rec.samples == taken and time.monotonic() < deadline:
-            time.sleep(0.01)
-        return reading
-
-    def settled_since(self, start: float) -> bool:
-        recent = [(t, r) for t, r in list(self.recorder.recent) if t >= start]
-        return settled([t for t, _ in recent], [r for _, r in recent])
-
-    def cleanup(self) -> int | None:
-        """Stop the recorder, the poller and the server; the server's exit code. The server is
-        stopped whatever closing the files says: on a full file system a file's last flush
-        fails (the run already knows why it stops), and nothing may be left running."""
-        failed: OSError | None = None
-        for step in (self.recorder.stop, self._stop_poller):
-            try:
-                step()
-            except OSError as exc:
-                failed = failed or exc
-        code = self.server.stop()
-        if failed is not None and not no_space(failed):
-            raise failed
-        return code
-
-    def _stop_poller(self) -> None:
-        if self.poller is not None:
-            self.poller.stop()
-            self.poller.join(5)  # no reading is written after the files close
-        if self.structure is not None:
-            self.structure.close()
 
 
 class VariantRun:
@@ -165,6 +56,7 @@ class VariantRun:
         self.w: Watched | None = None
         self.info: dict = {}  # this variant's entry in meta.json
         self._reading: dict | None = None  # the last allocator read (its request count)
+        self.least_pause_s = 0.0  # the allocator's decay as read back (start())
         self._cleaned = False
 
     def run(self) -> None:
@@ -181,10 +73,15 @@ class VariantRun:
         self.info.update(pid=server.pid, url=server.base_url, health=server.health)
         self.save_meta()  # the pid is on disk before any load: nothing can be orphaned unseen
         log = server.log_path.read_text(errors="replace") if server.log_path else ""
-        proof, problems = settings.proof(
+        proof, problems = variant_proof.proof(
             self.var, server.health, log, bool(self.service.command), self.service.python_malloc
         )
         self.info["settings"] = proof
+        read_backs = [e["read_back"] for e in (proof.get("by_process") or {}).values()]
+        self.least_pause_s = max(
+            self.var.allocator.least_pause_s(r) for r in read_backs or [proof["read_back"]]
+        )
+        self.info["least_pause_s"] = self.least_pause_s
         self.save_meta()
         if problems:
             raise Fault(
@@ -192,6 +89,28 @@ class VariantRun:
                 "refusing to measure it under that label."
             )
         self.console.serving(self.name, server)
+        heard = server.health.get("agents")
+        if heard is not None:
+            parts = server.health.get("roles") or {}
+            kinds = ", ".join(
+                f"{sum(1 for r in parts.values() if r == role)} {role}"
+                for role in ("master", "worker", "process")
+                if role in parts.values()
+            )
+            self.console.say(
+                self.name,
+                f"asked through their agents: {len(heard)} of {len(parts)} serving processes "
+                f"({kinds})",
+            )
+        for finding in proof.get("findings") or []:
+            self.console.say(self.name, f"FINDING: {finding['sentence']}")
+        cap = self.pacing.pause_cap_s
+        if self.pacing.pause == AUTO and self.least_pause_s > cap:
+            self.console.say(
+                self.name,
+                f"pauses are capped at {cap:g} s, shorter than the allocator's decay as read "
+                f"back ({self.least_pause_s:g} s): its floors may still be falling",
+            )
 
     def baseline(self) -> None:
         """Idle, no request at all; then the first allocator read (and request count)."""
@@ -264,8 +183,8 @@ class VariantRun:
         try:
             if c.pause != AUTO:
                 w.wait(float(c.pause), f"pause {k}")
-            else:
-                w.wait(SETTLE_WINDOW_S, f"pause {k}")
+            else:  # at least the allocator's decay as read back: stillness before it is not a floor
+                w.wait(min(max(SETTLE_WINDOW_S, self.least_pause_s), c.pause_cap_s), f"pause {k}")
                 while not w.settled_since(start) and rec.now() - start < c.pause_cap_s:
                     w.wait(0.2, f"pause {k}")
         finally:
@@ -274,16 +193,23 @@ class VariantRun:
 
     def trim(self) -> None:
         """Ask the allocator to give free memory back, and keep recording."""
-        if self.tree:
-            self.info["trim"] = NOT_MEASURED
-            why = "a --command server" if self.service.command else "several worker processes"
-            self.console.say(self.name, f"trim: not measured ({why} cannot be asked as one)")
-            return
         w = self.w
         assert w is not None
+        if self.tree and w.agents is None:
+            self.info["trim"] = NOT_MEASURED
+            why = (
+                "a --command server without agents"
+                if self.service.command
+                else "several worker processes"
+            )
+            self.console.say(self.name, f"trim: not measured ({why} cannot be asked as one)")
+            return
         w.recorder.phase = phases.TRIM
         try:
-            trim = w.server.post(client.TRIM)
+            if w.agents is not None:  # every process of the command, each by its agent
+                trim = agents.combine_trims(w.agents.ask_all({"ask": "trim"}))
+            else:
+                trim = w.server.post(client.TRIM)
         except OSError as exc:
             w.check_alive("the trim")
             raise Fault(f"the {self.name} server did not answer the trim: {exc}.") from None

@@ -176,9 +176,13 @@ class AllocatorPoller(threading.Thread):
     at most ``fresh_s`` old (a busy server answers late: an old reading is not repeated).
     """
 
-    def __init__(self, service_url: str, path: str, interval: float, fresh_s: float = 1.0):
+    def __init__(
+        self, service_url: str, path: str, interval: float, fresh_s: float = 1.0, client=None
+    ):
         super().__init__(name="allocator-poller", daemon=True)
-        self.client, self.path = Client(service_url, 5.0), path
+        # ``client``: anything with get(path, timeout), sent and close() in the HTTP client's
+        # place (``agents.Tree``: every process of a --command server, asked as one)
+        self.client, self.path = client or Client(service_url, 5.0), path
         self.interval, self.fresh_s = max(interval, 0.05), fresh_s
         self.latest: tuple[float, dict] | None = None
         self.on_reading = None  # called with each reading, under the poll's lock

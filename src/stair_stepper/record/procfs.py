@@ -153,6 +153,11 @@ def children(pid: int) -> list[int]:
     return found
 
 
+def parent(pid: int) -> int:
+    """The parent's pid (ProcessGone once it is gone)."""
+    return int(_fields(_read(f"/proc/{pid}/stat"))[1])
+
+
 def descendants(pid: int) -> list[int]:
     """Every process below ``pid``, parents before their children."""
     found, frontier = [], [pid]

@@ -237,3 +237,47 @@ class StructureLog:
     def close(self) -> None:
         self.totals.close()
         self.arenas.close()
+
+
+class ProcessLog:
+    """A process tree's members at each reading after an idle phase, into
+    ``<variant>.processes.csv``: each process's part, RSS, PSS, USS and shared bytes from
+    /proc, and its allocator's live and held bytes from its agent's answer."""
+
+    def __init__(self, folder: Path, name: str, recorder: Recorder, root: int, roles: dict):
+        from stair_stepper.record.schema import PROCESS_COLUMNS, PROCESSES_SUFFIX
+
+        self.recorder, self.root, self.roles = recorder, root, dict(roles)
+        self.writer = RowWriter(folder / f"{name}{PROCESSES_SUFFIX}", PROCESS_COLUMNS)
+
+    def write(self, reading: dict | None) -> None:
+        from stair_stepper.record import procfs
+
+        when = {"t_s": self.recorder.now(), "phase": self.recorder.phase}
+        asked = (reading or {}).get("processes") or {}
+        masters = {p for p, r in self.roles.items() if r == "master"}
+        for pid in [self.root, *procfs.descendants(self.root)]:
+            try:
+                kernel = procfs.memory(pid)
+                parent = procfs.parent(pid)
+            except (OSError, ProcessGone):
+                continue
+            role = self.roles.get(str(pid)) or ("worker" if str(parent) in masters else "process")
+            rss, uss = kernel.get("rss_bytes"), kernel.get("uss_bytes")
+            own = asked.get(str(pid)) or {}
+            self.writer.write(
+                {
+                    **when,
+                    "pid": pid,
+                    "role": role,
+                    "rss_bytes": rss,
+                    "pss_bytes": kernel.get("pss_bytes"),
+                    "uss_bytes": uss,
+                    "shared_bytes": rss - uss if rss is not None and uss is not None else None,
+                    "live_bytes": own.get("live_bytes"),
+                    "held_bytes": own.get("held_bytes"),
+                }
+            )
+
+    def close(self) -> None:
+        self.writer.close()

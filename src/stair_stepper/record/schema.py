@@ -125,9 +125,26 @@ def arena_columns() -> tuple[str, ...]:
     allocator's arenas have (``Allocator.arena_columns``)."""
     from stair_stepper.allocators import arena_columns as allocators_columns
 
-    return ("t_s", "phase", "arena", *allocators_columns())
+    return ("t_s", "phase", "arena", *allocators_columns(), "pid")  # pid: a tree's process
 
 
+#: a process tree's members, one row per process per reading after an idle phase
+#: (``<variant>.processes.csv``): its part in the server (master, worker, process), what the
+#: kernel counts (RSS, PSS, USS and the shared rest of its RSS: what fork left shared with
+#: the master) and what its allocator counts (live and held, from its agent)
+PROCESS_COLUMNS = (
+    "t_s",
+    "phase",
+    "pid",
+    "role",
+    "rss_bytes",
+    "pss_bytes",
+    "uss_bytes",
+    "shared_bytes",
+    "live_bytes",
+    "held_bytes",
+)
+PROCESSES_SUFFIX = ".processes.csv"
 STRUCTURE_SUFFIX = ".structure.csv"
 ARENAS_SUFFIX = ".arenas.csv"
 TRACE_SUFFIX = ".trace.csv"
