@@ -151,6 +151,8 @@
             ++ [
               ps.pytest
               ps.pytest-xdist
+              ps.gunicorn
+              ps.uvicorn
             ]
           );
 

@@ -227,11 +227,11 @@ class Jemalloc(Allocator):
         return []
 
     def remedy_code(self, remedy: str) -> str:
-        return (
+        return (  # newlen a size_t, not ctypes' default int: a wrong length is EINVAL
             "import ctypes\n"
             "on = ctypes.c_bool(True)\n"
             "ctypes.CDLL(None).mallctl(b'background_thread', None, None, ctypes.byref(on), "
-            "ctypes.sizeof(on))"
+            "ctypes.c_size_t(ctypes.sizeof(on)))"
         )
 
     def planned_pause_s(self, env: dict[str, str]) -> float:

@@ -89,13 +89,18 @@ def of_json(data: dict | None) -> Spread | None:
     return Spread.from_json(data)
 
 
+def one_of(over: str) -> str:
+    """The singular of what a spread is over: "batch" of "batches", "run" of "runs"."""
+    return {"batches": "batch", "runs": "run"}.get(over, over.removesuffix("s"))
+
+
 def change(mine: Spread | None, theirs: Spread | None, unit: str = "%") -> str:
     """A figure's change against the reference's, in words: ``+17% (+5% to +30%)``; "within
     noise" when the two ranges overlap; "not judged" with one value on a side."""
     if mine is None or theirs is None or not theirs.median:
         return "not measured"
     if not (mine.judged and theirs.judged):
-        one = mine.over[:-1] if not mine.judged else theirs.over[:-1]
+        one = one_of(mine.over if not mine.judged else theirs.over)
         return f"not judged (one {one}: --repeat 3 tells a change from noise)"
     if mine.overlaps(theirs):
         return "within noise"

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from stair_stepper import allocators
 from stair_stepper.analysis import cost
-from stair_stepper.analysis.spread import MB, Spread, change
+from stair_stepper.analysis.spread import MB, Spread, change, one_of
 
 
 @dataclass(frozen=True)
@@ -117,7 +117,7 @@ def _memory_words(floor: Spread, ref_floor: Spread) -> str:
     mine, theirs = floor.median, ref_floor.median
     mb = abs(theirs - mine) / MB
     if not (floor.judged and ref_floor.judged):
-        one = floor.over[:-1]
+        one = one_of(floor.over)
         return f"memory at the floors not judged (one {one}: --repeat 3 tells it from noise)"
     if floor.overlaps(ref_floor):
         return f"memory at the floors within noise ({(mine - theirs) / MB:+.0f} MB)"

@@ -61,7 +61,8 @@ class Agent(threading.Thread):
 
     def answer(self, request: dict) -> dict:
         asked = request.get("ask")
-        if asked == "health":
+        if asked == "health":  # read back now: a server's own post-fork hook may have acted
+            self.endpoints.settings = self.endpoints.read_settings()
             return {
                 **self.endpoints.health(),
                 "ppid": os.getppid(),

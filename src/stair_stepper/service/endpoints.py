@@ -69,15 +69,22 @@ class Endpoints:
         self.variant = variant
         self.internals = internals  # memory and trim (off when served --public)
         # here: the recorder imports the paths above, and no ctypes
-        from stair_stepper.allocators import ENV_SETTINGS, probe
+        from stair_stepper.allocators import probe
 
         self.allocator = probe.live_allocator()  # what really serves malloc here
         self.requests = 0
-        spec = os.environ.get(ENV_SETTINGS)
-        self.settings = probe.read_back(json.loads(spec)) if spec else None
+        self.settings = self.read_settings()
         self.trace_python = os.environ.get(ENV_TRACE_PYTHON) == "1"
         every = os.environ.get(ENV_TRIM_EVERY)
         self.periodic = PeriodicTrim(self.allocator, float(every)) if every else None
+
+    def read_settings(self) -> dict | None:
+        """The variant's settings as this process's allocator has them now (None: none were
+        given to read back)."""
+        from stair_stepper.allocators import ENV_SETTINGS, probe
+
+        spec = os.environ.get(ENV_SETTINGS)
+        return probe.read_back(json.loads(spec)) if spec else None
 
     def answer(self, method: str, path: str, query: str = "") -> tuple[int, dict] | None:
         """(status, JSON body) for a path under PREFIX; None for the application's own.

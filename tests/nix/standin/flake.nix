@@ -92,6 +92,8 @@
             matplotlib = "host:matplotlib";
             pytest = "host:pytest";
             pytest-xdist = "host:pytest-xdist";
+            gunicorn = "host:gunicorn";
+            uvicorn = "host:uvicorn";
             setuptools = "host:setuptools";
             pip = "host:pip";
             # nixpkgs: pkgs/development/interpreters/python/mk-python-derivation.nix installs the
