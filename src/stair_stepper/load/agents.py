@@ -19,10 +19,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import socket
-import tempfile
-from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the agent imports this module in the served process: nothing heavy here
+    from pathlib import Path
 
 #: the folder of a server's agents: their sockets (``<pid>.sock``), and the error an agent
 #: could not start with (``<pid>.error``)
@@ -85,7 +86,8 @@ def agent_errors(folder: str | Path) -> dict[int, str]:
     for entry in os.listdir(folder):
         stem, _, suffix = entry.partition(".")
         if suffix == "error" and stem.isdigit():
-            errors[int(stem)] = Path(folder, entry).read_text(errors="replace").strip()
+            with open(os.path.join(folder, entry), errors="replace") as text:
+                errors[int(stem)] = text.read().strip()
     return errors
 
 
@@ -93,6 +95,10 @@ def prepare(post_fork: str | None = None) -> tuple[Path, dict[str, str]]:
     """A folder for one server's agents, and the environment that starts them: the folder's
     ``site`` first on PYTHONPATH (sitecustomize.py and a link to this package, so a foreign
     interpreter imports nothing else of ours), where the agents are, and the remedy."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
     import stair_stepper
 
     folder = Path(tempfile.mkdtemp(prefix="ss-agents-"))  # short: a socket path has 107 bytes
@@ -115,6 +121,8 @@ def with_agents(env: dict[str, str], agent_env: dict[str, str]) -> dict[str, str
 
 
 def remove(folder: Path) -> None:
+    import shutil
+
     shutil.rmtree(folder, ignore_errors=True)
 
 

@@ -5,8 +5,9 @@ every Python process of the server, and again in every child forked from one
 (``os.register_at_fork``): a daemon thread on a Unix socket of its own (``load/agents.py``
 holds the wire), answering what the widget app's endpoints answer (``endpoints.Endpoints``:
 health with the settings read back in *this* process, the allocator's accounting and
-structure, Python's layer, a trim). It costs the served process one thread blocked in
-``accept`` and the modules the probe needs (bench/agent_cost.py measures both).
+structure, Python's layer, a trim). Until the lab asks its first question it costs the
+served process one thread blocked in ``accept`` and a socket; the probe's modules are imported
+then (bench/agent_cost.py measures both).
 
 In a forked child it first records what fork did to the allocator (jemalloc turns its
 background threads off in a forked child) and, when the variant asks for the remedy
@@ -31,11 +32,9 @@ class Agent(threading.Thread):
 
     def __init__(self, folder: str, forked_from: int | None = None, fork: dict | None = None):
         super().__init__(name="stair-stepper-agent", daemon=True)
-        from stair_stepper.service.endpoints import ENV_VARIANT, Endpoints
-
         self.folder, self.pid = folder, os.getpid()
         self.forked_from, self.fork = forked_from, fork
-        self.endpoints = Endpoints("--command", os.environ.get(ENV_VARIANT))
+        self._endpoints = None  # the probe, imported at the first question: not at start-up
         path = socket_path(folder, self.pid)
         with contextlib.suppress(FileNotFoundError):  # this pid's earlier life (an exec)
             os.unlink(path)
@@ -58,6 +57,14 @@ class Agent(threading.Thread):
                     answer = {"error": f"{type(exc).__name__}: {exc}"}
                 with contextlib.suppress(OSError):
                     conn.sendall(json.dumps(answer, default=str).encode() + b"\n")
+
+    @property
+    def endpoints(self):
+        if self._endpoints is None:
+            from stair_stepper.service.endpoints import ENV_VARIANT, Endpoints
+
+            self._endpoints = Endpoints("--command", os.environ.get(ENV_VARIANT))
+        return self._endpoints
 
     def answer(self, request: dict) -> dict:
         asked = request.get("ask")
@@ -95,10 +102,11 @@ def _after_fork() -> None:
         return
     with contextlib.suppress(OSError):
         parent.listener.close()
-    from stair_stepper.allocators import REGISTRY, probe
+    fork = None
+    if os.environ.get(ENV_POST_FORK):  # the remedy, before the worker serves anything
+        from stair_stepper.allocators import REGISTRY, probe
 
-    found = REGISTRY.get(probe.live_allocator())
-    remedy = os.environ.get(ENV_POST_FORK) or ""
-    fork = found.after_fork(remedy=bool(remedy)) if found is not None else {}
+        found = REGISTRY.get(probe.live_allocator())
+        fork = found.after_fork(remedy=True) if found is not None else {}
     _current = Agent(parent.folder, forked_from=parent.pid, fork=fork)
     _current.start()
