@@ -175,6 +175,9 @@ def test_the_lab_measures_the_trap_and_the_remedy_under_load(tmp_path):
     assert {r.split(",")[3] for r in rows[1:]} == {"master", "worker"}
     text = (folder / "summary.md").read_text()
     assert "**background_thread is off in 2 of 2 workers" in text
+    assert "Each process at the last floor" in text
+    parts = [p["role"] for p in s_fixed["processes"]]
+    assert sorted(parts) == ["master", "worker", "worker"]
     # the remedy's environment, as the verdict prints it for the best variant: with its hook
     assert "# def post_fork(server, worker):" in verdict.environment(fixed, meta["config"])
     assert_no_orphans(folder)

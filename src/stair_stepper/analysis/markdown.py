@@ -77,6 +77,7 @@ def markdown(summary: dict) -> str:
     text += price_text(summary)
     text += sweep_text(summary.get("sweeps") or [])
     text += layers_text(variants)
+    text += processes_text(variants)
     text.extend(interpretation(summary))
     if unprobed:
         text.append(
@@ -190,6 +191,38 @@ def layers_text(variants: dict) -> list[str]:
         text += [f"- {name}: **{d['verdict']}**: {d['why']}." for name, d in diagnosed]
         text.append("")
     return text
+
+
+def processes_text(variants: dict) -> list[str]:
+    """Each process of a server's tree at the last floor: its part, what the kernel counts
+    (PSS shares each shared page among the processes mapping it; USS is its own alone; the
+    rest of its RSS is shared, what fork left in common with the master) and what its
+    allocator counts."""
+    rows = [
+        [
+            name,
+            str(p["pid"]),
+            p["role"] or "–",
+            mb(p["rss_bytes"]),
+            mb(p["pss_bytes"]),
+            mb(p["uss_bytes"]),
+            mb(p["shared_bytes"]),
+            mb(p["live_bytes"]),
+            mb(p["held_bytes"]),
+        ]
+        for name, s in variants.items()
+        for p in s.get("processes") or []
+    ]
+    if not rows:
+        return []
+    head = ["variant", "pid", "part", "RSS", "PSS", "USS", "shared", "live", "held"]
+    return [
+        "Each process at the last floor (MB; RSS, PSS, USS and the shared rest of RSS from "
+        "/proc, live and held from the process's allocator):",
+        "",
+        *markdown_table(head, rows),
+        "",
+    ]
 
 
 def sweep_text(sweeps: list[dict], runs: int = 1) -> list[str]:

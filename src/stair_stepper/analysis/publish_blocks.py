@@ -13,6 +13,7 @@ from stair_stepper.analysis.markdown import (
     markdown_table,
     mb,
     price_text,
+    processes_text,
     repeats_table,
     sweep_text,
 )
@@ -310,6 +311,26 @@ def pythons_block(folders: list[Path]) -> str:
     return text + _revision_line(folders) + "\n"
 
 
+def prefork_block(folders: list[Path]) -> str:
+    """A prefork server's variants: the table over the runs, what each process ran with that
+    nobody asked for, then the first run's processes, layers and diagnosis."""
+    result = repeated(folders[0])
+    first = summary.summarise(read.run_folders(folders[0])[0])
+    text = repeats_table(result) + "\n"
+    meta = json.loads((read.run_folders(folders[0])[0] / "meta.json").read_text())
+    found = [
+        f"- {name}: {f['sentence']}."
+        for name, v in meta["variants"].items()
+        for f in (v.get("settings") or {}).get("findings") or []
+    ]
+    if found:
+        text += "Findings (each run the same):\n\n" + "\n".join(found) + "\n\n"
+    where = processes_text(first["variants"]) + layers_text(first["variants"])
+    if where:
+        text += "In the first run:\n\n" + "\n".join(where) + "\n"
+    return text + _revision_line(folders) + "\n"
+
+
 BLOCKS = {
     "contrast": contrast_block,
     "targets": targets_block,
@@ -323,4 +344,5 @@ BLOCKS = {
     "maintenance": maintenance_block,
     "staircase-sweep": staircase_block,
     "pythons": pythons_block,
+    "prefork": prefork_block,
 }

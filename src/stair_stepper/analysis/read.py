@@ -13,6 +13,7 @@ from stair_stepper.record.phases import settled
 from stair_stepper.record.schema import (
     ARENAS_SUFFIX,
     BATCHES_SUFFIX,
+    PROCESSES_SUFFIX,
     RUN_PREFIX,
     STRUCTURE_SUFFIX,
     Table,
@@ -35,6 +36,7 @@ class VariantData:
     warnings: list[str] = field(default_factory=list)
     structure: Table | None = None  # the allocator's structure after each idle phase
     arenas: Table | None = None  # per arena, at the same readings
+    processes: Table | None = None  # a tree's members at the same readings
 
 
 #: the trace columns the summary and the figures read (parsed, and checked, on loading)
@@ -83,7 +85,11 @@ def load_folder(folder: Path) -> tuple[dict[str, VariantData], dict, list[str]]:
                 warnings.append(str(exc))
         warnings.extend(trace.warnings)
         data[name] = VariantData(name, trace, batches)
-        for suffix, attr in ((STRUCTURE_SUFFIX, "structure"), (ARENAS_SUFFIX, "arenas")):
+        for suffix, attr in (
+            (STRUCTURE_SUFFIX, "structure"),
+            (ARENAS_SUFFIX, "arenas"),
+            (PROCESSES_SUFFIX, "processes"),
+        ):
             beside = companion(path, suffix)
             if beside.exists():
                 try:

@@ -178,6 +178,7 @@ def summarise(
         s.update(_settings_of(meta, name), periodic_trim=_periodic_trim(data[name], s))
         # asked in-process (the widget app, --app, or a --command's agents) or not at all
         s["probed"] = (meta_variants.get(name) or {}).get("trim") != results.NOT_MEASURED
+        s["processes"] = last_processes(data[name])
         s["cost"] = cost.variant_cost(
             data[name].batches, (meta_variants.get(name) or {}).get("trim")
         )
@@ -299,6 +300,32 @@ def c_library_version(provenance: dict) -> str | None:
     """The C library's version ('2.36'; older result folders said 'glibc-2.36')."""
     raw = provenance.get("glibc")
     return str(raw).removeprefix("glibc-") if raw else None
+
+
+#: a process's columns in the summary (processes.csv's, but its time and phase)
+PROCESS_FIELDS = (
+    "pid",
+    "role",
+    "rss_bytes",
+    "pss_bytes",
+    "uss_bytes",
+    "shared_bytes",
+    "live_bytes",
+    "held_bytes",
+)
+
+
+def last_processes(v: VariantData) -> list[dict] | None:
+    """A process tree's members at the last reading after a pause (None: one process)."""
+    table = v.processes
+    if table is None or not len(table):
+        return None
+    readings = [p for p in table.distinct("phase") if p and p.startswith("read ")]
+    pauses = [p for p in readings if p.removeprefix("read ").isdigit()]
+    if not pauses:
+        return None
+    rows = table.rows_where("phase", pauses[-1])
+    return [{k: table.column(k)[r] for k in PROCESS_FIELDS} for r in rows]
 
 
 def foreign(summary: dict) -> bool:

@@ -90,7 +90,7 @@ FLOAT_COLUMNS = {"t_s", "wall_time", "cpu_s", "start_s", "end_s", "pause_end_s",
 FLOAT_COLUMNS |= {"cpu_user_s", "cpu_system_s", "trims_s", "probe_s", "rate"}
 FLOAT_COLUMNS |= {"lag_p99_ms", "lag_max_ms"}
 FLOAT_COLUMNS |= {"requests_per_second", "p50_ms", "p99_ms", "p99_9_ms"}
-TEXT_COLUMNS = {"phase"}
+TEXT_COLUMNS = {"phase", "role"}
 
 #: Python's own layer in a structure reading (tracemalloc when on, pymalloc's arenas)
 PYTHON_COLUMNS = (
