@@ -99,6 +99,28 @@ class BadWidget(StairStepperError, ValueError):
     (a 4xx answer, not an exit)."""
 
 
+class OomKilled(StairStepperError):
+    """A variant's server was OOM-killed in its memory cgroup: an outcome of the run, not a
+    failure of it (the other variants go on; a run with any ends with ``exit_code``)."""
+
+    exit_code = 3
+
+    def __init__(self, variant: str, when: str, limit: int | None, reading: dict | None) -> None:
+        self.variant, self.when, self.limit = variant, when, limit
+        self.reading = dict(reading or {})
+        at = f" at {limit / (1 << 20):.0f} MiB" if limit else ""
+        super().__init__(f"{variant}: OOM-killed{at} {when}")
+
+    def to_json(self) -> dict:
+        return {
+            "oom_killed": True,
+            "when": self.when,
+            "limit_bytes": self.limit,
+            **{k: v for k, v in self.reading.items() if v is not None},
+            "sentence": str(self),
+        }
+
+
 class Terminated(BaseException):
     """SIGTERM or SIGHUP: ends the run like Ctrl-C (a BaseException, so nothing swallows it);
     the exit status is 128 + the signal's number, as a shell reports it."""

@@ -93,14 +93,23 @@ def die_with_parent(parent_pid: int | None = None) -> None:
         os._exit(1)
 
 
-def child_popen_options() -> dict:
+def child_popen_options(cgroup_procs: str | None = None) -> dict:
     """``subprocess.Popen`` options for every long-lived child (servers, drill).
 
     Its own session and process group (a terminal's Ctrl-C or a job runner's group
-    signal reaches only us, and we stop the child in order), and death with us.
+    signal reaches only us, and we stop the child in order), and death with us; with
+    ``cgroup_procs`` (a cgroup's ``cgroup.procs``), in that cgroup before it runs anything,
+    so every process it starts is charged there too.
     """
     parent = os.getpid()
-    return {"start_new_session": True, "preexec_fn": lambda: die_with_parent(parent)}
+
+    def prepare() -> None:
+        die_with_parent(parent)
+        if cgroup_procs:
+            with open(cgroup_procs, "w") as procs:
+                procs.write(str(os.getpid()))
+
+    return {"start_new_session": True, "preexec_fn": prepare}
 
 
 def stop_group(process, timeout: float = 5.0) -> int:

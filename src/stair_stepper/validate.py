@@ -96,3 +96,21 @@ def flag(check: Callable[[str, str], object]) -> Callable[[str], object]:
 
     convert.__name__ = check.__name__.replace("_", " ")
     return convert
+
+
+def memory_size(name: str, text: str) -> int:
+    """``768M``, ``1G``, ``512Mi``, ``1.5GiB``, or bytes: bytes, in binary units, as cgroups
+    and Kubernetes' ``Mi``/``Gi`` count."""
+    raw = str(text).strip()
+    units = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+    lowered = raw.lower().removesuffix("ib").removesuffix("i").removesuffix("b")
+    number, unit = lowered, ""
+    if lowered and lowered[-1] in units:
+        number, unit = lowered[:-1], lowered[-1]
+    try:
+        value = float(number)
+    except ValueError:
+        raise UserError(f"{name} {raw!r} is not a memory size (e.g. 768M, 1G, 512Mi).") from None
+    if not value > 0 or value != value:
+        raise UserError(f"{name} must be more than zero, not {raw!r}.")
+    return int(value * units[unit])

@@ -193,4 +193,9 @@ class Variant(namedtuple("Variant", "name allocator env strategy spec")):
 
     @property
     def strategy_text(self) -> dict[str, str]:
-        return {k: f"{v:g}" if isinstance(v, float) else str(v) for k, v in self.strategy.items()}
+        def text(key, value) -> str:
+            if key == "limit":  # bytes, shown as given in binary units
+                return f"{value / (1 << 20):g}M"
+            return f"{value:g}" if isinstance(value, float) else str(value)
+
+        return {k: text(k, v) for k, v in self.strategy.items()}

@@ -39,7 +39,7 @@ PYTHONMALLOC_VALUES = (
 )
 #: a variant's lowercase keys: what the lab does around it (maintenance: trim_every, workers,
 #: max_requests) and under which interpreter its server runs (python=PATH)
-STRATEGY_KEYS = ("trim_every", "workers", "max_requests", "python", "post_fork")
+STRATEGY_KEYS = ("trim_every", "workers", "max_requests", "python", "post_fork", "limit")
 
 
 def parse(spec: str) -> Variant:
@@ -104,6 +104,10 @@ def _strategy(name: str, key: str, value: str):
         return value
     if key == "post_fork":
         return value
+    if key == "limit":  # this variant's memory cgroup limit, in bytes
+        from stair_stepper.validate import memory_size
+
+        return memory_size(f"variant {name}: limit", value)
     check = positive_float if key == "trim_every" else positive_int
     return check(f"variant {name}: {key}", value)
 

@@ -76,6 +76,7 @@ def markdown(summary: dict) -> str:
     text.append("")
     text += price_text(summary)
     text += sweep_text(summary.get("sweeps") or [])
+    text += container_text(variants)
     text += layers_text(variants)
     text += processes_text(variants)
     text.extend(interpretation(summary))
@@ -191,6 +192,46 @@ def layers_text(variants: dict) -> list[str]:
         text += [f"- {name}: **{d['verdict']}**: {d['why']}." for name, d in diagnosed]
         text.append("")
     return text
+
+
+def container_text(variants: dict) -> list[str]:
+    """Each server's memory cgroup: the limit, what the kernel charged at its peak (and the
+    anonymous part), LazyFree at the last floor (freed with MADV_FREE: the kernel may take it
+    back without a kill), and how the variant ended."""
+    rows = []
+    for name, s in variants.items():
+        if s.get("cgroup_peak_bytes") is None and not s.get("outcome"):
+            continue
+        outcome = s.get("outcome") or {}
+        oom = s.get("oom_runs")
+        ended = (
+            f"OOM-killed in {oom[0]} of {oom[1]} runs"
+            if oom and oom[0]
+            else outcome.get("sentence", "").removeprefix(f"{name}: ")
+            if outcome
+            else "completed"
+        )
+        rows.append(
+            [
+                name,
+                f"v{s['cgroup_version']}" if s.get("cgroup_version") else "–",
+                mb(s.get("limit_bytes")) if s.get("limit_bytes") else "none",
+                mb(s.get("cgroup_peak_bytes")),
+                mb(s.get("cgroup_anon_peak_bytes")),
+                mb(s.get("last_floor_lazyfree_bytes")),
+                ended,
+            ]
+        )
+    if not rows:
+        return []
+    head = ["variant", "cgroup", "limit", "charged peak", "anon peak", "LazyFree", "ended"]
+    return [
+        "Its container (MB; each server in a memory cgroup of its own; what the kernel charged, "
+        "which is what an OOM kill is decided on, beside RSS):",
+        "",
+        *markdown_table(head, rows),
+        "",
+    ]
 
 
 def processes_text(variants: dict) -> list[str]:

@@ -93,6 +93,13 @@ def summarise_repeats(folder: Path, step_threshold: float = DEFAULT_STEP_THRESHO
         fields["settings"] = first.get("settings", name)
         fields["settings_read_back"] = first.get("settings_read_back")
         fields["python"] = first.get("python")
+        fields["limit_bytes"] = first.get("limit_bytes")
+        fields["oom_runs"] = [
+            sum(1 for r in per_run if ((r["variants"].get(name) or {}).get("outcome"))),
+            len(per_run),
+        ]
+        peaks = [(r["variants"].get(name) or {}).get("cgroup_peak_bytes") for r in per_run]
+        fields["cgroup_peak_bytes"] = max((p for p in peaks if p is not None), default=None)
         fields["python_allocator"] = first.get("python_allocator")
         fields["trims_s"] = _json(
             [

@@ -179,6 +179,7 @@ def summarise(
         # asked in-process (the widget app, --app, or a --command's agents) or not at all
         s["probed"] = (meta_variants.get(name) or {}).get("trim") != results.NOT_MEASURED
         s["processes"] = last_processes(data[name])
+        s.update(container(data[name], meta_variants.get(name) or {}))
         s["cost"] = cost.variant_cost(
             data[name].batches, (meta_variants.get(name) or {}).get("trim")
         )
@@ -313,6 +314,32 @@ PROCESS_FIELDS = (
     "live_bytes",
     "held_bytes",
 )
+
+
+def container(v: VariantData, info: dict) -> dict:
+    """What its memory cgroup says: the limit, the charge's peak, its anonymous part at that
+    peak, LazyFree at the last floor (memory the kernel may take back without a kill), and
+    how the variant ended under the limit (``outcome``: an OOM kill, or None)."""
+    trace = v.trace
+    charged = [c for c in trace.column("cgroup_bytes") if c is not None]
+    peaks = [c for c in trace.column("cgroup_peak_bytes") if c is not None]
+    peak = max(peaks + charged) if peaks or charged else None
+    anon = [a for a in trace.column("cgroup_anon_bytes") if a is not None]
+    numbers = [k for k in pauses(trace) if phase_window(trace, phases.pause_phase(k))]
+    lazy = (
+        phase_window(trace, phases.pause_phase(numbers[-1]), "lazyfree_bytes", median)
+        if numbers
+        else None
+    )
+    cgroup = info.get("cgroup") or {}
+    return {
+        "limit_bytes": cgroup.get("limit_bytes"),
+        "cgroup_version": cgroup.get("version"),
+        "cgroup_peak_bytes": peak,
+        "cgroup_anon_peak_bytes": max(anon) if anon else None,
+        "last_floor_lazyfree_bytes": lazy,
+        "outcome": info.get("outcome"),
+    }
 
 
 def last_processes(v: VariantData) -> list[dict] | None:

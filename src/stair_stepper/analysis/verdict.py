@@ -26,6 +26,9 @@ class Standing:
     floor: Spread | None
     cost: dict[str, Spread | None] = field(default_factory=dict)
     failures: float = 0
+    #: under a memory limit: the OOM kill's sentence (one run), or in how many runs of how many
+    oom: str | None = None
+    survived: str | None = None
 
 
 def standings(summary: dict) -> dict[str, Standing]:
@@ -42,8 +45,24 @@ def standings(summary: dict) -> dict[str, Standing]:
         else:
             floor = Spread.from_json(v.get("floor_spread"))
             failures = c.get("failures") or 0
-        found[name] = Standing(floor, costs, failures)
+        found[name] = Standing(floor, costs, failures, *_container(name, v))
     return found
+
+
+def _container(name: str, v: dict) -> tuple[str | None, str | None]:
+    """(the OOM kill in words, or None; survival of the limit in words, or None)."""
+    limit, peak = v.get("limit_bytes"), v.get("cgroup_peak_bytes")
+    runs = v.get("oom_runs")
+    if runs is not None:  # a --repeat folder: in how many runs
+        killed, total = runs
+        if killed:
+            return f"{name}: OOM-killed at {limit / MB:.0f} MiB in {killed} of {total} runs", None
+    elif v.get("outcome"):
+        return v["outcome"]["sentence"], None
+    if limit:
+        charged = f" (charged peak {peak / MB:.0f} MiB)" if peak else ""
+        return None, f"{name}: survives the {limit / MB:.0f} MiB limit{charged}"
+    return None, None
 
 
 def verdict(
@@ -76,6 +95,9 @@ def verdict(
             )
         )
         lines.append(f"{name} against {reference}: {memory}; {prices}.")
+    for name in names:  # under a memory limit: killed or survived, each said
+        if ranks[name].oom or ranks[name].survived:
+            lines.append(f"{ranks[name].oom or ranks[name].survived}.")
     for name in names:  # what a process ran with that nobody asked for: never a silent floor
         settings = (meta_variants.get(name) or {}).get("settings") or {}
         remedies = getattr(
@@ -129,7 +151,9 @@ def _memory_words(floor: Spread, ref_floor: Spread) -> str:
 def _best(ranks: dict[str, Standing]) -> str | None:
     """The lowest median settled floor among the variants that failed no request."""
     ok = {
-        n: s.floor.median for n, s in ranks.items() if s.floor and s.floor.median and not s.failures
+        n: s.floor.median
+        for n, s in ranks.items()
+        if s.floor and s.floor.median and not s.failures and not s.oom
     }
     return min(ok, key=ok.get) if ok else None
 

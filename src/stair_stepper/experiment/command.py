@@ -11,7 +11,7 @@ from pathlib import Path
 
 from stair_stepper import allocators, validate
 from stair_stepper.allocators import settings
-from stair_stepper.errors import Fault, NoSpace, Stopper, Terminated, UserError
+from stair_stepper.errors import Fault, NoSpace, OomKilled, Stopper, Terminated, UserError
 from stair_stepper.experiment import command_server, schedule
 from stair_stepper.experiment.console import report
 from stair_stepper.experiment.presets import FLAT, PRESETS, Config
@@ -183,6 +183,19 @@ def _service_flags(p) -> None:
         help="with --command: GET this until it answers 2xx/3xx (default: a TCP connect)",
     )
     p.add_argument(
+        "--memory-limit",
+        type=validate.flag(validate.memory_size),
+        metavar="SIZE",
+        help="each server (a --command's whole tree) in a memory cgroup with this limit, e.g. "
+        "768M or 1G; an OOM kill ends that variant as an outcome (per variant: limit=SIZE)",
+    )
+    p.add_argument(
+        "--memory-high",
+        type=validate.flag(validate.memory_size),
+        metavar="SIZE",
+        help="cgroup v2's memory.high for each server: the throttling threshold below the limit",
+    )
+    p.add_argument(
         "--trace-python",
         action="store_true",
         default=None,
@@ -265,7 +278,24 @@ def run_args(args: argparse.Namespace) -> int:
                 f"the result folder was moved or deleted during the run "
                 f"({Path(exc.filename).parent} is gone); nothing more could be written."
             ) from None
-    return 0
+    return _oom_status(folder)
+
+
+def _oom_status(folder: Path) -> int:
+    """0, or OomKilled's exit status with one line for each variant that was OOM-killed (in
+    every run of a --repeat: in how many of how many)."""
+    meta = results.read_meta(folder)
+    runs = [results.read_meta(folder / r) for r in meta.get("runs") or []] or [meta]
+    killed: dict[str, list[str]] = {}
+    for one in runs:
+        for name, info in (one.get("variants") or {}).items():
+            outcome = info.get("outcome") or {}
+            if outcome.get("oom_killed"):
+                killed.setdefault(name, []).append(outcome["sentence"])
+    for sentences in killed.values():
+        tail = f" (in {len(sentences)} of {len(runs)} runs)" if len(runs) > 1 else ""
+        print(f"stair-stepper: {sentences[0]}{tail}", file=sys.stderr)
+    return OomKilled.exit_code if killed else 0
 
 
 def _report(folder: Path, figures: bool, stopper: Stopper) -> None:

@@ -65,6 +65,7 @@ def start_command(
     timeout: float = 60.0,
     cancel: threading.Event | None = None,
     agents: Path | None = None,
+    cgroup_procs: str | None = None,
 ) -> RunningServer:
     """Start any HTTP server (``--command``) in ``env`` (the user's environment plus the
     variant's) and wait until it answers; then prove ``allocator`` in every process of its
@@ -91,6 +92,7 @@ def start_command(
         timeout,
         cancel,
         group=True,
+        cgroup_procs=cgroup_procs,
     )
     server.agents = agents
     try:

@@ -81,7 +81,7 @@ class RunningServer:
 
 
 def start_variant(
-    var, service, port: int, log_path: Path, cancel: threading.Event
+    var, service, port: int, log_path: Path, cancel: threading.Event, cgroup_procs=None
 ) -> RunningServer:
     """A variant's server for an experiment (``var``: an ``allocators.Variant``; ``service``: a
     ``presets.Service``), either kind: ``serve`` with the widget app or the user's ``--app``,
@@ -107,6 +107,7 @@ def start_variant(
                 log_path=log_path,
                 cancel=cancel,
                 agents=folder,
+                cgroup_procs=cgroup_procs,
             )
         except BaseException:
             agents.remove(folder)
@@ -132,6 +133,7 @@ def start_variant(
         cancel=cancel,
         what=f"the {var.name} server",
         python=var.strategy.get("python"),
+        cgroup_procs=cgroup_procs,
     )
 
 
@@ -147,6 +149,7 @@ def start_server(
     cancel: threading.Event | None = None,
     what: str | None = None,
     python: str | None = None,
+    cgroup_procs: str | None = None,
 ) -> RunningServer:
     """``stair-stepper serve`` on ``variant`` (a name, or one written out; default the system's
     allocator), under ``python`` (another interpreter with stair-stepper installed; default
@@ -180,6 +183,7 @@ def start_server(
             probe,
             timeout,
             cancel,
+            cgroup_procs=cgroup_procs,
         )
     finally:
         shutil.rmtree(ready.parent, ignore_errors=True)
@@ -197,6 +201,7 @@ def start_child(
     timeout: float,
     cancel: threading.Event | None,
     group: bool = False,
+    cgroup_procs: str | None = None,
 ) -> RunningServer:
     """Spawn ``command`` and wait until ``probe()`` gives (base URL, health); a UserError that
     names the cause if it dies, never answers, or cannot be started; Stopped if ``cancel``."""
@@ -208,11 +213,14 @@ def start_child(
             stdout=log_handle,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            **selfexec.child_popen_options(),
+            **selfexec.child_popen_options(cgroup_procs),
         )
     except OSError as exc:
         log_handle.close()
         raise UserError(f"cannot start {command[0]}: {exc.strerror}.") from None
+    except subprocess.SubprocessError as exc:  # the child could not join its cgroup
+        log_handle.close()
+        raise UserError(f"cannot start {command[0]} in cgroup {cgroup_procs}: {exc}.") from None
     server = RunningServer(process, "", process.pid, {}, log_path, log_handle, group)
     deadline = time.monotonic() + timeout
     try:

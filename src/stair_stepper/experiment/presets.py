@@ -28,6 +28,8 @@ class Service:
     health_path: str | None = None
     trace_python: bool = False  # tracemalloc in the served process: Python's own layer
     port: int = 0
+    memory_limit: int | None = None  # bytes: each server in a memory cgroup with this limit
+    memory_high: int | None = None  # bytes: cgroup v2's memory.high (throttling), if asked
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ from stair_stepper.experiment.variant import VariantRun
 from stair_stepper.files import full, no_space, write_json
 from stair_stepper.load import batch as drivers
 from stair_stepper.load import drillfile
-from stair_stepper.record import results
+from stair_stepper.record import cgroups, results
 from stair_stepper.record.schema import RUN_PREFIX
 
 
@@ -51,6 +51,8 @@ class Plan(NamedTuple):
     config: Config
     workload: drivers.Workload
     variants: dict[str, Variant]
+    #: where each server's memory cgroup is made, or why none can be (one sentence)
+    cgroups: cgroups.Where | str = "not looked for"
 
 
 # --- the run -----------------------------------------------------------------------------
@@ -94,7 +96,34 @@ def prepare(config: Config) -> Plan:
     for warning in bench.warnings:
         print(f"warning: {bench.path}: {warning}", file=sys.stderr)
     workload = drivers.Workload(bench, drillfile.select(bench, load.tags), load.tags)
-    return Plan(config, workload, variants)
+    return Plan(config, workload, variants, _cgroups(config, variants))
+
+
+def _cgroups(config: Config, variants: dict[str, Variant]) -> cgroups.Where | str:
+    """Where each server's memory cgroup will be: a limit asked for where none can be made is
+    refused in one sentence (never a silently unlimited run); without one, the run goes on
+    and says so once. What a run killed hard left behind is removed first."""
+    where = cgroups.locate()
+    limited = config.service.memory_limit or any("limit" in v.strategy for v in variants.values())
+    if isinstance(where, str):
+        if limited:
+            raise UserError(f"a memory limit needs a memory cgroup, and {where}.")
+        if config.service.memory_high:
+            raise UserError(f"--memory-high needs a memory cgroup, and {where}.")
+        return where
+    if config.service.memory_high and where.version != 2:
+        raise UserError(
+            "--memory-high is cgroup v2's memory.high; this machine's memory controller is "
+            "cgroup v1, which has none."
+        )
+    removed = cgroups.remove_stale(where)
+    if removed:
+        print(
+            f"stair-stepper: removed {len(removed)} cgroup(s) an earlier run left behind "
+            f"(under {where.parent})",
+            file=sys.stderr,
+        )
+    return where
 
 
 def _check_service(config: Config) -> None:
@@ -220,9 +249,13 @@ def _run_once(plan: Plan, meta: dict, folder: Path, stopper: Stopper) -> None:
             stopper.event,
             console,
             save,
+            plan.cgroups if isinstance(plan.cgroups, cgroups.Where) else None,
         )
         for i, name in enumerate(config.variants)
     ]
+    if isinstance(plan.cgroups, str):
+        meta["cgroups"] = f"not made: {plan.cgroups}"
+        console.line(f"no memory cgroup for the servers ({plan.cgroups}): charge not recorded")
     for r in runs:
         meta["variants"][r.name] = r.info
     save()

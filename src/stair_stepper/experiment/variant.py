@@ -16,7 +16,7 @@ from pathlib import Path
 
 from stair_stepper.allocators import Variant
 from stair_stepper.allocators import proof as variant_proof
-from stair_stepper.errors import Fault, UserError
+from stair_stepper.errors import Fault, OomKilled, UserError
 from stair_stepper.experiment.presets import AUTO, Config
 from stair_stepper.experiment.watched import Watched
 from stair_stepper.load import agents, client
@@ -46,6 +46,7 @@ class VariantRun:
         stop: threading.Event,
         console,
         save_meta: Callable[[], None],
+        where=None,
     ) -> None:
         self.var, self.name, self.config = var, var.name, config
         self.pacing, self.service, self.load = config.pacing, config.service, config.load
@@ -57,18 +58,35 @@ class VariantRun:
         self.info: dict = {}  # this variant's entry in meta.json
         self._reading: dict | None = None  # the last allocator read (its request count)
         self.least_pause_s = 0.0  # the allocator's decay as read back (start())
+        self.where = where  # where its memory cgroup is made (cgroups.Where), or None
         self._cleaned = False
 
     def run(self) -> None:
-        self.start()
-        self.baseline()
-        with RowWriter(self.folder / f"{self.name}{BATCHES_SUFFIX}", BATCH_COLUMNS) as log:
-            for k in range(1, self.pacing.batches + 1):
-                log.write(self.batch(k))
-        self.trim()
+        """Every step; an OOM kill in its memory cgroup ends the variant as an outcome (the
+        batch it happened in is not a row: its requests failed because the server died)."""
+        try:
+            self.start()
+            self.baseline()
+            with RowWriter(self.folder / f"{self.name}{BATCHES_SUFFIX}", BATCH_COLUMNS) as log:
+                for k in range(1, self.pacing.batches + 1):
+                    log.write(self.batch(k))
+            self.trim()
+        except OomKilled as killed:
+            self.info["outcome"] = killed.to_json()
+            self.save_meta()
+            self.console.say(self.name, str(killed).removeprefix(f"{self.name}: "))
 
     def start(self) -> None:
-        self.w = Watched(self.var, self.config, self.folder, self.port, self.stop, self.tree)
+        self.w = Watched(
+            self.var, self.config, self.folder, self.port, self.stop, self.tree, self.where
+        )
+        if self.w.cgroup is not None:
+            self.info["cgroup"] = {
+                "version": self.w.cgroup.version,
+                "path": str(self.w.cgroup.path),
+                "limit_bytes": self.w.limit,
+                "high_bytes": self.config.service.memory_high,
+            }
         server = self.w.server
         self.info.update(pid=server.pid, url=server.base_url, health=server.health)
         self.save_meta()  # the pid is on disk before any load: nothing can be orphaned unseen
@@ -128,6 +146,7 @@ class VariantRun:
         if w.poller:
             w.poller.resume()
         start, before = rec.now(), dict(rec.last or {})
+        charge_before = w.cgroup.read() if w.cgroup else {}
         outcome = self._load(k)
         end = rec.now()
         w.check_alive(f"batch {k}")
@@ -143,6 +162,7 @@ class VariantRun:
         unasked = _unasked(self._reading, reading, outcome.requests + polls_in_batch + 1)
         self._reading = reading
         trims = (reading or {}).get("periodic_trim") or {}  # the server's own count and time
+        charge = w.cgroup.read() if w.cgroup else {}
         row = BatchRow(
             batch=k,
             start_s=start,
@@ -165,6 +185,9 @@ class VariantRun:
             rate=self.load.rate,
             lag_p99_ms=outcome.lag_p99_ms,
             lag_max_ms=outcome.lag_max_ms,
+            cgroup_peak_bytes=charge.get("peak_bytes"),
+            limit_hits=_delta(charge_before, charge, "limit_hits"),
+            high_events=_delta(charge_before, charge, "high_events"),
             **spent,
         )
         self.console.batch(self.name, row, self.pacing.batches)

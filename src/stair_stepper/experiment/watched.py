@@ -8,13 +8,13 @@ import time
 from pathlib import Path
 
 from stair_stepper.allocators import Variant
-from stair_stepper.errors import Fault, Stopped
+from stair_stepper.errors import Fault, OomKilled, Stopped, UserError
 from stair_stepper.experiment import launch
 from stair_stepper.experiment.presets import Config
 from stair_stepper.files import no_space
 from stair_stepper.load import agents, client
 from stair_stepper.load.client import AllocatorPoller
-from stair_stepper.record import phases, procfs
+from stair_stepper.record import cgroups, phases, procfs
 from stair_stepper.record.phases import settled
 from stair_stepper.record.recorder import ProcessLog, Recorder, StructureLog
 from stair_stepper.record.schema import TRACE_SUFFIX
@@ -26,12 +26,35 @@ class Watched:
     recorder has died."""
 
     def __init__(
-        self, var: Variant, config: Config, folder: Path, port: int, stop, tree: bool
+        self,
+        var: Variant,
+        config: Config,
+        folder: Path,
+        port: int,
+        stop,
+        tree: bool,
+        where: cgroups.Where | None = None,
     ) -> None:
         name = var.name
-        self.name, self.stop = name, stop
+        self.name, self.stop, self.batches = name, stop, config.pacing.batches
         log = folder / f"{name}.server.log"
-        self.server = launch.start_variant(var, config.service, port, log, stop)
+        # its own memory cgroup (where one can be made), with the variant's limit or the run's
+        self.limit = var.strategy.get("limit") or config.service.memory_limit
+        self.cgroup: cgroups.Cgroup | None = None
+        self.oom: cgroups.OomWatch | None = None
+        if where is not None:
+            self.cgroup = cgroups.Cgroup(where, name, self.limit, config.service.memory_high)
+            self.oom = cgroups.OomWatch(self.cgroup)
+            self.oom.start()
+        procs = self.cgroup.procs_file if self.cgroup else None
+        try:
+            self.server = launch.start_variant(var, config.service, port, log, stop, procs)
+        except BaseException as exc:
+            killed = self.oom_killed("at start-up") if isinstance(exc, UserError) else None
+            self.remove_cgroup()
+            if killed is not None:
+                raise killed from None
+            raise
         pacing = config.pacing
         self.poller: AllocatorPoller | None = None
         try:
@@ -56,11 +79,13 @@ class Watched:
                 pacing.interval_s,
                 include_children=tree,
                 allocator=self.poller,
+                cgroup=self.cgroup,
             )
         except BaseException:
             if self.poller is not None:
                 self.poller.stop()
             self.server.stop()  # nothing else knows of it yet
+            self.remove_cgroup()
             raise
         self.structure = None
         if self.poller is not None:  # each reading's structure, beside the trace
@@ -84,7 +109,30 @@ class Watched:
                 raise Stopped(f"the {self.name} variant was stopped during {during}.")
             self.check_alive(during)
 
+    def oom_killed(self, during: str) -> OomKilled | None:
+        """The OOM kill of this variant's server, if its cgroup has had one, and when: "at
+        start-up", "in batch 5 (of 8)", "in the pause after batch 5 (of 8)", "in the baseline"."""
+        if self.oom is None or not self.oom.check():
+            return None
+        number = during.rpartition(" ")[2]
+        if during.startswith("batch "):
+            when = f"in batch {number} (of {self.batches})"
+        elif during.startswith("pause "):
+            when = f"in the pause after batch {number} (of {self.batches})"
+        else:
+            when = during if during.startswith("at ") else f"in {during}"
+        return OomKilled(self.name, when, self.limit, self.oom.reading)
+
+    def remove_cgroup(self) -> None:
+        if self.oom is not None:
+            self.oom.stop()
+        if self.cgroup is not None:
+            self.cgroup.remove()
+
     def check_alive(self, during: str) -> None:
+        killed = self.oom_killed(during)
+        if killed is not None:
+            raise killed
         server, rec = self.server, self.recorder
         if not server.alive() or rec.gone:
             raise Fault(
@@ -127,6 +175,7 @@ class Watched:
             except OSError as exc:
                 failed = failed or exc
         code = self.server.stop()
+        self.remove_cgroup()
         if failed is not None and not no_space(failed):
             raise failed
         return code

@@ -21,7 +21,7 @@ from stair_stepper.record.schema import SUMMED_COLUMNS as SUMMED  # what a tree 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 _HWM = re.compile(rb"^VmHWM:\s+(\d+)", re.MULTILINE)
-_ROLLUP = re.compile(rb"^(Pss|Private_Clean|Private_Dirty):\s+(\d+)", re.MULTILINE)
+_ROLLUP = re.compile(rb"^(Pss|Private_Clean|Private_Dirty|LazyFree):\s+(\d+)", re.MULTILINE)
 
 
 def _open(path: str) -> int:
@@ -89,14 +89,19 @@ def _rollup(pid: int) -> dict[str, int | None]:
     try:
         found = {k: int(v) * 1024 for k, v in _ROLLUP.findall(_read(f"/proc/{pid}/smaps_rollup"))}
     except (ProcessGone, PermissionError):
-        return rolled | {"pss_bytes": None, "uss_bytes": None}
+        return rolled | {"pss_bytes": None, "uss_bytes": None, "lazyfree_bytes": None}
     private = None
     if b"Private_Clean" in found and b"Private_Dirty" in found:
         private = found[b"Private_Clean"] + found[b"Private_Dirty"]
-    return rolled | {"pss_bytes": found.get(b"Pss"), "uss_bytes": private}
+    return rolled | {
+        "pss_bytes": found.get(b"Pss"),
+        "uss_bytes": private,
+        # pages freed with MADV_FREE, still in RSS until the kernel needs them (proc(5))
+        "lazyfree_bytes": found.get(b"LazyFree"),
+    }
 
 
-_NOT_ROLLED = {"peak_rss_bytes": None, "pss_bytes": None, "uss_bytes": None}
+_NOT_ROLLED = {"peak_rss_bytes": None, "pss_bytes": None, "uss_bytes": None, "lazyfree_bytes": None}
 
 
 class Watch:

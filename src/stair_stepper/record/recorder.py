@@ -34,11 +34,17 @@ class Sampler:
     ``client.AllocatorPoller`` or None, gives live and held bytes while its reading is fresh."""
 
     def __init__(
-        self, pid: int, include_children: bool = False, pss_interval: float = 1.0, allocator=None
+        self,
+        pid: int,
+        include_children: bool = False,
+        pss_interval: float = 1.0,
+        allocator=None,
+        cgroup=None,
     ) -> None:
         self._watch = procfs.TreeWatch(pid, include_children)  # ProcessGone if pid is gone
         self.pss_interval = pss_interval
         self.allocator = allocator
+        self.cgroup = cgroup  # a cgroups.Cgroup: what the kernel charges, on the same clock
         self._last_rollup = -float("inf")
 
     def sample(self) -> dict:
@@ -48,6 +54,15 @@ class Sampler:
         row: dict = self._watch.sample(rollup)
         if rollup:
             self._last_rollup = now
+        if self.cgroup is not None:  # the charge every sample; its parts with the rollup
+            if rollup:
+                charge = self.cgroup.read()
+                row["cgroup_bytes"] = charge["charged_bytes"]
+                row["cgroup_peak_bytes"] = charge["peak_bytes"]
+                row["cgroup_anon_bytes"] = charge["anon_bytes"]
+                row["cgroup_file_bytes"] = charge["file_bytes"]
+            else:
+                row["cgroup_bytes"] = self.cgroup.charged()
         reading = self.allocator.fresh() if self.allocator else None
         if reading:
             row["live_bytes"] = reading.get("live_bytes")
@@ -104,6 +119,7 @@ class Recorder:
         allocator=None,
         append: bool = False,
         stop: threading.Event | None = None,
+        cgroup=None,
     ) -> None:
         self.interval = interval
         self.started = time.monotonic()  # this recording's start (the trace's clock may go on)
@@ -111,7 +127,7 @@ class Recorder:
         if include_children:
             summed = ", ".join(procfs.SUMMED)
             comment = f"process tree of pid {pid}: {summed} are sums over the 'processes' column"
-        self.sampler = Sampler(pid, include_children, pss_interval, allocator)
+        self.sampler = Sampler(pid, include_children, pss_interval, allocator, cgroup)
         try:
             self.writer = TraceWriter(out, interval, append, comment)
         except BaseException:

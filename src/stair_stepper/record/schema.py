@@ -28,6 +28,7 @@ SUMMED_COLUMNS = (
     "peak_rss_bytes",
     "pss_bytes",
     "uss_bytes",
+    "lazyfree_bytes",
     "cpu_s",
     "cpu_user_s",
     "cpu_system_s",
@@ -52,6 +53,13 @@ TRACE_COLUMNS = (
     "cpu_system_s",
     "minor_faults",
     "major_faults",
+    # the kernel's side: pages given back with MADV_FREE it may take without a kill
+    # (smaps_rollup's LazyFree), and the memory cgroup's charge, its peak, anon and file parts
+    "lazyfree_bytes",
+    "cgroup_bytes",
+    "cgroup_peak_bytes",
+    "cgroup_anon_bytes",
+    "cgroup_file_bytes",
 )
 BATCH_COLUMNS = (
     "batch",
@@ -79,6 +87,11 @@ BATCH_COLUMNS = (
     "cpu_system_s",
     "minor_faults",
     "major_faults",
+    # the memory cgroup's, over the batch and its pause: its charge's peak so far, and the
+    # times it hit its limit (v1's failcnt, v2's "max") and its memory.high (v2)
+    "cgroup_peak_bytes",
+    "limit_hits",
+    "high_events",
 )
 #: one batch and the pause after it, as ``<variant>.batches.csv`` holds it (every field a column)
 #: ``lag_p99_ms`` and ``lag_max_ms``: how late an open loop's sender sent
