@@ -136,7 +136,7 @@ def test_the_hook_the_verdict_prints_is_a_working_remedy(tmp_path):
     info = {"settings": {"allocator": "jemalloc", "given": var.env, "strategy": var.strategy_text}}
     lines = verdict.environment(info, {})
     start = next(i for i, line in enumerate(lines) if line.startswith("# def post_fork"))
-    hook = "\n".join(line.removeprefix("# ") for line in lines[start:])
+    hook = "\n".join("" if line == "#" else line.removeprefix("# ") for line in lines[start:])
     (tmp_path / "gunicorn.conf.py").write_text(hook + "\n")
     command = gunicorn("--worker-class sync", f"--config {tmp_path / 'gunicorn.conf.py'}")
     with serve(command, f"bg=jemalloc {BG}", tmp_path) as server:  # no agent remedy here

@@ -229,9 +229,12 @@ class Jemalloc(Allocator):
     def remedy_code(self, remedy: str) -> str:
         return (  # newlen a size_t, not ctypes' default int: a wrong length is EINVAL
             "import ctypes\n"
+            "\n"
             "on = ctypes.c_bool(True)\n"
-            "ctypes.CDLL(None).mallctl(b'background_thread', None, None, ctypes.byref(on), "
-            "ctypes.c_size_t(ctypes.sizeof(on)))"
+            "ctypes.CDLL(None).mallctl(\n"
+            '    b"background_thread", None, None, ctypes.byref(on), '
+            "ctypes.c_size_t(ctypes.sizeof(on))\n"
+            ")"
         )
 
     def planned_pause_s(self, env: dict[str, str]) -> float:

@@ -190,7 +190,7 @@ def environment(info: dict, config: dict) -> list[str]:
         lines += [
             f"# and in every forked worker, {remedy} turned back on (gunicorn.conf.py):",
             "# def post_fork(server, worker):",
-            *[f"#     {line}" for line in code],
+            *[f"#     {line}" if line else "#" for line in code],
         ]
     if "workers" in strategy or "max_requests" in strategy:
         lines.append(
