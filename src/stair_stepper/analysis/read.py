@@ -96,9 +96,16 @@ def load_folder(folder: Path) -> tuple[dict[str, VariantData], dict, list[str]]:
                     setattr(data[name], attr, read_table(beside, ("t_s", "phase")))
                 except TraceError as exc:
                     warnings.append(str(exc))
+    killed_early = {  # OOM-killed before a trace began: an outcome, not missing data
+        n
+        for n, v in (meta.get("variants") or {}).items()
+        if (v.get("outcome") or {}) and n not in data
+    }
     for name in meta.get("config", {}).get("variants", []):
-        if name not in data:
+        if name not in data and name not in killed_early:
             warnings.append(f"variant {name} is in meta.json but has no usable trace.")
+    if not data and killed_early:
+        return data, meta, warnings
     if not data:
         why = f": {warnings[0][:1].lower()}{warnings[0][1:]}" if warnings else "."
         raise NoTraces(f"{folder} holds no usable stair-stepper trace{why}")

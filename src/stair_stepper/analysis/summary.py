@@ -184,6 +184,9 @@ def summarise(
             data[name].batches, (meta_variants.get(name) or {}).get("trim")
         )
         warnings += _lag_warning(name, s["cost"], config)
+    for name, info in meta_variants.items():  # OOM-killed before anything was recorded
+        if name not in variants and (info.get("outcome") or {}).get("oom_killed"):
+            variants[name] = outcome_only(meta, name)
     best = _ratios(variants, "median_floor_bytes", "ratio_to_best")
     _ratios(variants, "last_floor_bytes", "last_floor_ratio_to_best")
     summary = {
@@ -314,6 +317,41 @@ PROCESS_FIELDS = (
     "live_bytes",
     "held_bytes",
 )
+
+
+#: a variant summary's fields that are lists
+_LISTS = (
+    "floors_bytes",
+    "floors_settled",
+    "pause_lengths_s",
+    "unasked_pause_requests",
+    "layers_by_floor",
+    "arena_bytes_by_floor",
+    "arena_detail",
+)
+_NUMBERS = (
+    "baseline_bytes peak_bytes last_floor_bytes median_floor_bytes floor_spread after_trim_bytes "
+    "reclaimable_bytes slope_bytes_per_batch steps last_floor_live_bytes last_floor_held_bytes "
+    "last_rss_bytes samples duration_s ratio_to_best last_floor_ratio_to_best layers arenas "
+    "diagnosis periodic_trim processes cost cgroup_peak_bytes cgroup_anon_peak_bytes "
+    "last_floor_lazyfree_bytes"
+).split()
+
+
+def outcome_only(meta: dict, name: str) -> dict:
+    """A variant OOM-killed before its first sample: its settings and outcome, nothing
+    measured (every number None, every list empty)."""
+    info = (meta.get("variants") or {}).get(name) or {}
+    cgroup = info.get("cgroup") or {}
+    return {
+        **dict.fromkeys(_NUMBERS),
+        **{k: [] for k in _LISTS},
+        **_settings_of(meta, name),
+        "probed": False,
+        "limit_bytes": cgroup.get("limit_bytes") or (info.get("outcome") or {}).get("limit_bytes"),
+        "cgroup_version": cgroup.get("version"),
+        "outcome": info.get("outcome"),
+    }
 
 
 def container(v: VariantData, info: dict) -> dict:

@@ -121,7 +121,8 @@ class Watched:
             when = f"in the pause after batch {number} (of {self.batches})"
         else:
             when = during if during.startswith("at ") else f"in {during}"
-        return OomKilled(self.name, when, self.limit, self.oom.reading)
+        reading = {**(self.oom.reading or {}), "cgroup": str(self.cgroup.path)}
+        return OomKilled(self.name, when, self.limit, reading)
 
     def remove_cgroup(self) -> None:
         if self.oom is not None:

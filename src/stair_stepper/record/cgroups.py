@@ -138,10 +138,10 @@ class Cgroup:
         self.version, self.limit, self.high = where.version, limit, high
         self.path = where.parent / f"{PREFIX}{os.getpid()}-{name}"
         try:
-            self.path.mkdir()
+            self._make()
         except FileExistsError:
             self.remove()
-            self.path.mkdir()
+            self._make()
         except OSError as exc:
             raise UserError(f"cannot make cgroup {self.path}: {exc.strerror}.") from None
         try:
@@ -151,6 +151,14 @@ class Cgroup:
             raise UserError(
                 f"cannot set the limit of cgroup {self.path}: {exc.strerror}."
             ) from None
+
+    def _make(self) -> None:
+        """mkdir: the kernel fills the new folder with the controller's files."""
+        self.path.mkdir()
+
+    def _rmdir(self) -> None:
+        """rmdir: the kernel removes an empty cgroup's folder, its files with it."""
+        self.path.rmdir()
 
     def _configure(self) -> None:
         if self.version == 2:
@@ -261,7 +269,7 @@ class Cgroup:
             self.kill()
             time.sleep(0.05)
         try:
-            self.path.rmdir()
+            self._rmdir()
         except FileNotFoundError:
             pass
         except OSError as exc:

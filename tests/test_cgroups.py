@@ -1,0 +1,113 @@
+"""Real memory cgroups (v1 on this machine, v2 where the memory controller is unified): known
+answers with real servers and the kernel's own OOM killer. Each test removes what it makes;
+the lab's cgroups are named stair-stepper-<pid>-<variant> and checked gone afterwards."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import TINY, wait_until
+from helpers import ROOT, assert_no_orphans, experiment
+
+from stair_stepper.record import cgroups
+
+WHERE = cgroups.locate()
+pytestmark = pytest.mark.skipif(
+    isinstance(WHERE, str), reason=f"no memory cgroup can be made here: {WHERE}"
+)
+
+
+def cgroups_of(meta: dict) -> list[Path]:
+    """The cgroups a run made, as its meta.json says (started variants and those killed)."""
+    found = []
+    for v in meta["variants"].values():
+        found += [Path(p) for p in ((v.get("cgroup") or {}).get("path"),) if p]
+        found += [Path(p) for p in ((v.get("outcome") or {}).get("cgroup"),) if p]
+    return found
+
+
+def test_a_limit_below_the_baseline_kills_every_variant_at_start_up_and_says_so(tmp_path):
+    folder = tmp_path / "r"
+    done = experiment(
+        *TINY, "--allocators", "glibc,jemalloc", "--memory-limit", "24M", "--out", str(folder)
+    )
+    assert done.returncode == 3, done.stderr[-2000:]  # complete, with variants OOM-killed
+    said = [line for line in done.stderr.splitlines() if "OOM-killed" in line]
+    for name in ("glibc", "jemalloc"):
+        assert f"stair-stepper: {name}: OOM-killed at 24 MiB at start-up" in said or (
+            f"stair-stepper: {name}: OOM-killed at 24 MiB in batch 1 (of 2)" in said
+        ), said
+    meta = json.loads((folder / "meta.json").read_text())
+    assert meta["status"] == "complete"
+    assert all(v["outcome"]["oom_killed"] for v in meta["variants"].values())
+    made = cgroups_of(meta)
+    assert len(made) == 2 and not any(p.exists() for p in made)  # every cgroup removed
+    for variant in meta["variants"].values():  # no server left, started or not
+        if "pid" in variant:
+            assert not os.path.exists(f"/proc/{variant['pid']}")
+
+
+def test_a_command_tree_is_charged_as_a_whole(tmp_path):
+    """Two children of 30 MB each under a 50 MB limit: neither alone is over it, the tree is."""
+    hold = (
+        "x = bytearray(30 << 20)\nfor i in range(0, len(x), 4096): x[i] = 1\n"
+        "import time; time.sleep(120)"
+    )
+    command = (
+        f'sh -c \'{sys.executable} -c "{hold}" & {sys.executable} -c "{hold}" & '
+        f"exec {sys.executable} -m http.server --bind 127.0.0.1 {{port}}'"
+    )
+    folder = tmp_path / "r"
+    done = experiment(
+        *TINY, "--command", command, "--memory-limit", "50M", "--out", str(folder), "--no-plot"
+    )
+    assert done.returncode == 3, done.stderr[-2000:]
+    meta = json.loads((folder / "meta.json").read_text())
+    [outcome] = [v["outcome"] for v in meta["variants"].values()]
+    assert outcome["oom_killed"] and outcome["limit_bytes"] == 50 << 20
+    assert cgroups_of(meta) and not any(p.exists() for p in cgroups_of(meta))
+
+
+def test_an_unlimited_run_records_the_charge_beside_rss(tmp_path):
+    folder = tmp_path / "r"
+    done = experiment(*TINY, "--out", str(folder), "--no-plot")
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads((folder / "summary.json").read_text())
+    v = summary["variants"]["glibc"]
+    assert v["limit_bytes"] is None and v["outcome"] is None
+    rows = (folder / "glibc.trace.csv").read_text().splitlines()
+    head = rows[0].split(",")
+    anon = [int(r.split(",")[head.index("rss_anon_bytes")]) for r in rows[1:]]
+    # the kernel charges at least the anonymous memory RSS counts (and page cache besides)
+    assert v["cgroup_peak_bytes"] >= max(anon)
+    assert_no_orphans(folder)
+
+
+def test_cleanup_removes_what_a_run_killed_hard_left_behind(tmp_path):
+    dead = cgroups.Cgroup.__new__(cgroups.Cgroup)
+    dead.version, dead.limit, dead.high = WHERE.version, None, None
+    dead.path = WHERE.parent / "stair-stepper-999999999-left"  # a lab pid that is gone
+    dead.path.mkdir()
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        (dead.path / "cgroup.procs").write_text(str(sleeper.pid))
+        done = subprocess.run(
+            [sys.executable, "-m", "stair_stepper", "cleanup"],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+        )
+        assert done.returncode == 0, done.stderr
+        assert f"removed {dead.path}" in done.stdout
+        assert not dead.path.exists()
+        assert wait_until(lambda: sleeper.poll() is not None, 5)  # what ran there is gone
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+        if dead.path.exists():
+            dead.remove()

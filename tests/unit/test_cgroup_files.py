@@ -1,0 +1,101 @@
+"""record/cgroups.py against cgroup v2's documented files (a stand-in: tests/fakes/cgroup_v2.py,
+which says what it does not model) and v1's layout as /proc shows it. The real thing, v1 on
+this machine, is tests/test_cgroups.py."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fakes"))
+import cgroup_v2  # noqa: E402  (tests/fakes/cgroup_v2.py)
+
+from stair_stepper.errors import UserError  # noqa: E402
+from stair_stepper.record import cgroups  # noqa: E402
+from stair_stepper.validate import memory_size  # noqa: E402
+
+MIB = 1 << 20
+
+
+def test_v2_is_found_where_memory_is_on_the_unified_hierarchy(tmp_path):
+    proc = cgroup_v2.mount(tmp_path)
+    where = cgroups.locate(proc)
+    assert where == cgroups.Where(2, tmp_path / "cgroup2" / "lab.slice" / "lab.scope")
+    # enabling memory for the children is the kernel's "+memory" write
+    assert (where.parent / "cgroup.subtree_control").read_text() == "+memory"
+
+
+def test_v1_is_used_where_memory_is_not_on_the_unified_hierarchy(tmp_path):
+    proc = cgroup_v2.mount(tmp_path, controllers="hugetlb")
+    memory = tmp_path / "v1memory"
+    (memory / "lab").mkdir(parents=True)
+    (proc / "cgroup").write_text("4:memory:/lab\n0::/lab.slice/lab.scope\n")
+    mounts = (proc / "mounts").read_text()
+    (proc / "mounts").write_text(mounts + f"cgroup {memory} cgroup rw,relatime,memory 0 0\n")
+    assert cgroups.locate(proc) == cgroups.Where(1, memory / "lab")
+
+
+def test_no_memory_controller_is_one_sentence(tmp_path):
+    proc = cgroup_v2.mount(tmp_path, controllers="cpu pids")
+    assert cgroups.locate(proc) == (
+        "no memory cgroup controller is mounted here (neither v2's nor v1's)"
+    )
+
+
+def test_a_v2_cgroup_is_limited_read_and_removed_as_documented(tmp_path):
+    where = cgroups.locate(cgroup_v2.mount(tmp_path))
+    group = cgroup_v2.StandInCgroup(where, "glibc", 768 * MIB, high=700 * MIB)
+    assert group.path.name.startswith("stair-stepper-") and group.path.name.endswith("-glibc")
+    assert (group.path / "memory.max").read_text() == str(768 * MIB)
+    assert (group.path / "memory.high").read_text() == str(700 * MIB)
+    assert (group.path / "memory.swap.max").read_text() == "0"  # the limit is all it gets
+    assert (group.path / "memory.oom.group").read_text() == "1"  # the container dies whole
+    cgroup_v2.set_counters(
+        group.path, 500 * MIB, 600 * MIB, 450 * MIB, 40 * MIB, max=3, oom=1, oom_kill=2, high=7
+    )
+    assert group.read() == {
+        "charged_bytes": 500 * MIB,
+        "peak_bytes": 600 * MIB,
+        "anon_bytes": 450 * MIB,
+        "file_bytes": 40 * MIB,
+        "oom_kills": 2,
+        "oom_events": 1,
+        "limit_hits": 3,
+        "high_events": 7,
+    }
+    assert group.charged() == 500 * MIB and group.oom_kills() == 2
+    group.kill()
+    assert (group.path / "cgroup.kill").read_text() == "1"
+    group.remove()
+    assert not group.path.exists()
+
+
+def test_a_run_killed_hard_leaves_cgroups_the_next_one_removes(tmp_path):
+    where = cgroups.locate(cgroup_v2.mount(tmp_path))
+    dead = where.parent / "stair-stepper-999999999-glibc"  # no such pid
+    dead.mkdir()
+    alive = cgroup_v2.StandInCgroup(where, "mine", None)  # ours: this process is alive
+    assert cgroups.stale(where) == [dead]
+    assert alive.path.exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [
+        ("768M", 768 * MIB),
+        ("1G", 1 << 30),
+        ("512Mi", 512 * MIB),
+        ("1.5GiB", 3 << 29),
+        ("4096", 4096),
+    ],
+)
+def test_memory_sizes(text, size):
+    assert memory_size("--memory-limit", text) == size
+
+
+@pytest.mark.parametrize("text", ["lots", "0", "-1M", "nan"])
+def test_a_bad_memory_size_is_one_sentence(text):
+    with pytest.raises(UserError, match="--memory-limit"):
+        memory_size("--memory-limit", text)
