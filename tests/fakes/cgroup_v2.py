@@ -12,11 +12,11 @@ Documentation/admin-guide/cgroup-v2.rst ("Memory Interface Files", "Core Interfa
   anon, file, kernel, … in the kernel's order), ``cgroup.procs`` and ``cgroup.kill``;
 - rmdir of a cgroup removes its folder and files, and fails (EBUSY) while it holds processes.
 
-Not modelled: the "No Internal Process Constraint" (a non-root cgroup holding processes
-refuses "+memory" with EBUSY: ``locate`` then says so in one sentence), any limit enforced,
-any charge (the counters are what the test writes), OOM kills, reclaim, migration of a
-process by writing its pid (written pids are only listed), memory.peak's per-descriptor reset, PAGE_SIZE rounding, the root cgroup's missing files,
-delegation and permissions, cgroup.events and notifications.
+Not modelled: the "No Internal Process Constraint" (a non-root cgroup holding processes refuses
+"+memory" with EBUSY: ``locate`` then says so in one sentence), any limit enforced, any charge
+(the counters are what the test writes), OOM kills, reclaim, migration of a process by writing
+its pid (written pids are only listed), memory.peak's per-descriptor reset, PAGE_SIZE rounding,
+the root cgroup's missing files, delegation and permissions, cgroup.events and notifications.
 """
 
 from __future__ import annotations
