@@ -111,3 +111,20 @@ def test_cleanup_removes_what_a_run_killed_hard_left_behind(tmp_path):
         sleeper.wait()
         if dead.path.exists():
             dead.remove()
+
+
+def test_find_limit_brackets_the_smallest_limit_that_completes(tmp_path):
+    folder = tmp_path / "f"
+    done = experiment(*TINY, "--find-limit", "--out", str(folder))
+    assert done.returncode == 0, done.stderr[-2000:]
+    found = json.loads((folder / "find-limit.json").read_text())["variants"]["glibc"]
+    passed, failed = found["smallest_passed_bytes"], found["largest_failed_bytes"]
+    assert passed and failed and failed < passed
+    assert passed - failed <= max(0.05 * passed, 16 << 20)  # within 5 % or 16 MiB
+    assert found["workloads"] == len(found["tries"]) >= 3
+    for tried in found["tries"]:  # each workload a complete result folder of its own
+        meta = json.loads((folder / "glibc" / tried["folder"] / "meta.json").read_text())
+        assert meta["status"] == "complete"
+        assert tried["passed"] == (tried["limit_bytes"] is None or tried["limit_bytes"] >= passed)
+    text = (folder / "find-limit.md").read_text()
+    assert f"- glibc needs at least {passed >> 20} MiB for this workload" in text

@@ -50,6 +50,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="check everything and print the plan with its expected duration; start nothing",
     )
+    p.add_argument(
+        "--find-limit",
+        action="store_true",
+        help="per variant, the smallest memory limit under which the whole workload completes "
+        "(no OOM kill, no failed request): bisection over whole workloads, within 5%% or 16 MiB",
+    )
 
 
 def _variant_flags(p) -> None:
@@ -265,6 +271,15 @@ def run_args(args: argparse.Namespace) -> int:
     folder = None
     with Stopper() as stopper:
         try:
+            if args.find_limit:
+                from stair_stepper.experiment import find_limit
+
+                def one(config: Config, where: Path, stopper: Stopper) -> None:
+                    _report(run(config, str(where), stopper), False, stopper)
+
+                folder = find_limit.search(config, args.out, stopper, one)
+                print(f"results: {folder}")
+                return 0
             folder = run(config, args.out, stopper)
             _report(folder, not args.no_plot, stopper)
             stopper.check()
