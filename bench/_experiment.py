@@ -34,7 +34,9 @@ def run(out: Path, *flags: str) -> int:
     progress, on stderr, shown); its exit status, with a line when it failed."""
     command = [sys.executable, "-m", "stair_stepper", "experiment", *flags, "--out", str(out)]
     code = subprocess.run(command, stdout=subprocess.DEVNULL).returncode
-    if code != 0:
+    if code == 3:  # complete, with a variant OOM-killed under its limit: an outcome
+        print(f"a variant was OOM-killed (exit 3); see {out}", file=sys.stderr)
+    elif code != 0:
         print(f"the experiment failed (exit {code}); see {out}", file=sys.stderr)
     return code
 

@@ -46,12 +46,16 @@ PUBLISHED = {
     ],
     "pythons": ["pythons"],  # bench/pythons.py: 3.11 and Debian 13's 3.13 side by side
     "prefork": ["prefork"],  # bench/prefork.py: gunicorn, forked gthread workers
+    "container": ["container"],  # bench/container.py: a limit between two peaks, 5 runs
+    "find-limit": ["find-limit"],  # bench/find_limits.py: --find-limit on the default run
 }
 #: blocks whose folders the next measuring pass makes for the first time: until then the
 #: block says so and names the command (the block's folder, once there, is published as any)
 PENDING = {
     "pythons": "python bench/pythons.py --out docs/results/pythons",
     "prefork": "python bench/prefork.py --out docs/results/prefork",
+    "container": "python bench/container.py --out docs/results/container",
+    "find-limit": "python bench/find_limits.py --out docs/results/find-limit",
 }
 #: blocks kept from an earlier measuring pass and not yet measured again with today's code:
 #: exempt from the staleness rule, and each says so in its last line (the README says with

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from stair_stepper.analysis import cost, layers, read, repeats, summary
 from stair_stepper.analysis.markdown import (
+    container_text,
     layers_text,
     markdown_table,
     mb,
@@ -331,6 +332,47 @@ def prefork_block(folders: list[Path]) -> str:
     return text + _revision_line(folders) + "\n"
 
 
+def container_block(folders: list[Path]) -> str:
+    """bench/container.py's folder: the unlimited run's peaks, the limit put between them,
+    and per variant in how many runs under it the server was OOM-killed; then the first
+    limited run's container table (charged peak, anon, LazyFree, how it ended)."""
+    top = folders[0]
+    limited = top / "limited"
+    result = repeated(limited)
+    runs = read.run_folders(limited)
+    limit = (result.get("config") or {}).get("memory_limit")
+    rows = []
+    free = summary.summarise(top / "unlimited") if (top / "unlimited").exists() else None
+    for name, v in result["variants"].items():
+        unlimited = (free or {}).get("variants", {}).get(name) or {}
+        killed, total = v.get("oom_runs") or [0, len(runs)]
+        rows.append(
+            [
+                name,
+                mb(unlimited.get("peak_bytes")),
+                mb(unlimited.get("cgroup_peak_bytes")),
+                f"{killed} of {total}",
+            ]
+        )
+    head = ["variant", "unlimited: RSS peak", "unlimited: charged peak", "OOM-killed under it"]
+    text = f"The limit: {mb(limit)} MB (MiB), each server in a memory cgroup of its own.\n\n"
+    text += "\n".join(markdown_table(head, rows)) + "\n\n"
+    first = summary.summarise(runs[0])
+    where = container_text(first["variants"]) + layers_text(first["variants"])
+    text += "In the first run under the limit:\n\n" + "\n".join(where) + "\n"
+    return text + _revision_line([limited]) + "\n"
+
+
+def find_limit_block(folders: list[Path]) -> str:
+    """``--find-limit``'s table and one line per variant, with the revision of its runs."""
+    top = folders[0]
+    text = (top / "find-limit.md").read_text().partition("\n\n")[2]
+    first = next(p for p in sorted(top.glob("*/unlimited")) if (p / "meta.json").exists())
+    meta = json.loads((first / "meta.json").read_text())
+    rev = (meta.get("provenance") or {}).get("git_rev", "?")[:10]
+    return text + f"\nData: `docs/results/{top.name}/`, measured at revision {rev}.\n"
+
+
 BLOCKS = {
     "contrast": contrast_block,
     "targets": targets_block,
@@ -345,4 +387,6 @@ BLOCKS = {
     "staircase-sweep": staircase_block,
     "pythons": pythons_block,
     "prefork": prefork_block,
+    "container": container_block,
+    "find-limit": find_limit_block,
 }
