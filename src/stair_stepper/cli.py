@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "plot": ("analysis.plot", "summary tables and figures from result folders"),
     "compare": ("analysis.compare", "two result folders side by side"),
+    "report": ("analysis.report", "a result folder's report.html, for a design review"),
     "cleanup": ("record.cleanup", "remove the memory cgroups a run killed hard left behind"),
 }
 

@@ -65,7 +65,16 @@ def analyse(
             write(out, summary)
         else:
             written += drawing.draw_all(loaded[0], summary, out)
+    written.append(page(out, summary))
     return summary, written
+
+
+def page(out: Path, summary: dict) -> Path:
+    """report.html beside summary.md, from its text and the figures drawn (analysis/html.py)."""
+    from stair_stepper.analysis import html
+
+    title = f"stair-stepper: {summary.get('preset') or 'trace'} — {Path(out).resolve().name}"
+    return html.write(out, (Path(out) / "summary.md").read_text(), title)
 
 
 def analyse_repeats(
@@ -96,6 +105,7 @@ def analyse_repeats(
             written += figures_floors.floors_across_runs(summaries, out)
             written += figures_floors.sweeps(result, out, result["runs"])
             written += figures_price.tradeoff(result, out, result["runs"])
+    written.append(page(out, result))
     return result, written
 
 

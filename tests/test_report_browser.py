@@ -1,0 +1,148 @@
+"""report.html in a real browser: Debian's headless Chromium, driven over its DevTools protocol
+on loopback (aiohttp's websocket client; no other tool). The page is a real experiment's: the
+verdict first, the figures drawn, nothing fetched from anywhere, and the copy button handing
+the environment block to the clipboard."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+from conftest import TINY
+from helpers import experiment
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium here (apt install chromium)")
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory):
+    """A real result folder's report.html, open in headless Chromium: a function that
+    evaluates JavaScript in the page and returns the value."""
+    folder = tmp_path_factory.mktemp("report") / "r"
+    # pauses long enough to settle: a verdict with an environment block to copy
+    done = experiment(*TINY, "--allocators", "glibc,jemalloc", "--pause", "3", "--out", str(folder))
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = folder / "report.html"
+    assert report.exists()
+    profile = tmp_path_factory.mktemp("chromium-profile")
+    browser = subprocess.Popen(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            f"--user-data-dir={profile}",
+            "--remote-debugging-address=127.0.0.1",
+            "--remote-debugging-port=0",
+            report.as_uri(),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        port = None
+        deadline = time.monotonic() + 60
+        while port is None and time.monotonic() < deadline:
+            line = browser.stderr.readline()
+            found = re.search(r"DevTools listening on ws://127\.0\.0\.1:(\d+)/", line)
+            port = int(found.group(1)) if found else None
+            assert line or browser.poll() is None, "chromium exited before it listened"
+        assert port, "chromium never said where DevTools listens"
+        loop = asyncio.new_event_loop()
+        session = loop.run_until_complete(_connect(port, report.as_uri()))
+        yield lambda expression: loop.run_until_complete(session(expression))
+        loop.run_until_complete(session.close())
+        loop.close()
+    finally:
+        os.killpg(browser.pid, signal.SIGKILL)
+        browser.wait()
+
+
+async def _connect(port: int, url: str):
+    import aiohttp
+
+    http = aiohttp.ClientSession()
+    target = None
+    for _ in range(100):
+        async with http.get(f"http://127.0.0.1:{port}/json/list") as answer:
+            pages = [t for t in await answer.json() if t.get("type") == "page"]
+        target = next((t for t in pages if t.get("url") == url), None)
+        if target:
+            break
+        await asyncio.sleep(0.1)
+    assert target, f"no page target for {url}"
+    socket = await http.ws_connect(target["webSocketDebuggerUrl"], max_msg_size=0)
+    ids = itertools.count(1)
+
+    async def evaluate(expression: str):
+        number = next(ids)
+        await socket.send_json(
+            {
+                "id": number,
+                "method": "Runtime.evaluate",
+                "params": {"expression": expression, "returnByValue": True, "awaitPromise": True},
+            }
+        )
+        while True:
+            message = json.loads((await socket.receive()).data)
+            if message.get("id") == number:
+                result = message["result"]
+                assert "exceptionDetails" not in result, result["exceptionDetails"]
+                return result["result"].get("value")
+
+    async def close():
+        await socket.close()
+        await http.close()
+
+    evaluate.close = close
+    loaded = (  # this document (not the blank one before it), parsed, its script run
+        f"document.readyState === 'complete' && location.href === {json.dumps(url)} "
+        "&& !!document.querySelector('body > script')"
+    )
+    for _ in range(400):
+        if await evaluate(loaded):
+            break
+        await asyncio.sleep(0.05)
+    return evaluate
+
+
+def test_the_verdict_comes_first(page):
+    assert page("document.querySelector('h1').nextElementSibling.id") == "verdict"
+    assert page("document.querySelector('#verdict h2').textContent") == "Verdict"
+    assert "jemalloc against glibc" in page("document.querySelector('#verdict').innerText")
+
+
+def test_the_figures_are_drawn_inline(page):
+    widths = page(
+        "[...document.querySelectorAll('figure svg')].map(s => s.getBoundingClientRect().width)"
+    )
+    assert widths and all(w > 200 for w in widths), widths
+    assert page("document.querySelectorAll('img, link, script[src], iframe').length") == 0
+
+
+def test_nothing_is_fetched_from_anywhere(page):
+    assert page("performance.getEntriesByType('resource').length") == 0
+
+
+def test_the_copy_button_copies_the_environment(page):
+    expected = page("document.querySelector('#verdict pre code').innerText")
+    assert expected.strip()
+    copied = page(
+        "new Promise(resolve => {"
+        "  navigator.clipboard.writeText = text => { resolve(text); return Promise.resolve(); };"
+        "  document.querySelector('#verdict button.copy').click();"
+        "})"
+    )
+    assert copied == expected
+    assert page("document.querySelector('#verdict button.copy').textContent") == "Copied"
