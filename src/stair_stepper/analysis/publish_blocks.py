@@ -27,13 +27,13 @@ def repeated(folder: Path) -> dict:
     return repeats.summarise_repeats(folder)
 
 
-def _revision_line(folders: list[Path]) -> str:
+def _revision_line(folders: list[Path], names: str | None = None) -> str:
     revs, runs = set(), 0
     for folder in folders:
         meta = json.loads((folder / "meta.json").read_text())
         revs.add((meta.get("provenance") or {}).get("git_rev", "?")[:10])
         runs += len(read.run_folders(folder))
-    names = ", ".join(f"`docs/results/{f.name}/`" for f in folders)
+    names = names or ", ".join(f"`docs/results/{f.name}/`" for f in folders)
     return f"Data: {names} ({runs} runs), measured at revision {', '.join(sorted(revs))}."
 
 
@@ -360,7 +360,7 @@ def container_block(folders: list[Path]) -> str:
     first = summary.summarise(runs[0])
     where = container_text(first["variants"]) + layers_text(first["variants"])
     text += "In the first run under the limit:\n\n" + "\n".join(where) + "\n"
-    return text + _revision_line([limited]) + "\n"
+    return text + _revision_line([limited], f"`docs/results/{top.name}/`") + "\n"
 
 
 def find_limit_block(folders: list[Path]) -> str:
