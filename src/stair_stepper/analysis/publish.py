@@ -31,6 +31,7 @@ RESULTS = Path("docs/results")
 # README block -> result folders under docs/results (each a --repeat folder)
 PUBLISHED = {
     "contrast": ["contrast"],
+    "verdict": ["contrast"],  # the front page: the default run's verdict
     "targets": ["contrast"],
     "idle": ["idle-0", "idle-0.2", "idle-1", "idle-5"],
     "pymalloc": ["pymalloc"],

@@ -42,6 +42,17 @@ def contrast_block(folders: list[Path]) -> str:
     return repeats_table(result) + "\n" + _revision_line(folders) + "\n"
 
 
+def verdict_block(folders: list[Path]) -> str:
+    """The default run's verdict over its runs, as summary.md opens with it."""
+    from stair_stepper.analysis.verdict import verdict_text
+
+    result = repeated(folders[0])
+    lines = [line for line in verdict_text(result) if line != "## Verdict"]
+    while lines and not lines[0]:
+        lines.pop(0)
+    return "\n".join(lines).rstrip("\n") + "\n\n" + _revision_line(folders) + "\n"
+
+
 IDLE_VARIANTS = ("jemalloc", "jemalloc+bg")
 
 
@@ -375,6 +386,7 @@ def find_limit_block(folders: list[Path]) -> str:
 
 BLOCKS = {
     "contrast": contrast_block,
+    "verdict": verdict_block,
     "targets": targets_block,
     "idle": idle_block,
     "pymalloc": contrast_block,
