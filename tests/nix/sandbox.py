@@ -54,7 +54,7 @@ Python 3.11 at its own path, not the pin's; package versions are this venv's; th
 is mapped by bubblewrap, not a nixbld user with a uid range (inside, the store's files are
 owned by the build user, who could chmod them; in Nix they belong to root); seccomp filters
 (linux-derivation-builder.cc ``setupSeccomp``), cgroups, ``/dev/kvm`` and timing; no
-``--option sandbox-paths`` extras. The expected skips are the README's list, between the
+``--option sandbox-paths`` extras. The expected skips are docs/nix.md's list, between the
 ``<!-- sandbox-skips -->`` markers: the run fails if the skips differ from it.
 """
 
@@ -545,11 +545,11 @@ def _quote(arg: str) -> str:
 
 
 def expected_skips() -> list[str]:
-    """The README's list of what skips in the real sandbox (one reason a bullet)."""
-    readme = (ROOT / "README.md").read_text()
+    """docs/nix.md's list of what skips in the real sandbox (one reason a bullet)."""
+    readme = (ROOT / "docs" / "nix.md").read_text()
     found = re.search(r"<!-- sandbox-skips -->\n(.*?)<!-- /sandbox-skips -->", readme, re.S)
     if not found:
-        raise SystemExit("sandbox model: README.md has no <!-- sandbox-skips --> list")
+        raise SystemExit("sandbox model: docs/nix.md has no <!-- sandbox-skips --> list")
     # each bullet: "- what: `the reason pytest prints` (why)"
     return re.findall(r"^- [^\n]*?:\s+`([^`]+)`", found.group(1), re.M)
 
@@ -559,24 +559,24 @@ def seen_skips(output: str) -> list[str]:
     return re.findall(r"^SKIPPED \[\d+\] (\S+?):\d+: (.*)$", output, re.M)
 
 
-#: The README lists the real sandbox's skip, where the flake's drill is on PATH; a model run
+#: docs/nix.md lists the real sandbox's skip, where the flake's drill is on PATH; a model run
 #: without a drill (none on this machine) sees the skip for that instead.
 DRILL_IN_SANDBOX = "real drill cannot run without /etc/resolv.conf"
 NO_DRILL = "real drill is not here"
 
 
 def compare_skips(output: str, with_drill: bool = True) -> list[str]:
-    """Problems: a skip the README does not list, or a listed reason nothing skipped for."""
+    """Problems: a skip docs/nix.md does not list, or a listed reason nothing skipped for."""
     expected, seen = expected_skips(), seen_skips(output)
     if not with_drill:
         expected = [NO_DRILL if e == DRILL_IN_SANDBOX else e for e in expected]
     problems = [
-        f"skipped, but not in the README's list: {where}: {reason}"
+        f"skipped, but not in docs/nix.md's list: {where}: {reason}"
         for where, reason in seen
         if not any(e in reason for e in expected)
     ]
     problems += [
-        f"the README lists {e!r}, but no test skipped for it"
+        f"docs/nix.md lists {e!r}, but no test skipped for it"
         for e in expected
         if not any(e in reason for _, reason in seen)
     ]
@@ -612,7 +612,7 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         code, log = run(work, model, script, echo=True)
-        # the README's list is of a whole run: a partial one (pytest arguments) is not checked
+        # docs/nix.md's list is of a whole run: a partial one (pytest arguments) is not checked
         whole = code == 0 and not args.pytest_args
         problems = compare_skips(log, drill is not None) if whole else []
         for problem in problems:

@@ -33,6 +33,7 @@ def test_every_experiment_flag_sets_a_field_of_the_configuration():
         "out",
         "no_plot",
         "dry_run",
+        "find_limit",  # a mode of its own: runs whole experiments (experiment/find_limit.py)
         "variant_specs",
         "variants_file",
         "sweep_specs",

@@ -183,7 +183,7 @@ def layers_text(variants: dict) -> list[str]:
             text += [
                 f"tracemalloc (--trace-python) held {mb(max(traced))} MB of its own at the "
                 "last floor (in the live bytes above); its cost in time per request is in "
-                "the README's benchmarks.",
+                "docs/benchmarks.md.",
                 "",
             ]
     diagnosed = [(n, s["diagnosis"]) for n, s in variants.items() if s.get("diagnosis")]

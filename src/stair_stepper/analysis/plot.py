@@ -73,7 +73,7 @@ def page(out: Path, summary: dict) -> Path:
     """report.html beside summary.md, from its text and the figures drawn (analysis/html.py)."""
     from stair_stepper.analysis import html
 
-    title = f"stair-stepper: {summary.get('preset') or 'trace'} — {Path(out).resolve().name}"
+    title = f"stair-stepper: {summary.get('preset') or 'trace'}"  # the same for the same data
     return html.write(out, (Path(out) / "summary.md").read_text(), title)
 
 

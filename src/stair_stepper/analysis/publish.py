@@ -1,10 +1,11 @@
-"""`./dev docs` (``python -m analysis.publish``): the README's result tables and the figures in
-docs/ rebuilt from the complete result folders in docs/results/.
+"""`./dev docs` (``python -m analysis.publish``): the result blocks of the README and of every
+page in docs/, and the figures in docs/, rebuilt from the complete result folders in
+docs/results/.
 
-Every number the README quotes from a measurement sits between
+Every number the README or a page of docs/ quotes from a measurement sits between
 ``<!-- published:NAME -->`` and ``<!-- /published:NAME -->`` and is written here,
 from the folders named in ``PUBLISHED``; tests/test_published.py checks that
-the README holds exactly what this derives, so text and data cannot drift.
+each page holds exactly what this derives, so text and data cannot drift.
 A folder measured on a dirty tree, or whose measuring code (``MEASURING``) has
 changed since its recorded revision (beyond comment lines), is refused unless
 ``--allow-stale``. Measuring
@@ -59,7 +60,7 @@ PENDING = {
     "find-limit": "python bench/find_limits.py --out docs/results/find-limit",
 }
 #: blocks kept from an earlier measuring pass and not yet measured again with today's code:
-#: exempt from the staleness rule, and each says so in its last line (the README says with
+#: exempt from the staleness rule, and each says so in its last line (the page says with
 #: which settings and at which revision they were measured)
 EARLIER: set[str] = {"idle"}
 #: the analysis' renderers and publishing: they draw and write what the rest derived
@@ -145,6 +146,11 @@ def build_blocks(
     return blocks
 
 
+def pages(root: Path = ROOT) -> list[Path]:
+    """The files that hold published blocks: the README and every page in docs/."""
+    return [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+
+
 def rewrite(readme: str, blocks: dict[str, str]) -> str:
     """The README with every published block replaced by its derived text."""
 
@@ -206,12 +212,15 @@ def main(argv: list[str] | None = None) -> int:
     except Stale as exc:
         print(f"stair-stepper docs: {exc} (--allow-stale publishes it anyway)", file=sys.stderr)
         return exc.exit_code
-    readme = ROOT / "README.md"
-    text = readme.read_text()
-    new = rewrite(text, blocks)
-    if new != text:
-        readme.write_text(new)
-    print(f"README.md: {len(blocks)} result blocks {'updated' if new != text else 'unchanged'}")
+    for page in pages(ROOT):
+        text = page.read_text()
+        new = rewrite(text, blocks)
+        held = len(BLOCK.findall(text))
+        if new != text:
+            page.write_text(new)
+        if held:
+            said = "updated" if new != text else "unchanged"
+            print(f"{page.relative_to(ROOT)}: {held} result blocks {said}")
     if not args.no_figures:
         for path in figures(ROOT):
             print(f"wrote {path.relative_to(ROOT)}")

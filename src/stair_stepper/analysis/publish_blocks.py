@@ -1,5 +1,6 @@
-"""The README's published blocks, each built from its committed result folders (``./dev docs``
-writes them; ``publish.py`` decides which folders and whether they are current)."""
+"""The published blocks of the README and docs/, each built from its committed result
+folders (``./dev docs`` writes them; ``publish.py`` decides which folders and whether they are
+current)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Numbers from a result folder: baseline, peak, pause floors, steps, trim, layers, price
 (no matplotlib; reading is ``read.py``, rendering ``markdown.py``).
 
-Definitions (the README repeats them):
+Definitions (docs/reading-results.md repeats them):
 
 - *baseline*: median RSS over the baseline phase, before any load;
 - *floor* of pause k: the lowest RSS in the last second of pause k, i.e. what the
