@@ -344,18 +344,18 @@ def test_unknown_preset_and_bad_tags(tmp_path):
     assert done.returncode == 2 and "no plan item matches" in done.stderr
 
 
-def test_the_default_run_is_what_the_readme_says_it_is():
-    """The README: `./dev run` is glibc, jemalloc and jemalloc+bg side by side, 64 requests in
-    flight, all four body sizes, 8 batches of 256 requests, pauses until RSS settles; the seed
-    preset 2500 requests a batch of the medium body. The dry run resolves the preset and the
-    workload file as a run does, and says so before anything starts."""
+def test_the_default_run_is_what_the_docs_say_it_is():
+    """docs/experiments.md: `./dev run` is glibc, jemalloc and jemalloc+bg side by side, 64
+    requests in flight, all four body sizes, 8 batches of 256 requests, pauses until RSS
+    settles; the seed preset 2500 requests a batch of the medium body. The dry run resolves
+    the preset and the workload file as a run does, and says so before anything starts."""
     done = experiment("--dry-run")
     assert done.returncode == 0, done.stderr
     plan = done.stdout.splitlines()[0]
     assert plan == (
         "plan: 3 variants (glibc, jemalloc, jemalloc+bg) side by side; 8 batches of 256 requests "
         "(64 iterations × 4 items: tiny, small, medium, large), 64 in flight; pauses until RSS "
-        "settles (2–30 s each)"
+        "settles (10–30 s each, at least 10 s for the allocator's decay)"
     )
     assert len(done.stdout.splitlines()) == 2  # built-in variants are not written out
     seed = experiment("--dry-run", "--preset", "seed").stdout

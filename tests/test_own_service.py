@@ -133,9 +133,14 @@ def test_a_multi_process_command_is_recorded_as_a_tree_with_the_allocator_in_eac
         # A sum over the members: every process holds some RSS, so with two or more members
         # the sum exceeds the largest (however Hypercorn spreads the load between workers).
         assert total > largest if processes >= 2 else total == largest
-    assert all(v is None for v in trace.column("live_bytes"))  # never a number not measured
+    # Python processes: each asked by its agent, the tree's allocator summed over them
+    meta = json.loads((folder / "meta.json").read_text())["variants"]["jemalloc"]
+    assert set(health["agents"]) == {str(p) for p in health["serving_pids"]}
+    assert sorted(health["roles"].values()) == ["master", "worker", "worker"]
+    assert any(v for v in trace.column("live_bytes") if v)  # measured, by the agents
+    assert meta["trim"]["returned_memory"] is True and (folder / "jemalloc.trim.json").exists()
     md = (folder / "summary.md").read_text()
-    assert "| not measured | not measured |" in md and "cannot be asked to trim" in md
+    assert "Each process at the last floor" in md and "not measured" not in md
     assert_no_orphans(folder)
     for pid in health["serving_pids"]:
         assert not procfs.alive(pid), f"worker {pid} outlived the experiment"
