@@ -61,7 +61,15 @@ def page(tmp_path_factory):
         assert port, "chromium never said where DevTools listens"
         loop = asyncio.new_event_loop()
         session = loop.run_until_complete(_connect(port, report.as_uri()))
-        yield lambda expression: loop.run_until_complete(session(expression))
+        run = loop.run_until_complete
+
+        def evaluate(expression: str):
+            return run(session(expression))
+
+        evaluate.problems = session.problems
+        evaluate.screenshot = lambda: run(session.call("Page.captureScreenshot", format="png"))
+        evaluate.folder = folder
+        yield evaluate
         loop.run_until_complete(session.close())
         loop.close()
     finally:
@@ -84,28 +92,51 @@ async def _connect(port: int, url: str):
     assert target, f"no page target for {url}"
     socket = await http.ws_connect(target["webSocketDebuggerUrl"], max_msg_size=0)
     ids = itertools.count(1)
+    problems: list[dict] = []  # the page's console errors and uncaught exceptions
 
-    async def evaluate(expression: str):
+    async def call(method: str, **params):
         number = next(ids)
-        await socket.send_json(
-            {
-                "id": number,
-                "method": "Runtime.evaluate",
-                "params": {"expression": expression, "returnByValue": True, "awaitPromise": True},
-            }
-        )
+        await socket.send_json({"id": number, "method": method, "params": params})
         while True:
             message = json.loads((await socket.receive()).data)
+            if message.get("method") in ("Runtime.exceptionThrown", "Log.entryAdded"):
+                entry = message["params"].get("entry") or message["params"]
+                if message["method"] == "Runtime.exceptionThrown" or entry.get("level") == "error":
+                    problems.append(message["params"])
+            elif (
+                message.get("method") == "Runtime.consoleAPICalled"
+                and message["params"].get("type") == "error"
+            ):
+                problems.append(message["params"])
             if message.get("id") == number:
-                result = message["result"]
-                assert "exceptionDetails" not in result, result["exceptionDetails"]
-                return result["result"].get("value")
+                return message.get("result") or {}
+
+    async def evaluate(expression: str):
+        result = await call(
+            "Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True
+        )
+        assert "exceptionDetails" not in result, result["exceptionDetails"]
+        return result["result"].get("value")
 
     async def close():
         await socket.close()
         await http.close()
 
     evaluate.close = close
+    evaluate.call = call
+    evaluate.problems = problems
+    # a first screen of 1280 × 800; the console watched from a fresh load on
+    await call(
+        "Emulation.setDeviceMetricsOverride",
+        width=1280,
+        height=800,
+        deviceScaleFactor=1,
+        mobile=False,
+    )
+    await call("Runtime.enable")
+    await call("Log.enable")
+    await call("Page.enable")
+    await call("Page.reload", ignoreCache=True)
     loaded = (  # this document (not the blank one before it), parsed, its script run
         f"document.readyState === 'complete' && location.href === {json.dumps(url)} "
         "&& !!document.querySelector('body > script')"
@@ -118,7 +149,10 @@ async def _connect(port: int, url: str):
 
 
 def test_the_verdict_comes_first(page):
-    assert page("document.querySelector('h1').nextElementSibling.id") == "verdict"
+    # right under the title: the verdict, with the memory figure beside it
+    assert page("document.querySelector('h1').nextElementSibling.firstElementChild.id") == (
+        "verdict"
+    )
     assert page("document.querySelector('#verdict h2').textContent") == "Verdict"
     assert "jemalloc against glibc" in page("document.querySelector('#verdict').innerText")
 
@@ -146,3 +180,25 @@ def test_the_copy_button_copies_the_environment(page):
     )
     assert copied == expected
     assert page("document.querySelector('#verdict button.copy').textContent") == "Copied"
+
+
+def test_the_verdict_and_the_memory_figure_are_on_the_first_screen(page):
+    """At 1280 × 800: the verdict's text and the memory figure, whole, without scrolling; a
+    screenshot of that screen is kept beside the report (first-screen.png) for a look."""
+    verdict = page("JSON.stringify(document.querySelector('#verdict').getBoundingClientRect())")
+    figure = page(
+        "JSON.stringify(document.querySelector('figure[data-file=\"memory.svg\"] svg')"
+        ".getBoundingClientRect())"
+    )
+    for box in (json.loads(verdict), json.loads(figure)):
+        assert box["top"] >= 0 and box["bottom"] <= 800 and box["width"] > 300, box
+    import base64
+
+    shot = base64.b64decode(page.screenshot()["data"])
+    assert shot.startswith(b"\x89PNG")
+    (page.folder / "first-screen.png").write_bytes(shot)
+
+
+def test_no_console_error_and_no_uncaught_exception(page):
+    assert page("document.querySelectorAll('#verdict button.copy').length") == 1
+    assert page.problems == []

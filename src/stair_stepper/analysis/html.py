@@ -12,11 +12,14 @@ import html
 import re
 from pathlib import Path
 
-#: the figures a folder's page shows, in this order, when present (analysis/figures*.py)
-FIGURES = ("memory", "floors", "layers", "arenas", "floors-runs", "price-tradeoff")
+from stair_stepper.analysis.verdict import CAVEATS
+
+#: the figures a folder's page shows first, in this order, when present (analysis/figures*.py);
+#: any other figure of the folder follows them
+FIGURES = ("memory", "layers", "floors", "floors-runs", "tradeoff", "arenas", "memory-rss")
 
 STYLE = """
-body{font:15px/1.5 system-ui,-apple-system,Segoe UI,sans-serif;max-width:1100px;margin:2em auto;
+body{font:15px/1.5 system-ui,-apple-system,Segoe UI,sans-serif;max-width:1240px;margin:2em auto;
 padding:0 1em;color:#1b1b1b}
 h1{font-size:1.5em}h2{font-size:1.25em;margin-top:1.6em;border-bottom:1px solid #ddd}
 table{border-collapse:collapse;margin:.8em 0;font-size:.92em}
@@ -27,6 +30,9 @@ code{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:.92em}
 .copy{position:absolute;top:.4em;right:.4em;font-size:.8em;cursor:pointer}
 #verdict{border:2px solid #2a6;padding:.2em 1em 1em;border-radius:6px;background:#f7fcf8}
 figure{margin:1.5em 0}figure svg{max-width:100%;height:auto}
+.top{display:grid;grid-template-columns:minmax(0,1fr) minmax(0,1fr);gap:1.2em;align-items:start}
+.top figure{margin:0}#verdict{font-size:.92em}
+@media (max-width:900px){.top{grid-template-columns:1fr}}
 """
 
 SCRIPT = """
@@ -123,37 +129,43 @@ def markdown_to_html(text: str) -> str:
     return "\n".join(out)
 
 
-def _verdict_first(body: str) -> str:
-    """The verdict section, wrapped to stand out, moved right under the title."""
-    found = re.search(r"<h2>Verdict</h2>.*?(?=<h2>|\Z)", body, re.S)
+def _verdict_first(body: str, beside: str = "") -> str:
+    """The verdict (its heading to its caveats paragraph), wrapped to stand out, right under
+    the title, with ``beside`` (the memory figure) next to it: both on the first screen."""
+    caveats = re.escape(f"<p>{html.escape(CAVEATS)}")
+    found = re.search(rf"<h2>Verdict</h2>.*?(?:{caveats}.*?</p>|(?=<h2>)|\Z)", body, re.S)
     if not found:
         return body
     verdict = f'<section id="verdict">{found.group(0)}</section>'
+    top = f'<div class="top">{verdict}\n{beside}</div>' if beside else verdict
     rest = body[: found.start()] + body[found.end() :]
     title_end = rest.find("</h1>")
     at = title_end + len("</h1>") if title_end >= 0 else 0
-    return rest[:at] + "\n" + verdict + "\n" + rest[at:]
+    return rest[:at] + "\n" + top + "\n" + rest[at:]
 
 
-def _figures(folder: Path) -> str:
+def _figures(folder: Path, stems=FIGURES, rest: bool = False) -> str:
     figures = []
-    for stem in FIGURES:
-        for path in sorted(folder.glob(f"*{stem}.svg")):
-            if any(f'data-file="{path.name}"' in f for f in figures):
-                continue
-            svg = path.read_text(errors="replace")
-            svg = svg[svg.find("<svg") :]  # no XML declaration or DOCTYPE inside HTML
-            figures.append(
-                f'<figure data-file="{html.escape(path.name)}">{svg}'
-                f"<figcaption>{html.escape(path.name)}</figcaption></figure>"
-            )
+    shown = {p for stem in FIGURES for p in folder.glob(f"*{stem}.svg")}
+    ordered = [p for stem in stems for p in sorted(folder.glob(f"*{stem}.svg"))]
+    if rest:
+        ordered += sorted(p for p in folder.glob("*.svg") if p not in shown)
+    for path in dict.fromkeys(ordered):  # each once, in order
+        svg = path.read_text(errors="replace")
+        svg = svg[svg.find("<svg") :]  # no XML declaration or DOCTYPE inside HTML
+        figures.append(
+            f'<figure data-file="{html.escape(path.name)}">{svg}'
+            f"<figcaption>{html.escape(path.name)}</figcaption></figure>"
+        )
     return "\n".join(figures)
 
 
 def render(summary_md: str, folder: Path, title: str) -> str:
-    """The page: summary.md's text with the verdict first, then the figures."""
-    body = _verdict_first(markdown_to_html(summary_md))
-    figures = _figures(folder)
+    """The page: the verdict first, the memory figure right under it (both on the first
+    screen), then the rest of summary.md's text (layers, diagnosis, price, the container, the
+    settings and provenance), then the other figures."""
+    body = _verdict_first(markdown_to_html(summary_md), _figures(folder, ("memory",)))
+    figures = _figures(folder, tuple(s for s in FIGURES if s != "memory"), rest=True)
     if figures:
         body += "\n<h2>Figures</h2>\n" + figures
     return (

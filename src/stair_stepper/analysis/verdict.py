@@ -18,6 +18,9 @@ from stair_stepper import allocators
 from stair_stepper.analysis import cost
 from stair_stepper.analysis.spread import MB, Spread, change, one_of
 
+#: how the verdict's last paragraph begins (its caveats): where the verdict ends on a page
+CAVEATS = "Measured on this machine"
+
 
 @dataclass(frozen=True)
 class Standing:
@@ -121,7 +124,7 @@ def verdict(
         "over": over,
         "environment": environment(meta_variants.get(best) or {}, config) if best else [],
         "caveats": (
-            f"Measured on this machine ({provenance.get('cpu_count')} CPUs, kernel "
+            f"{CAVEATS} ({provenance.get('cpu_count')} CPUs, kernel "
             f"{provenance.get('kernel')}, Python {provenance.get('python')}) with this workload "
             f"and {cost.mode_words(config)}; your service's allocation pattern and load decide "
             "for it: measure it with --app or --command before changing production."
