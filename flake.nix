@@ -35,8 +35,9 @@
       ];
       packageSrc = source packageFiles;
       workloadSrc = source workloadFiles;
-      # The tests also read the flake and its lock, run the examples (--app, --command), and
-      # check the README's published tables against the result folders in docs/.
+      # The tests also read the flake and its lock, run the examples (--app, --command),
+      # check the README's published tables against the result folders in docs/, and check
+      # that every `./dev` command the docs quote is one of ./dev's.
       testSrc = source (
         packageFiles
         ++ workloadFiles
@@ -48,6 +49,7 @@
           ./flake.lock
           ./README.md
           ./docs
+          ./dev
         ]
       );
 
