@@ -15,24 +15,59 @@ import sys
 
 from stair_stepper.errors import StairStepperError
 
-#: name -> (module that owns it, one line of help). A new command is one module and one line.
-COMMANDS: dict[str, tuple[str, str]] = {
+#: name -> (module that owns it, one line of help, an example its --help ends with).
+#: A new command is one module and one entry.
+COMMANDS: dict[str, tuple[str, str, str]] = {
     "serve": (
         "service.serve",
         "serve the wasteful widget service (or your --app) on one allocator",
+        "stair-stepper serve --allocator jemalloc --bind 127.0.0.1:8000",
     ),
-    "allocators": ("allocators.trials", "which allocators work here, with versions"),
-    "plans": ("load.plans", "generate the drill plan files (request bodies)"),
-    "load": ("load.command", "run a drill benchmark file against a local server"),
-    "record": ("record.command", "sample a process's memory into a CSV trace"),
+    "allocators": (
+        "allocators.trials",
+        "which allocators work here, with versions",
+        "stair-stepper allocators --json",
+    ),
+    "plans": (
+        "load.plans",
+        "generate the drill plan files (request bodies)",
+        "stair-stepper plans generate",
+    ),
+    "load": (
+        "load.command",
+        "run a drill benchmark file against a local server",
+        "stair-stepper load --benchmark benchmark.yml --base http://127.0.0.1:8000 --stats",
+    ),
+    "record": (
+        "record.command",
+        "sample a process's memory into a CSV trace",
+        "stair-stepper record --pid 12345 --out trace.csv --interval 0.5 --duration 60",
+    ),
     "experiment": (
         "experiment.command",
         "the main job: load each allocator variant, record, analyse",
+        "stair-stepper experiment --preset quick --allocators glibc,jemalloc+bg --out results/q",
     ),
-    "plot": ("analysis.plot", "summary tables and figures from result folders"),
-    "compare": ("analysis.compare", "two result folders side by side"),
-    "report": ("analysis.report", "a result folder's report.html, for a design review"),
-    "cleanup": ("record.cleanup", "remove the memory cgroups a run killed hard left behind"),
+    "plot": (
+        "analysis.plot",
+        "summary tables and figures from result folders",
+        "stair-stepper plot results/q",
+    ),
+    "compare": (
+        "analysis.compare",
+        "two result folders side by side",
+        "stair-stepper compare results/before results/after",
+    ),
+    "report": (
+        "analysis.report",
+        "a result folder's report.html, for a design review",
+        "stair-stepper report results/q",
+    ),
+    "cleanup": (
+        "record.cleanup",
+        "remove the memory cgroups a run killed hard left behind",
+        "stair-stepper cleanup --dry-run",
+    ),
 }
 
 
@@ -63,8 +98,14 @@ def build_parser(chosen: str | None = None) -> tuple[argparse.ArgumentParser, ob
     parser.add_argument("--version", action=_Version, nargs=0, help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     module = None
-    for name, (module_name, help_text) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
+    for name, (module_name, help_text, example) in COMMANDS.items():
+        p = sub.add_parser(
+            name,
+            help=help_text,
+            description=help_text,
+            epilog=f"example:\n  {example}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         if name == chosen:
             module = importlib.import_module(f".{module_name}", __package__)
             module.add_arguments(p)

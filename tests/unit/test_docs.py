@@ -4,7 +4,8 @@ Every relative link (a file, a file's heading, a heading of the same page) must 
 command in a shell block is checked the fastest way that proves it: a ``stair-stepper`` line
 is parsed by that subcommand's own parser (its flags and their values, as argparse checks
 them), a ``./dev`` line names one of dev's commands, a ``python bench/….py`` line's script
-answers ``--help``, and a ``nix run .#X`` line names an app of the flake.
+answers ``--help``, and a ``nix run .#X`` line names an app of the flake. Every subcommand's
+``--help`` ends with an example, and the example parses.
 """
 
 from __future__ import annotations
@@ -124,3 +125,16 @@ def _parses(argv: list[str], page: Path, line: str) -> None:
         parser.parse_args(argv)
     except SystemExit as exit:
         assert exit.code == 0, f"{page.name}: `{line}` does not parse"
+
+
+@pytest.mark.parametrize("name", list(cli.COMMANDS))
+def test_every_subcommand_help_ends_with_an_example_that_parses(name, capsys):
+    parser, _ = cli.build_parser(name)
+    with pytest.raises(SystemExit) as exit:
+        parser.parse_args([name, "--help"])
+    assert exit.value.code == 0
+    last_two = capsys.readouterr().out.rstrip("\n").splitlines()[-2:]
+    assert last_two[0] == "example:", f"{name} --help does not end with an example"
+    example = last_two[1].strip()
+    assert shlex.split(example)[:2] == ["stair-stepper", name], example
+    _parses(shlex.split(example)[1:], Path(f"{name} --help"), example)
