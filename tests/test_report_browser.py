@@ -165,6 +165,26 @@ def test_the_figures_are_drawn_inline(page):
     assert page("document.querySelectorAll('img, link, script[src], iframe').length") == 0
 
 
+def test_each_figure_follows_the_text_it_draws(page):
+    """The floors figure under the floors table, the trade-off under the price table, the
+    layers under the layers and diagnosis; none left over for the end of the page."""
+    before = page(
+        "Object.fromEntries([...document.querySelectorAll('figure[data-file]')].map(f => {"
+        " let e = f.previousElementSibling;"
+        " while (e && e.tagName === 'FIGURE') e = e.previousElementSibling;"
+        " return [f.dataset.file, e ? e.tagName + ' ' + e.innerText.slice(0, 40) : null]; }))"
+    )
+    assert before["floors.svg"].startswith("TABLE variant"), before
+    assert before["tradeoff.svg"].startswith("TABLE"), before
+    assert page(
+        "document.querySelector('figure[data-file=\"tradeoff.svg\"]')"
+        ".previousElementSibling.previousElementSibling.innerText"
+    ).startswith("The price")
+    assert before["layers.svg"].startswith("UL glibc"), before  # the diagnosis's list
+    headings = page("[...document.querySelectorAll('h2')].map(h => h.textContent)")
+    assert "More figures" not in headings, headings
+
+
 def test_nothing_is_fetched_from_anywhere(page):
     assert page("performance.getEntriesByType('resource').length") == 0
 

@@ -14,9 +14,19 @@ from pathlib import Path
 
 from stair_stepper.analysis.verdict import CAVEATS
 
-#: the figures a folder's page shows first, in this order, when present (analysis/figures*.py);
-#: any other figure of the folder follows them
+#: the figures of a folder (analysis/figures*.py), in the order the page shows any that no
+#: mark in the summary placed (a stem ending in "-" names a family: sweep-NAME)
 FIGURES = ("memory", "layers", "floors", "floors-runs", "tradeoff", "arenas", "memory-rss")
+
+#: summary.md says where its figures belong with an HTML comment (invisible where Markdown
+#: is rendered); the page puts the figures there
+MARK = re.compile(r"^<!-- figures: ([\w\- ]+) -->$", re.M)
+
+
+def figures_mark(*stems: str) -> str:
+    """The line of summary.md after which report.html shows these figures."""
+    return f"<!-- figures: {' '.join(stems)} -->"
+
 
 STYLE = """
 body{font:15px/1.5 system-ui,-apple-system,Segoe UI,sans-serif;max-width:1240px;margin:2em auto;
@@ -93,6 +103,9 @@ def markdown_to_html(text: str) -> str:
             button = '<button class="copy" type="button">Copy</button>' if language == "sh" else ""
             out.append(f"<pre>{button}<code>{code}</code></pre>")
             i = j + 1
+        elif MARK.match(line):
+            out.append(line)  # render() puts the figures here
+            i += 1
         elif line.startswith("#"):
             level = len(line) - len(line.lstrip("#"))
             out.append(f"<h{level}>{_inline(line[level:].strip())}</h{level}>")
@@ -121,7 +134,7 @@ def markdown_to_html(text: str) -> str:
             while (
                 i < len(lines)
                 and lines[i].strip()
-                and not lines[i].startswith(("#", "|", "- ", "```"))
+                and not lines[i].startswith(("#", "|", "- ", "```", "<!-- figures:"))
             ):
                 paragraph.append(lines[i])
                 i += 1
@@ -144,13 +157,14 @@ def _verdict_first(body: str, beside: str = "") -> str:
     return rest[:at] + "\n" + top + "\n" + rest[at:]
 
 
-def _figures(folder: Path, stems=FIGURES, rest: bool = False) -> str:
+def _svgs(folder: Path, stem: str) -> list[Path]:
+    pattern = f"{stem}*.svg" if stem.endswith("-") else f"*{stem}.svg"
+    return sorted(folder.glob(pattern))
+
+
+def _figures(paths: list[Path]) -> str:
     figures = []
-    shown = {p for stem in FIGURES for p in folder.glob(f"*{stem}.svg")}
-    ordered = [p for stem in stems for p in sorted(folder.glob(f"*{stem}.svg"))]
-    if rest:
-        ordered += sorted(p for p in folder.glob("*.svg") if p not in shown)
-    for path in dict.fromkeys(ordered):  # each once, in order
+    for path in paths:
         svg = path.read_text(errors="replace")
         svg = svg[svg.find("<svg") :]  # no XML declaration or DOCTYPE inside HTML
         figures.append(
@@ -161,13 +175,23 @@ def _figures(folder: Path, stems=FIGURES, rest: bool = False) -> str:
 
 
 def render(summary_md: str, folder: Path, title: str) -> str:
-    """The page: the verdict first, the memory figure right under it (both on the first
-    screen), then the rest of summary.md's text (layers, diagnosis, price, the container, the
-    settings and provenance), then the other figures."""
-    body = _verdict_first(markdown_to_html(summary_md), _figures(folder, ("memory",)))
-    figures = _figures(folder, tuple(s for s in FIGURES if s != "memory"), rest=True)
-    if figures:
-        body += "\n<h2>Figures</h2>\n" + figures
+    """The page: the verdict first with the memory figure beside it (both on the first
+    screen), then the rest of summary.md's text (floors, price, the container, layers and
+    diagnosis, the processes, the settings and provenance), each figure where the summary
+    marks it; a figure no mark placed follows at the end, each once."""
+    shown: set[Path] = set()
+
+    def place(stems: list[str]) -> str:
+        paths = [p for stem in stems for p in _svgs(folder, stem) if p not in shown]
+        shown.update(paths)
+        return _figures(list(dict.fromkeys(paths)))
+
+    memory = place(["memory"])
+    body = MARK.sub(lambda m: place(m.group(1).split()), markdown_to_html(summary_md))
+    body = _verdict_first(body, memory)
+    rest = place([*FIGURES, *(p.stem for p in sorted(folder.glob("*.svg")))])
+    if rest:
+        body += "\n<h2>More figures</h2>\n" + rest
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{html.escape(title)}</title>"

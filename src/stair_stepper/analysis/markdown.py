@@ -8,6 +8,7 @@ from pathlib import Path
 
 from stair_stepper import files
 from stair_stepper.analysis import cost, verdict
+from stair_stepper.analysis.html import figures_mark
 from stair_stepper.analysis.repeats import REPEATED_FIELDS
 from stair_stepper.analysis.spread import MB, Spread
 from stair_stepper.analysis.spread import text as spread_text
@@ -73,11 +74,14 @@ def markdown(summary: dict) -> str:
     if summary.get("config"):
         text += variants_text(variants)
     text.extend(lines)
-    text.append("")
+    text += ["", figures_mark("floors", "memory-rss"), ""]
     text += price_text(summary)
+    text += [figures_mark("tradeoff"), ""]
     text += sweep_text(summary.get("sweeps") or [])
+    text += [figures_mark("sweep-"), ""]
     text += container_text(variants)
     text += layers_text(variants)
+    text += [figures_mark("layers", "arenas"), ""]
     text += processes_text(variants)
     text.extend(interpretation(summary))
     if unprobed:
@@ -396,8 +400,11 @@ def markdown_repeats(result: dict) -> str:
     text[2:2] = verdict.verdict_text(result)
     text += variants_text(result["variants"])
     text.append(repeats_table(result))
+    text += ["", figures_mark("floors-runs"), ""]
     text += price_text(result)
+    text += [figures_mark("tradeoff"), ""]
     text += sweep_text(result.get("sweeps") or [], result["runs"])
+    text += [figures_mark("sweep-"), ""]
     if result.get("warnings"):
         text += ["", "Warnings:", *[f"- {w}" for w in result["warnings"]]]
     if result.get("status") and result["status"] != "complete":
