@@ -16,7 +16,7 @@ import json
 
 import _experiment
 
-from stair_stepper.analysis import publish_blocks as publish
+from stair_stepper.analysis import publish_production as publish
 from stair_stepper.validate import memory_size
 
 MIB = 1 << 20

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import _experiment
 
-from stair_stepper.analysis import publish_blocks as publish
+from stair_stepper.analysis import publish_production as publish
 
 
 def main() -> int:

@@ -15,7 +15,7 @@ import sys
 
 import _experiment
 
-from stair_stepper.analysis import publish_blocks as publish
+from stair_stepper.analysis import publish_production as publish
 
 #: the server, as a team runs it: gunicorn from this interpreter, the app from examples/
 COMMAND = (

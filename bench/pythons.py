@@ -18,7 +18,7 @@ import sys
 
 import _experiment
 
-from stair_stepper.analysis import publish_blocks as publish
+from stair_stepper.analysis import publish_production as publish
 
 
 def second_python() -> str:

@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 from stair_stepper.analysis import read, repeats, summary
-from stair_stepper.analysis.markdown import markdown_table, mb
 from stair_stepper.analysis.spread import Spread
+from stair_stepper.analysis.table import markdown_table, mb
 
 FIELDS = (
     ("median floor", "median_floor_bytes"),

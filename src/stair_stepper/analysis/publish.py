@@ -23,8 +23,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from stair_stepper.analysis import read, summary
-from stair_stepper.analysis.publish_blocks import BLOCKS, IDLE_VARIANTS, idle_table, repeated
+from stair_stepper.analysis import publish_blocks, publish_production, read, summary
+from stair_stepper.analysis.publish_blocks import IDLE_VARIANTS, idle_table, repeated
 from stair_stepper.errors import Stale
 
 ROOT = Path(__file__).resolve().parents[3]  # the checkout
@@ -50,6 +50,26 @@ PUBLISHED = {
     "prefork": ["prefork"],  # bench/prefork.py: gunicorn, forked gthread workers
     "container": ["container"],  # bench/container.py: a limit between two peaks, 5 runs
     "find-limit": ["find-limit"],  # bench/find_limits.py: --find-limit on the default run
+}
+
+#: README/docs block -> the function that builds it from its folders
+BLOCKS = {
+    "contrast": publish_blocks.contrast_block,
+    "verdict": publish_blocks.verdict_block,
+    "targets": publish_blocks.targets_block,
+    "idle": publish_blocks.idle_block,
+    "pymalloc": publish_blocks.contrast_block,
+    "arenas": publish_blocks.contrast_block,
+    "own-asgi": publish_blocks.contrast_block,
+    "price": publish_blocks.price_block,
+    "decay-cost": publish_blocks.decay_block,
+    "arena-sweep": publish_blocks.sweep_block,
+    "maintenance": publish_blocks.maintenance_block,
+    "staircase-sweep": publish_blocks.staircase_block,
+    "pythons": publish_production.pythons_block,
+    "prefork": publish_production.prefork_block,
+    "container": publish_production.container_block,
+    "find-limit": publish_production.find_limit_block,
 }
 #: blocks whose folders the next measuring pass makes for the first time: until then the
 #: block says so and names the command (the block's folder, once there, is published as any)

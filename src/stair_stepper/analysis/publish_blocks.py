@@ -9,17 +9,9 @@ import statistics
 from pathlib import Path
 
 from stair_stepper.analysis import cost, layers, read, repeats, summary
-from stair_stepper.analysis.markdown import (
-    container_text,
-    layers_text,
-    markdown_table,
-    mb,
-    price_text,
-    processes_text,
-    repeats_table,
-    sweep_text,
-)
+from stair_stepper.analysis.markdown import price_text, repeats_table, sweep_text
 from stair_stepper.analysis.spread import MB, Spread
+from stair_stepper.analysis.table import markdown_table, mb
 from stair_stepper.record import phases, results
 
 
@@ -28,7 +20,7 @@ def repeated(folder: Path) -> dict:
     return repeats.summarise_repeats(folder)
 
 
-def _revision_line(folders: list[Path], names: str | None = None) -> str:
+def revision_line(folders: list[Path], names: str | None = None) -> str:
     revs, runs = set(), 0
     for folder in folders:
         meta = json.loads((folder / "meta.json").read_text())
@@ -40,7 +32,7 @@ def _revision_line(folders: list[Path], names: str | None = None) -> str:
 
 def contrast_block(folders: list[Path]) -> str:
     result = repeated(folders[0])
-    return repeats_table(result) + "\n" + _revision_line(folders) + "\n"
+    return repeats_table(result) + "\n" + revision_line(folders) + "\n"
 
 
 def verdict_block(folders: list[Path]) -> str:
@@ -51,7 +43,7 @@ def verdict_block(folders: list[Path]) -> str:
     lines = [line for line in verdict_text(result) if line != "## Verdict"]
     while lines and not lines[0]:
         lines.pop(0)
-    return "\n".join(lines).rstrip("\n") + "\n\n" + _revision_line(folders) + "\n"
+    return "\n".join(lines).rstrip("\n") + "\n\n" + revision_line(folders) + "\n"
 
 
 IDLE_VARIANTS = ("jemalloc", "jemalloc+bg")
@@ -75,7 +67,7 @@ def idle_block(folders: list[Path]) -> str:
     for rate, variants in idle_table(folders).items():
         cells = [Spread.from_json(variants[v]["median_floor_bytes"]).text() for v in IDLE_VARIANTS]
         lines.append(f"| {rate:g} | {cells[0]} | {cells[1]} |")
-    return "\n".join(lines) + "\n\n" + _revision_line(folders) + "\n"
+    return "\n".join(lines) + "\n\n" + revision_line(folders) + "\n"
 
 
 def _spread(values: list[float], digits: int) -> str:
@@ -157,7 +149,7 @@ def targets_block(folders: list[Path]) -> str:
         verdict = "**met**" if not missed else f"**not met** in {', '.join(missed)}"
         lines.append(f"- {check['label']}: {verdict} ({check['met']} of {len(rows)} runs).")
     lines.append("- glibc/jemalloc: no target; reported with its spread.")
-    return "\n".join(lines) + "\n\n" + _revision_line(folders) + "\n"
+    return "\n".join(lines) + "\n\n" + revision_line(folders) + "\n"
 
 
 def price_block(folders: list[Path]) -> str:
@@ -177,7 +169,7 @@ def price_block(folders: list[Path]) -> str:
         ]
     lines += ["", f"Load: {result.get('mode')}.", ""]
     lines += markdown_table(cost.COST_HEAD, cost.cost_table(result["variants"], repeated=True))
-    return "\n".join(lines) + "\n\n" + _revision_line(folders) + "\n"
+    return "\n".join(lines) + "\n\n" + revision_line(folders) + "\n"
 
 
 DECAY = ("jemalloc", "je-eager")  # je-eager: MALLOC_CONF=dirty_decay_ms:0,muzzy_decay_ms:0
@@ -211,7 +203,7 @@ def decay_block(folders: list[Path]) -> str:
     for label, outside in found["checks"]:
         verdict = "**yes**" if outside else "**no**"
         lines.append(f"- je-eager's {label} above every run of jemalloc's: {verdict}.")
-    return "\n".join(lines) + "\n\n" + _revision_line(folders) + "\n"
+    return "\n".join(lines) + "\n\n" + revision_line(folders) + "\n"
 
 
 def sweep_block(folders: list[Path]) -> str:
@@ -219,7 +211,7 @@ def sweep_block(folders: list[Path]) -> str:
     result = repeated(folders[0])
     lines = [repeats_table(result)]
     lines += sweep_text(result.get("sweeps") or [], result["runs"])
-    return "\n".join(lines) + "\n" + _revision_line(folders) + "\n"
+    return "\n".join(lines) + "\n" + revision_line(folders) + "\n"
 
 
 def maintenance_block(folders: list[Path]) -> str:
@@ -235,7 +227,7 @@ def maintenance_block(folders: list[Path]) -> str:
                 f"{spent.text(3, 1)} s per run."
             )
     lines += ["", *price_text(result)]
-    return "\n".join(lines) + "\n" + _revision_line(folders) + "\n"
+    return "\n".join(lines) + "\n" + revision_line(folders) + "\n"
 
 
 GROWN = 4 * MB  # an arena "grew" in a batch when its held bytes rose at least this much
@@ -310,96 +302,3 @@ def staircase_block(folders: list[Path]) -> str:
     where = f"`docs/results/{folders[0].parent.name}/`" if folders else "nothing"
     data = f"Data: {where} ({len(folders)} configurations, {runs} runs), measured at revision "
     return "\n".join(head + rows + [""] + verdicts) + f"\n\n{data}{', '.join(sorted(revs))}.\n"
-
-
-def pythons_block(folders: list[Path]) -> str:
-    """Variants under two Pythons: the table over the runs (each variant's interpreter and
-    object allocator under it), then the first run's layers and diagnosis for each."""
-    result = repeated(folders[0])
-    first = summary.summarise(read.run_folders(folders[0])[0])
-    where = layers_text(first["variants"])
-    text = repeats_table(result) + "\n"
-    if where:
-        text += "In the first run:\n\n" + "\n".join(where) + "\n"
-    return text + _revision_line(folders) + "\n"
-
-
-def prefork_block(folders: list[Path]) -> str:
-    """A prefork server's variants: the table over the runs, what each process ran with that
-    nobody asked for, then the first run's processes, layers and diagnosis."""
-    result = repeated(folders[0])
-    first = summary.summarise(read.run_folders(folders[0])[0])
-    text = repeats_table(result) + "\n"
-    meta = json.loads((read.run_folders(folders[0])[0] / "meta.json").read_text())
-    found = [
-        f"- {name}: {f['sentence']}."
-        for name, v in meta["variants"].items()
-        for f in (v.get("settings") or {}).get("findings") or []
-    ]
-    if found:
-        text += "Findings (each run the same):\n\n" + "\n".join(found) + "\n\n"
-    where = processes_text(first["variants"]) + layers_text(first["variants"])
-    if where:
-        text += "In the first run:\n\n" + "\n".join(where) + "\n"
-    return text + _revision_line(folders) + "\n"
-
-
-def container_block(folders: list[Path]) -> str:
-    """bench/container.py's folder: the unlimited run's peaks, the limit put between them,
-    and per variant in how many runs under it the server was OOM-killed; then the first
-    limited run's container table (charged peak, anon, LazyFree, how it ended)."""
-    top = folders[0]
-    limited = top / "limited"
-    result = repeated(limited)
-    runs = read.run_folders(limited)
-    limit = (result.get("config") or {}).get("memory_limit")
-    rows = []
-    free = summary.summarise(top / "unlimited") if (top / "unlimited").exists() else None
-    for name, v in result["variants"].items():
-        unlimited = (free or {}).get("variants", {}).get(name) or {}
-        killed, total = v.get("oom_runs") or [0, len(runs)]
-        rows.append(
-            [
-                name,
-                mb(unlimited.get("peak_bytes")),
-                mb(unlimited.get("cgroup_peak_bytes")),
-                f"{killed} of {total}",
-            ]
-        )
-    head = ["variant", "unlimited: RSS peak", "unlimited: charged peak", "OOM-killed under it"]
-    text = f"The limit: {mb(limit)} MB (MiB), each server in a memory cgroup of its own.\n\n"
-    text += "\n".join(markdown_table(head, rows)) + "\n\n"
-    first = summary.summarise(runs[0])
-    where = container_text(first["variants"]) + layers_text(first["variants"])
-    text += "In the first run under the limit:\n\n" + "\n".join(where) + "\n"
-    return text + _revision_line([limited], f"`docs/results/{top.name}/`") + "\n"
-
-
-def find_limit_block(folders: list[Path]) -> str:
-    """``--find-limit``'s table and one line per variant, with the revision of its runs."""
-    top = folders[0]
-    text = (top / "find-limit.md").read_text().partition("\n\n")[2]
-    first = next(p for p in sorted(top.glob("*/unlimited")) if (p / "meta.json").exists())
-    meta = json.loads((first / "meta.json").read_text())
-    rev = (meta.get("provenance") or {}).get("git_rev", "?")[:10]
-    return text + f"\nData: `docs/results/{top.name}/`, measured at revision {rev}.\n"
-
-
-BLOCKS = {
-    "contrast": contrast_block,
-    "verdict": verdict_block,
-    "targets": targets_block,
-    "idle": idle_block,
-    "pymalloc": contrast_block,
-    "arenas": contrast_block,
-    "own-asgi": contrast_block,
-    "price": price_block,
-    "decay-cost": decay_block,
-    "arena-sweep": sweep_block,
-    "maintenance": maintenance_block,
-    "staircase-sweep": staircase_block,
-    "pythons": pythons_block,
-    "prefork": prefork_block,
-    "container": container_block,
-    "find-limit": find_limit_block,
-}

@@ -14,8 +14,9 @@ from stair_stepper.allocators import settings
 from stair_stepper.errors import Fault, NoSpace, OomKilled, Stopper, Terminated, UserError
 from stair_stepper.experiment import command_server, schedule
 from stair_stepper.experiment.console import report
+from stair_stepper.experiment.endings import ending
 from stair_stepper.experiment.presets import FLAT, PRESETS, Config
-from stair_stepper.experiment.run import ending, prepare, run
+from stair_stepper.experiment.run import prepare, run
 from stair_stepper.files import no_space, write_json
 from stair_stepper.load import batch as drivers
 from stair_stepper.load import openloop

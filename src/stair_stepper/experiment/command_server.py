@@ -1,6 +1,6 @@
 """A user's ``--command`` server: its command line, its port, and the proof of what serves.
 
-Started by ``launch._start`` like any server child (its own session, stopped with its whole
+Started by ``child.start_child`` like any server child (its own session, stopped with its whole
 group); then the processes of its tree that listen on its port are found once that set is
 still (a prefork master answers with its first worker and forks the rest after), the
 allocator is proven in each from ``/proc/<pid>/maps``, and, where they run Python, each
@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from stair_stepper.errors import Stopped, UserError
-from stair_stepper.experiment.launch import RunningServer, start_child
+from stair_stepper.experiment.child import RunningServer, start_child
 from stair_stepper.load import client
 
 

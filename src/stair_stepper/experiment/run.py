@@ -7,7 +7,7 @@ ask the allocator to trim and keep recording. Variants run on threads of their o
 by side or one after another, while the main thread only waits: a signal is a request to
 stop (``errors.Stopper``), never an exception inside someone else's code. Everything
 lands in the result folder as it happens; how the run ended is its ``meta.json`` status,
-decided in one place (``ending``).
+decided in one place (``endings.py``).
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from __future__ import annotations
 import sys
 import threading
 import time
-import traceback
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -25,19 +24,17 @@ from typing import NamedTuple
 from stair_stepper import allocators
 from stair_stepper.allocators import Variant, settings
 from stair_stepper.errors import (
-    Crashed,
-    Fault,
     NoSpace,
     Stopped,
     Stopper,
-    Terminated,
     UserError,
 )
 from stair_stepper.experiment import command_server, provenance, schedule
 from stair_stepper.experiment.console import Console
+from stair_stepper.experiment.endings import as_fault, ending, no_space_fault
 from stair_stepper.experiment.presets import Config, overrides
 from stair_stepper.experiment.variant import VariantRun
-from stair_stepper.files import full, no_space, write_json
+from stair_stepper.files import no_space, write_json
 from stair_stepper.load import batch as drivers
 from stair_stepper.load import drillfile
 from stair_stepper.record import cgroups, results
@@ -318,7 +315,7 @@ def _recorded(meta: dict, folder: Path, save=None):
         yield
         meta["status"] = "complete"
     except BaseException as exc:
-        raised = _as_fault(exc, folder)
+        raised = as_fault(exc, folder)
         meta.update(ending(raised))
     finally:
         meta["finished_at"] = time.time()
@@ -330,51 +327,9 @@ def _recorded(meta: dict, folder: Path, save=None):
             if isinstance(raised, NoSpace):  # say so: meta.json still reads "running"
                 raised = NoSpace(f"{raised.reason} {META_NOT_WRITTEN}", folder)
             else:
-                raised = _no_space(folder, exc, META_NOT_WRITTEN)
+                raised = no_space_fault(folder, exc, META_NOT_WRITTEN)
     if raised is not None:
         raise raised from None
 
 
 META_NOT_WRITTEN = "meta.json could not be updated either: it still says 'running'."
-
-
-def _no_space(folder: Path, exc: BaseException | None, more: str = "") -> NoSpace:
-    why = getattr(exc, "strerror", None) or "no space left"
-    return NoSpace(
-        f"the file system under {folder} is full ({why}): the run stopped, and every server "
-        f"with it; what was measured so far is kept. {more}".rstrip(),
-        folder,
-    )
-
-
-def _as_fault(exc: BaseException, folder: Path) -> BaseException:
-    """What ``exc`` means for the run, naming its folder: a signal stays itself."""
-    if isinstance(exc, KeyboardInterrupt | Terminated):
-        return exc
-    if no_space(exc) or (isinstance(exc, Fault) and full(folder)):
-        return _no_space(folder, exc)  # e.g. a server that died writing its log
-    if isinstance(exc, Fault):
-        return exc.located(folder)
-    if isinstance(exc, UserError | Stopped):
-        return Fault(str(exc), folder)
-    if isinstance(exc, Exception):
-        log = folder / "crash.log"
-        log.write_text("".join(traceback.format_exception(exc)))
-        why = f"{type(exc).__name__}: {exc}"
-        return Crashed(f"the run crashed ({why}); the traceback is in {log}.", folder, why)
-    return exc
-
-
-def ending(exc: BaseException) -> dict:
-    """How a run ended, as meta.json says it: the one place that names every ending."""
-    if isinstance(exc, KeyboardInterrupt):
-        return {"status": "interrupted"}
-    if isinstance(exc, Terminated):
-        return {"status": "terminated", "signal": str(exc)}
-    if isinstance(exc, Crashed):
-        return {"status": f"crashed: {exc.why}"}
-    if isinstance(exc, NoSpace):
-        return {"status": "failed: no space left on the result folder's file system"}
-    if isinstance(exc, Fault):
-        return {"status": f"failed: {exc.reason}"}
-    return {"status": f"crashed: {type(exc).__name__}: {exc}"}
