@@ -372,3 +372,28 @@ def test_a_sender_behind_its_schedule_is_a_warning():
     (warning,) = numbers._lag_warning("glibc", {"lag_max_ms": 400.0}, {"rate": 10})
     assert "fell behind its schedule by up to 400 ms" in warning
     assert numbers._lag_warning("glibc", {"lag_max_ms": 400.0}, {}) == []  # closed loop
+
+
+def test_a_lazy_return_whose_timer_fork_turned_off_says_so():
+    """Dirty pages waiting for a timer in a worker whose background thread fork turned off are
+    not waiting for time: the diagnosis says which finding, in its own words."""
+    from stair_stepper.analysis import layers
+
+    timed = layers.TIMED_KINDS[0]
+    floor = {
+        "allocator_live_bytes": 40 * MB,
+        "free_held_bytes": 200 * MB,
+        "rss_bytes": 300 * MB,
+        "free_kinds": {timed: 180 * MB},
+    }
+    found = layers.diagnose({"peak_bytes": 400 * MB, "baseline_bytes": 50 * MB}, [floor], 16 * MB)
+    assert found["verdict"] == "lazy-return"
+    assert found["why"].endswith("time or a background thread returns them")
+    sentence = "background_thread is off in 2 of 2 workers: jemalloc turns it off in a forked child"
+    said = layers.with_findings(found, [{"sentence": sentence}])
+    assert said["verdict"] == "lazy-return"
+    assert f"but {sentence}, so they come back only as those processes allocate" in said["why"]
+    assert "time or a background thread" not in said["why"]
+    assert layers.with_findings(found, []) == found  # no finding: as it was
+    fragmented = {**found, "verdict": "fragmentation"}
+    assert layers.with_findings(fragmented, [{"sentence": sentence}]) == fragmented

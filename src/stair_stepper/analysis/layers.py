@@ -186,3 +186,18 @@ def diagnose(
         f"returned ({floor / MB:.0f} → {trimmed / MB:.0f} MB)",
         **numbers,
     }
+
+
+def with_findings(diagnosis: dict, findings: list[dict] | None) -> dict:
+    """A ``lazy-return`` in a server where a process ran without what returns those pages on
+    a timer (a finding: jemalloc's background thread, off in a forked worker) is not waiting
+    for time: the diagnosis says so, with the finding's own sentence."""
+    if diagnosis.get("verdict") != "lazy-return" or not findings:
+        return diagnosis
+    said = "; ".join(f["sentence"] for f in findings)
+    why = diagnosis["why"].replace(
+        "time or a background thread returns them",
+        f"but {said}, so they come back only as those processes allocate again",
+    )
+    return {**diagnosis, "why": why, "findings": [f["sentence"] for f in findings]}
+

@@ -175,14 +175,15 @@ def summarise(
         warnings += _floor_warnings(name, s, config)
     meta_variants = meta.get("variants") or {}
     for name, s in variants.items():
+        ran = meta_variants.get(name) or {}
         s.update(_settings_of(meta, name), periodic_trim=_periodic_trim(data[name], s))
         # asked in-process (the widget app, --app, or a --command's agents) or not at all
-        s["probed"] = (meta_variants.get(name) or {}).get("trim") != results.NOT_MEASURED
+        s["probed"] = ran.get("trim") != results.NOT_MEASURED
         s["processes"] = last_processes(data[name])
-        s.update(container(data[name], meta_variants.get(name) or {}))
-        s["cost"] = cost.variant_cost(
-            data[name].batches, (meta_variants.get(name) or {}).get("trim")
-        )
+        s.update(container(data[name], ran))
+        s["cost"] = cost.variant_cost(data[name].batches, ran.get("trim"))
+        findings = (ran.get("settings") or {}).get("findings")
+        s["diagnosis"] = layers.with_findings(s["diagnosis"], findings)
         warnings += _lag_warning(name, s["cost"], config)
     for name, info in meta_variants.items():  # OOM-killed before anything was recorded
         if name not in variants and (info.get("outcome") or {}).get("oom_killed"):
