@@ -64,7 +64,8 @@ def page(tmp_path_factory):
         run = loop.run_until_complete
 
         def evaluate(expression: str):
-            return run(session(expression))
+            # bounded: a page whose script never answers fails the test, never hangs it
+            return run(asyncio.wait_for(session(expression), 30))
 
         evaluate.problems = session.problems
         evaluate.screenshot = lambda: run(session.call("Page.captureScreenshot", format="png"))
@@ -196,6 +197,7 @@ def test_the_copy_button_copies_the_environment(page):
         "new Promise(resolve => {"
         "  navigator.clipboard.writeText = text => { resolve(text); return Promise.resolve(); };"
         "  document.querySelector('#verdict button.copy').click();"
+        "  setTimeout(() => resolve(null), 3000);"  # no handler ran: nothing copied
         "})"
     )
     assert copied == expected
