@@ -200,4 +200,3 @@ def with_findings(diagnosis: dict, findings: list[dict] | None) -> dict:
         f"but {said}, so they come back only as those processes allocate again",
     )
     return {**diagnosis, "why": why, "findings": [f["sentence"] for f in findings]}
-

@@ -182,7 +182,7 @@ def combine_trims(answers: dict[int, dict]) -> dict:
 
 
 def _sum(values) -> int | float | None:
-    known = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    known = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
     return sum(known) if known else None
 
 

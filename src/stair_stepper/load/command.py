@@ -121,7 +121,6 @@ def add_arguments(p) -> None:
 
 
 def run_args(args) -> int:
-
     from stair_stepper.load import drillfile
 
     bench = drillfile.read_benchmark(
