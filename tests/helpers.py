@@ -4,6 +4,7 @@ experiment as a user does, waiting for its phases, the orphan check, synthetic t
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -35,9 +36,26 @@ def assert_no_orphans(folder: Path) -> None:
         assert not procfs.alive(pid), f"server {pid} outlived the experiment"
 
 
+def as_from_a_terminal(then=None):
+    """A child's preexec: SIGINT and SIGHUP at their defaults, as a terminal gives them. A
+    suite started in the background (``&``) or under nohup hands its children those signals
+    ignored, and a run keeps an ignored signal ignored (errors.Stopper): the tests of what a
+    signal does must not depend on how pytest was started. ``then``: one more preexec."""
+
+    def preexec() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
+        if then is not None:
+            then()
+
+    return preexec
+
+
 def start_and_wait_for(folder: Path, ready, *extra: str, **popen) -> subprocess.Popen:
     """The tiny experiment (3 s requests unless ``extra`` says otherwise), once ``ready()``;
-    ``popen``: more options for ``subprocess.Popen``."""
+    ``popen``: more options for ``subprocess.Popen`` (its ``preexec_fn`` runs after SIGINT
+    and SIGHUP are set to their defaults)."""
+    popen["preexec_fn"] = as_from_a_terminal(popen.get("preexec_fn"))
     process = subprocess.Popen(
         [
             sys.executable,
