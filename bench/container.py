@@ -5,7 +5,7 @@ variant's charged peak; the limit is then put halfway between jemalloc+bg's peak
 (or given with --limit), and the default run (glibc, jemalloc, jemalloc+bg) repeats under it
 ``--repeat`` times. Known answer: glibc is OOM-killed and jemalloc+bg spared in at least 4 of
 5 runs; plain jemalloc is reported as it comes, with its LazyFree and dirty pages. The
-README's ``published:container`` block (analysis/publish_blocks.py) is built from the folder.
+README's ``published:container`` block (analysis/publish_production.py) is built from the folder.
 
     python bench/container.py [--repeat 5] [--limit SIZE] [--out DIR] [-- experiment flags]
 """

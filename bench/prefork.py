@@ -2,7 +2,7 @@
 (gthread) forked from a master, serving examples/prefork_widgets.py (the widget app's
 wasteful POST /widgets as a WSGI app). glibc, glibc with MALLOC_ARENA_MAX=2, jemalloc,
 jemalloc+bg, and jemalloc+bg with the remedy (``post_fork=background_thread``), one after
-another, 3 runs. The README's ``published:prefork`` block (analysis/publish_blocks.py) is
+another, 3 runs. The README's ``published:prefork`` block (analysis/publish_production.py) is
 built from its folder: the table over the runs, the findings, each process at the last
 floor, the layers and the diagnosis.
 

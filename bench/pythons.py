@@ -1,7 +1,7 @@
 """The default workload under two Pythons: glibc and jemalloc+bg on this machine's Python
 (3.11 on Debian 12) and on Debian 13's python3.13 (its own C library, glibc 2.41, and its own
 allocator builds), and CPython 3.13's mimalloc for objects (``PYTHONMALLOC=mimalloc``), side
-by side, 3 runs. The README's ``published:pythons`` block (analysis/publish_blocks.py) is
+by side, 3 runs. The README's ``published:pythons`` block (analysis/publish_production.py) is
 built from its folder: the table over the runs, then where the memory sits and the diagnosis.
 
 The second interpreter is $STAIR_STEPPER_TRIXIE_PYTHON, else the Debian 13 root's, made (or

@@ -123,11 +123,16 @@ class VariantRun:
         for finding in proof.get("findings") or []:
             self.console.say(self.name, f"FINDING: {finding['sentence']}")
         cap = self.pacing.pause_cap_s
-        if self.pacing.pause == AUTO and self.least_pause_s > cap:
+        if (
+            self.pacing.pause == AUTO
+            and self.least_pause_s
+            and self.least_pause_s + SETTLE_WINDOW_S > cap
+        ):
             self.console.say(
                 self.name,
-                f"pauses are capped at {cap:g} s, shorter than the allocator's decay as read "
-                f"back ({self.least_pause_s:g} s): its floors may still be falling",
+                f"pauses are capped at {cap:g} s, too short for the allocator's decay as read "
+                f"back ({self.least_pause_s:g} s) and then {SETTLE_WINDOW_S:g} s of stillness: "
+                "its floors may still be falling (--pause-cap sets the cap)",
             )
 
     def baseline(self) -> None:
