@@ -128,3 +128,30 @@ def test_find_limit_brackets_the_smallest_limit_that_completes(tmp_path):
         assert tried["passed"] == (tried["limit_bytes"] is None or tried["limit_bytes"] >= passed)
     text = (folder / "find-limit.md").read_text()
     assert f"- glibc needs at least {passed >> 20} MiB for this workload" in text
+
+
+def test_the_charge_is_read_afresh_every_time(tmp_path):
+    """charged() keeps its file open between samples: each call still reads what the kernel
+    charges now (a process in the cgroup touches 64 MiB; the charge follows)."""
+    from stair_stepper import selfexec
+
+    group = cgroups.Cgroup(WHERE, "afresh", None)
+    hold = "input(); x = bytearray(64 << 20); x[::4096] = b'1' * len(x[::4096]); input()"
+    child = subprocess.Popen(
+        [sys.executable, "-c", hold],
+        stdin=subprocess.PIPE,
+        text=True,
+        **selfexec.child_popen_options(group.procs_file),
+    )
+    try:
+        assert wait_until(lambda: group.pids() == [child.pid], 10)
+        before = group.charged()
+        assert before is not None
+        child.stdin.write("\n")
+        child.stdin.flush()
+        assert wait_until(lambda: group.charged() - before >= 48 << 20, 10), group.charged()
+    finally:
+        child.kill()
+        child.wait()
+        group.remove()
+    assert not group.path.exists()
