@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from conftest import cli, wait_until
@@ -288,3 +289,31 @@ def test_a_damaged_cell_is_reported_not_silently_read(tmp_path):
     data, _, warnings = load_folder(out)
     assert data["t"].trace.column("rss_bytes") == [1000, 1001, None, 1003, 1004]
     assert warnings == ["t.trace.csv: unreadable rss_bytes on line 4."]
+
+
+def test_pss_keeps_to_its_share_of_a_core(monkeypatch):
+    """PSS (smaps_rollup) is read no more often than its own measured cost allows: after each
+    reading, the next waits cost / PSS_BUDGET (at least the interval, at most PSS_MOST_S)."""
+    from stair_stepper.record import recorder
+
+    monkeypatch.setattr(recorder, "PSS_BUDGET", 0.01)  # a share that makes the pace visible
+    held = subprocess.Popen([sys.executable, "-c", HOLD_50MB % 30])
+    try:
+        sampler = recorder.Sampler(held.pid, pss_interval=0.01)
+        assert wait_until(lambda: sampler.sample()["rss_bytes"] > 40_000_000, 10)
+        readings = []  # (when, what the reading before it cost)
+        began = time.monotonic()
+        while time.monotonic() - began < 2.0:
+            cost = sampler.rollup_cost_s
+            row = sampler.sample()
+            if row["pss_bytes"] is not None:
+                readings.append((time.monotonic(), cost))
+            time.sleep(0.002)
+        sampler.close()
+    finally:
+        held.kill()
+        held.wait()
+    assert len(readings) >= 2
+    for (before, _), (after, cost) in zip(readings, readings[1:], strict=False):
+        due = min(max(0.01, cost / 0.01), recorder.PSS_MOST_S)
+        assert after - before >= due - 0.005, (after - before, cost)

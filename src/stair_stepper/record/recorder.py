@@ -27,10 +27,20 @@ from stair_stepper.record.schema import PYTHON_COLUMNS, TRACE_COLUMNS, RowWriter
 POLL_S = 0.5
 
 
+#: the share of one core the PSS readings may take: smaps_rollup makes the kernel walk every
+#: page table of the process (3.5 ms a read for an idle 60 MB process on this machine's
+#: kernel 6.18, where it was 0.7 ms on an earlier one), so its pace follows its own cost
+PSS_BUDGET = 0.002
+#: ... but the tree and the PSS are looked at at least this often, however costly
+PSS_MOST_S = 5.0
+
+
 class Sampler:
     """One row for ``pid`` (with ``include_children``, for its whole tree: sums, a process
     count, the largest member) each time ``sample()`` is called. PSS, USS and the peak are
-    read at most every ``pss_interval`` seconds (smaps_rollup is costly); ``allocator``, a
+    read at most every ``pss_interval`` seconds, and no more often than keeps their own cost
+    under ``PSS_BUDGET`` of a core (measured at each reading; at least every ``PSS_MOST_S``);
+    ``pss_interval`` 0 reads them at every sample, whatever the cost. ``allocator``, a
     ``client.AllocatorPoller`` or None, gives live and held bytes while its reading is fresh."""
 
     def __init__(
@@ -46,14 +56,21 @@ class Sampler:
         self.allocator = allocator
         self.cgroup = cgroup  # a cgroups.Cgroup: what the kernel charges, on the same clock
         self._last_rollup = -float("inf")
+        self.rollup_gap_s = pss_interval  # the pace now: the interval, or the cost's
+        self.rollup_cost_s: float | None = None  # what the last reading cost, in CPU time
 
     def sample(self) -> dict:
         """A row of the trace's memory and CPU columns; ProcessGone once the process is gone."""
         now = time.monotonic()
-        rollup = now - self._last_rollup >= self.pss_interval
+        rollup = now - self._last_rollup >= self.rollup_gap_s
+        began = time.thread_time() if rollup else 0.0
         row: dict = self._watch.sample(rollup)
         if rollup:
             self._last_rollup = now
+            self.rollup_cost_s = cost = time.thread_time() - began
+            if self.pss_interval > 0:
+                paced = min(cost / PSS_BUDGET, PSS_MOST_S)
+                self.rollup_gap_s = max(self.pss_interval, paced)
         if self.cgroup is not None:  # the charge every sample; its parts with the rollup
             if rollup:
                 charge = self.cgroup.read()
