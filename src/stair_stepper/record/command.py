@@ -145,8 +145,9 @@ def add_arguments(p) -> None:
         "--pss-interval",
         type=flag(non_negative_float),
         default=1.0,
-        help="seconds between PSS/USS reads (smaps_rollup is costly; default 1; 0: "
-        "every sample); the tree is looked up again with each",
+        help="least seconds between PSS/USS reads (default 1; smaps_rollup is costly, so they "
+        "also keep to 0.2%% of a core by their own measured cost; 0: every sample, whatever "
+        "it costs); the tree is looked up again with each",
     )
     p.add_argument(
         "--poll-interval",
