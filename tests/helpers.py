@@ -186,3 +186,16 @@ def drill_plan(tmp_path: Path, numbers: str, base: str = "http://127.0.0.1:1") -
     path = tmp_path / "b.yml"
     path.write_text(text)
     return path
+
+
+def synthetic_repeat(folder: Path) -> None:
+    """A --repeat folder of three synthetic runs: glibc's floors 200 → 260 → 262, 210 → 280 →
+    300 and 190 → 250 → 255 MB against jemalloc's 100 → 100 → 100."""
+    for k, glibc_floors in enumerate(([200, 260, 262], [210, 280, 300], [190, 250, 255]), 1):
+        run = folder / f"run-{k}"
+        run.mkdir(parents=True)
+        (run / "meta.json").write_text(
+            json.dumps({"config": {"variants": ["glibc", "jemalloc"]}, "status": "complete"})
+        )
+        synthetic_variant(run, "glibc", 50, glibc_floors, 60, 400)
+        synthetic_variant(run, "jemalloc", 50, [100, 100, 100], 70, 300)

@@ -340,6 +340,8 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 #: what stair-stepper needs at run time (pyproject.toml's dependencies)
 RUNTIME = ["quart", "hypercorn", "pyyaml", "aiohttp", "psutil"]
+#: the flake's devPython: the runtime and what the tests need
+DEV_PYTHON = [*RUNTIME, "matplotlib", "pytest", "pytest-xdist", "gunicorn", "uvicorn"]
 
 
 def main() -> int:

@@ -91,14 +91,7 @@ def standin(tmp_path_factory):
     shutil.copy(STANDIN / "flake.nix", folder / "flake.nix")
     # nixpkgs' pieces that our code depends on, modelled once in tests/nixpkgs_shape.py.
     bare = nixpkgs_shape.bare_interpreter(folder / "python3-bare")
-    wanted = [
-        *nixpkgs_shape.RUNTIME,
-        "matplotlib",
-        "pytest",
-        "pytest-xdist",
-        "gunicorn",
-        "uvicorn",
-    ]  # devPython's
+    wanted = nixpkgs_shape.DEV_PYTHON
     deps = nixpkgs_shape.package_store_paths(folder / "pkgs", wanted)
 
     def lib(name: str) -> str:

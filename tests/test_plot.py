@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from conftest import assert_images, cli
-from helpers import synthetic_variant
+from helpers import synthetic_repeat, synthetic_variant
 
 from stair_stepper.record.schema import TRACE_COLUMNS, RowWriter
 
@@ -18,14 +18,7 @@ MB = 2**20
 
 def test_a_repeat_folder_is_plotted_run_by_run_and_as_bands(tmp_path):
     folder = tmp_path / "rep"
-    for k, glibc_floors in enumerate(([200, 260, 262], [210, 280, 300], [190, 250, 255]), 1):
-        run = folder / f"run-{k}"
-        run.mkdir(parents=True)
-        (run / "meta.json").write_text(
-            json.dumps({"config": {"variants": ["glibc", "jemalloc"]}, "status": "complete"})
-        )
-        synthetic_variant(run, "glibc", 50, glibc_floors, 60, 400)
-        synthetic_variant(run, "jemalloc", 50, [100, 100, 100], 70, 300)
+    synthetic_repeat(folder)
     done = run_plot(folder)
     assert done.returncode == 0, done.stderr
     assert (folder / "summary.md").exists() and (folder / "run-2" / "summary.json").exists()

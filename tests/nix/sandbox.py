@@ -282,14 +282,7 @@ def build(work: Path, drill: str | None) -> dict:
     flake = (ROOT / "flake.nix").read_text()
     store = work / "nix" / "store"
     store.mkdir(parents=True)
-    wanted = [
-        *shape.RUNTIME,
-        "matplotlib",
-        "pytest",
-        "pytest-xdist",
-        "gunicorn",
-        "uvicorn",
-    ]  # the flake's devPython
+    wanted = shape.DEV_PYTHON
     env_path = store / shape._store_name(f"{shape.PYTHON_X_Y}-env")
     python = shape.with_packages(env_path, shape.package_store_paths(store, wanted), store)
     ruff = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")

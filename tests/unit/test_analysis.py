@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from conftest import assert_images, cli
-from helpers import MB, synthetic_variant
+from helpers import MB, synthetic_repeat, synthetic_variant
 
 from stair_stepper.analysis import markdown, repeats, verdict
 from stair_stepper.analysis import summary as numbers
@@ -108,14 +108,7 @@ def test_assert_images_refuses_a_blank_figure(tmp_path):
 
 def test_repeats_are_median_with_min_and_max(tmp_path):
     folder = tmp_path / "rep"
-    for k, glibc_floors in enumerate(([200, 260, 262], [210, 280, 300], [190, 250, 255]), 1):
-        run = folder / f"run-{k}"
-        run.mkdir(parents=True)
-        (run / "meta.json").write_text(
-            json.dumps({"config": {"variants": ["glibc", "jemalloc"]}, "status": "complete"})
-        )
-        synthetic_variant(run, "glibc", 50, glibc_floors, 60, 400)
-        synthetic_variant(run, "jemalloc", 50, [100, 100, 100], 70, 300)
+    synthetic_repeat(folder)
     result = repeats.summarise_repeats(folder)
     median_floor = result["variants"]["glibc"]["median_floor_bytes"]
     assert (median_floor["median"], median_floor["min"], median_floor["max"]) == (

@@ -47,6 +47,7 @@ from stair_stepper.analysis.read import (
 from stair_stepper.analysis.spread import MB, Spread
 from stair_stepper.load.openloop import fell_behind
 from stair_stepper.record import phases, results
+from stair_stepper.record.schema import PROCESS_COLUMNS
 
 DEFAULT_STEP_THRESHOLD = 16 * MB
 
@@ -308,16 +309,7 @@ def c_library_version(provenance: dict) -> str | None:
 
 
 #: a process's columns in the summary (processes.csv's, but its time and phase)
-PROCESS_FIELDS = (
-    "pid",
-    "role",
-    "rss_bytes",
-    "pss_bytes",
-    "uss_bytes",
-    "shared_bytes",
-    "live_bytes",
-    "held_bytes",
-)
+PROCESS_FIELDS = PROCESS_COLUMNS[2:]
 
 
 #: a variant summary's fields that are lists
