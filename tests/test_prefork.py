@@ -169,6 +169,11 @@ def test_the_lab_measures_the_trap_and_the_remedy_under_load(tmp_path):
     for s in (s_plain, s_fixed):
         assert s["layers"]["allocator_live_bytes"] and s["diagnosis"]["verdict"]
         assert s["after_trim_bytes"] is not None
+    # dirty pages held for a timer whose thread fork turned off: the diagnosis says so
+    trap = s_plain["diagnosis"]
+    assert trap["verdict"] == "lazy-return", trap
+    assert "but background_thread is off in 2 of 2 workers" in trap["why"], trap["why"]
+    assert "background_thread is off" not in s_fixed["diagnosis"]["why"]
     assert (folder / "remedy.trim.json").exists()
     rows = (folder / "remedy.processes.csv").read_text().splitlines()
     assert rows[0].startswith("t_s,phase,pid,role,rss_bytes,pss_bytes,uss_bytes,shared_bytes")
