@@ -154,7 +154,7 @@ class VariantRun:
         charge_before = w.cgroup.read() if w.cgroup else {}
         outcome = self._load(k)
         end = rec.now()
-        w.check_alive(f"batch {k}")
+        w.check_alive(f"batch {k}", outcome.failures)
         rss_batch, after = _rss(rec.last), dict(rec.last or {})
         spent = {key: _delta(before, after, key) for key in COST_COLUMNS}
         rec.phase = phases.pause_phase(k)

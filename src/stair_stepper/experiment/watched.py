@@ -4,6 +4,8 @@ when the run is stopped or fail when the server or the recorder has died."""
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
 import time
 from pathlib import Path
 
@@ -130,11 +132,18 @@ class Watched:
         if self.cgroup is not None:
             self.cgroup.remove()
 
-    def check_alive(self, during: str) -> None:
+    def check_alive(self, during: str, failures: int = 0) -> None:
+        """Raise if the server or the recorder is gone. After a phase with ``failures`` the
+        server gets a second to finish dying: a killed server closes its sockets (its
+        requests fail at once) a moment before it can be reaped, and the death belongs to
+        the phase whose requests it failed, not to the next one."""
         killed = self.oom_killed(during)
         if killed is not None:
             raise killed
         server, rec = self.server, self.recorder
+        if failures and server.alive():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                server.process.wait(1.0)
         if not server.alive() or rec.gone:
             raise Fault(
                 f"the {self.name} server died during {during} (exit code "
