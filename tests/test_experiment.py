@@ -355,7 +355,7 @@ def test_the_default_run_is_what_the_docs_say_it_is():
     assert plan == (
         "plan: 3 variants (glibc, jemalloc, jemalloc+bg) side by side; 8 batches of 256 requests "
         "(64 iterations × 4 items: tiny, small, medium, large), 64 in flight; pauses until RSS "
-        "settles (10–30 s each, at least 10 s for the allocator's decay)"
+        "settles (20–30 s each, at least 20 s for the allocator's decay)"
     )
     assert len(done.stdout.splitlines()) == 2  # built-in variants are not written out
     seed = experiment("--dry-run", "--preset", "seed").stdout

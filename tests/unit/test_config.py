@@ -61,7 +61,7 @@ def test_the_plan_s_least_duration_is_its_arithmetic():
     config = PRESETS["quick"].set(variants=("glibc",), tags="tiny")
     least, pausing, known = schedule.duration_range(config, 16, 1)
     assert known and least == pytest.approx(2 + 1 + 1 + 1.5 + 2 * (0.1 + 2.0))
-    assert pausing == 2 * 15.0  # each pause to its 15 s cap
+    assert pausing == 2 * 25.0  # each pause to its 25 s cap
     side_by_side = config.set(variants=("a", "b", "c"), parallel=True)
     assert schedule.duration_range(side_by_side, 16, 1)[0] == pytest.approx(least)
     one_after_another = config.set(variants=("a", "b", "c"), parallel=False)

@@ -150,14 +150,15 @@ PRESETS: dict[str, Config] = {
         repeat=3,
     ),
     # Small enough for tests, CI and a first look: pauses until settled like the main job's,
-    # but capped at 15 s, one variant after another. The cap leaves room for jemalloc's decay
-    # (10 s by default, the least a pause lasts there) and then the 2 s settle window: at a
-    # 10 s cap jemalloc+bg's RSS was still falling when every pause ended, so no floor of the
-    # variant a first look most needs had settled, and the verdict could not compare it.
+    # but capped at 25 s, one variant after another. The cap leaves room for jemalloc+bg's
+    # decay (twice its 10 s dirty_decay_ms, the least a pause lasts there: its background
+    # thread sleeps a whole decay time between wakes) and then the 2 s settle window: at a
+    # cap below that, jemalloc+bg's RSS could still fall after a pause ended, so the floor of
+    # the variant a first look most needs would not be the one it settles to.
     "quick": Config.make(
         preset="quick",
         batches=2,
-        pause_cap_s=15.0,
+        pause_cap_s=25.0,
         iterations=16,
         concurrency=16,
         sleep_ms=100,
