@@ -1,6 +1,6 @@
 """Real memory cgroups (v1 on this machine, v2 where the memory controller is unified): known
 answers with real servers and the kernel's own OOM killer. Each test removes what it makes;
-the lab's cgroups are named stair-stepper-<pid>-<variant> and checked gone afterwards."""
+the lab's cgroups are named stair-stepper-<lab>-<variant> and checked gone afterwards."""
 
 from __future__ import annotations
 
@@ -89,9 +89,16 @@ def test_an_unlimited_run_records_the_charge_beside_rss(tmp_path):
 
 
 def test_cleanup_removes_what_a_run_killed_hard_left_behind(tmp_path):
+    """Where that run's lab was started from another cgroup (here one made below ours, as a
+    previous session's would be beside it): found from anywhere in the hierarchy."""
+    elsewhere = WHERE.parent / f"elsewhere-{os.getpid()}"
+    elsewhere.mkdir()
+    if WHERE.version == 2:  # its children get the memory controller, as ours do
+        (elsewhere / "cgroup.subtree_control").write_text("+memory")
     dead = cgroups.Cgroup.__new__(cgroups.Cgroup)
     dead.version, dead.limit, dead.high = WHERE.version, None, None
-    dead.path = WHERE.parent / "stair-stepper-999999999-left"  # a lab pid that is gone
+    _, start, namespace = cgroups.lab_id().split(".")
+    dead.path = elsewhere / f"stair-stepper-999999999.{start}.{namespace}-left"  # lab gone
     dead.path.mkdir()
     sleeper = subprocess.Popen(["sleep", "60"])
     try:
@@ -111,6 +118,7 @@ def test_cleanup_removes_what_a_run_killed_hard_left_behind(tmp_path):
         sleeper.wait()
         if dead.path.exists():
             dead.remove()
+        elsewhere.rmdir()
 
 
 def test_find_limit_brackets_the_smallest_limit_that_completes(tmp_path):

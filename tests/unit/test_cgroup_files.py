@@ -4,6 +4,7 @@ this machine, is tests/test_cgroups.py."""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -22,7 +23,8 @@ MIB = 1 << 20
 def test_v2_is_found_where_memory_is_on_the_unified_hierarchy(tmp_path):
     proc = cgroup_v2.mount(tmp_path)
     where = cgroups.locate(proc)
-    assert where == cgroups.Where(2, tmp_path / "cgroup2" / "lab.slice" / "lab.scope")
+    mount = tmp_path / "cgroup2"
+    assert where == cgroups.Where(2, mount / "lab.slice" / "lab.scope", mount)
     # enabling memory for the children is the kernel's "+memory" write
     assert (where.parent / "cgroup.subtree_control").read_text() == "+memory"
 
@@ -34,7 +36,7 @@ def test_v1_is_used_where_memory_is_not_on_the_unified_hierarchy(tmp_path):
     (proc / "cgroup").write_text("4:memory:/lab\n0::/lab.slice/lab.scope\n")
     mounts = (proc / "mounts").read_text()
     (proc / "mounts").write_text(mounts + f"cgroup {memory} cgroup rw,relatime,memory 0 0\n")
-    assert cgroups.locate(proc) == cgroups.Where(1, memory / "lab")
+    assert cgroups.locate(proc) == cgroups.Where(1, memory / "lab", memory)
 
 
 def test_no_memory_controller_is_one_sentence(tmp_path):
@@ -74,11 +76,43 @@ def test_a_v2_cgroup_is_limited_read_and_removed_as_documented(tmp_path):
 
 def test_a_run_killed_hard_leaves_cgroups_the_next_one_removes(tmp_path):
     where = cgroups.locate(cgroup_v2.mount(tmp_path))
-    dead = where.parent / "stair-stepper-999999999-glibc"  # no such pid
+    dead = where.parent / "stair-stepper-999999999-glibc"  # an older lab's name: no such pid
     dead.mkdir()
     alive = cgroup_v2.StandInCgroup(where, "mine", None)  # ours: this process is alive
     assert cgroups.stale(where) == [dead]
     assert alive.path.exists()
+
+
+def test_what_a_lab_left_elsewhere_in_the_hierarchy_is_found_and_only_that(tmp_path):
+    """A lab started from another cgroup (the previous login or session) made its cgroups
+    there: they are found from here too when their lab is gone — but never a live lab's, nor
+    one from another pid namespace, where the same pid is another process."""
+    where = cgroups.locate(cgroup_v2.mount(tmp_path))
+    elsewhere = where.mount / "session-2.scope"
+    pid, start, namespace = cgroups.lab_id().split(".")
+    names = {
+        "gone": f"stair-stepper-999999999.{start}.{namespace}-glibc",
+        "pid used again": f"stair-stepper-{pid}.{int(start) + 1}.{namespace}-jemalloc",
+        "live": f"stair-stepper-{pid}.{start}.{namespace}-tcmalloc",
+        "another namespace": f"stair-stepper-999999999.{start}.{int(namespace) + 1}-glibc",
+        "an older lab's, not beside ours": "stair-stepper-999999999-glibc",
+        "not ours": "stair-stepper-tests-glibc",
+    }
+    for name in names.values():
+        (elsewhere / name).mkdir(parents=True)
+    found = {p.name for p in cgroups.stale(where)}
+    assert found == {names["gone"], names["pid used again"]}, found
+
+
+def test_a_cgroup_is_named_by_its_lab_s_pid_start_and_namespace(tmp_path):
+    where = cgroups.locate(cgroup_v2.mount(tmp_path))
+    group = cgroup_v2.StandInCgroup(where, "glibc", None)
+    assert group.path.name == f"stair-stepper-{cgroups.lab_id()}-glibc"
+    pid, start, namespace = cgroups.lab_id().split(".")
+    assert int(pid) == os.getpid()
+    assert int(namespace) == os.stat("/proc/self/ns/pid").st_ino
+    with open("/proc/self/stat") as handle:  # field 22, after "(name)"
+        assert int(start) == int(handle.read().rpartition(")")[2].split()[19])
 
 
 @pytest.mark.parametrize(

@@ -117,7 +117,7 @@ def _cgroups(config: Config, variants: dict[str, Variant]) -> cgroups.Where | st
     if removed:
         print(
             f"stair-stepper: removed {len(removed)} cgroup(s) an earlier run left behind "
-            f"(under {where.parent})",
+            f"(under {where.mount or where.parent})",
             file=sys.stderr,
         )
     return where

@@ -11,8 +11,11 @@ never the free chunks an allocator keeps mapped: what decides an OOM kill is the
 Both versions behind one interface (``Cgroup``): where a child can be made is found once
 (``locate``); v2 where the memory controller is on the unified hierarchy and enabled (or can
 be enabled) for our cgroup's children, v1 where it is not. Each cgroup is named
-``stair-stepper-<lab pid>-<variant>`` so that a run killed hard leaves nothing that the next
-run, or ``stair-stepper cleanup``, cannot find and remove (``stale``).
+``stair-stepper-<lab>-<variant>``, where ``<lab>`` is ``<pid>.<start>.<pid namespace>``
+(``lab_id``), so that a run killed hard leaves nothing that the next run, or ``stair-stepper
+cleanup``, cannot find and remove (``stale``) — wherever in the hierarchy it was left (a lab
+started from another cgroup makes its own beside that one), and without ever taking a live
+run's: a pid used again starts later, and a pid of another namespace is not judged.
 """
 
 from __future__ import annotations
@@ -48,6 +51,8 @@ class Where:
 
     version: int
     parent: Path
+    #: the hierarchy's root as mounted here, where ``stale`` looks (None: beside ``parent`` only)
+    mount: Path | None = None
 
 
 def _read(path: Path) -> str:
@@ -118,9 +123,9 @@ def locate(proc: Path = Path("/proc/self")) -> Where | str:
                         f"cgroup v2's memory controller cannot be enabled below {ours} "
                         f"({exc.strerror}: it holds processes, and only leaves may)"
                     )
-            return _writable(Where(2, ours))
+            return _writable(Where(2, ours, unified_mount))
     if memory_mount is not None and memory_path is not None:
-        return _writable(Where(1, memory_mount / memory_path.lstrip("/")))
+        return _writable(Where(1, memory_mount / memory_path.lstrip("/"), memory_mount))
     return "no memory cgroup controller is mounted here (neither v2's nor v1's)"
 
 
@@ -136,7 +141,7 @@ class Cgroup:
 
     def __init__(self, where: Where, name: str, limit: int | None, high: int | None = None):
         self.version, self.limit, self.high = where.version, limit, high
-        self.path = where.parent / f"{PREFIX}{os.getpid()}-{name}"
+        self.path = where.parent / f"{PREFIX}{lab_id()}-{name}"
         try:
             self._make()
         except FileExistsError:
@@ -287,13 +292,59 @@ class Cgroup:
             raise OSError(f"cgroup {self.path} could not be removed: {exc.strerror}") from None
 
 
+def _started(pid: int | str) -> int | None:
+    """When a process started (clock ticks after boot: /proc/<pid>/stat's 22nd field, read
+    after the name in parentheses, which may hold spaces), or None if there is none."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+            return int(handle.read().rpartition(")")[2].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _namespace(pid: int | str = "self") -> int | None:
+    """A process's pid namespace (the inode of /proc/<pid>/ns/pid), or None."""
+    try:
+        return os.stat(f"/proc/{pid}/ns/pid").st_ino
+    except OSError:
+        return None
+
+
+def lab_id() -> str:
+    """Who makes a cgroup: ``<pid>.<start>.<pid namespace>`` of this process (its pid alone
+    where /proc does not say)."""
+    start, namespace = _started("self"), _namespace()
+    if start is None or namespace is None:
+        return str(os.getpid())
+    return f"{os.getpid()}.{start}.{namespace}"
+
+
+def _gone(lab: str, beside_ours: bool) -> bool:
+    """Whether the lab that named a cgroup ``lab`` is gone. Judged only in our own pid
+    namespace (the same pid elsewhere is another process, and a run there may be live); a pid
+    that runs again but started at another time is another process. A name of the pid alone
+    (an older lab's) is judged only beside our own cgroup, as that lab did."""
+    parts = lab.split(".")
+    if not all(part.isdigit() for part in parts):
+        return False
+    if len(parts) == 1:
+        return beside_ours and not os.path.exists(f"/proc/{lab}")
+    if len(parts) != 3 or int(parts[2]) != _namespace():
+        return False
+    return _started(parts[0]) != int(parts[1])
+
+
 def stale(where: Where) -> list[Path]:
-    """Cgroups of ours whose lab is gone (a run killed hard): by name, the lab's pid dead."""
+    """Cgroups of ours whose lab is gone (a run killed hard), anywhere in the hierarchy: a
+    lab started from another cgroup (another login, service or session) made its own there."""
     found = []
-    for path in where.parent.glob(f"{PREFIX}*"):
-        lab = path.name.removeprefix(PREFIX).partition("-")[0]
-        if path.is_dir() and lab.isdigit() and not os.path.exists(f"/proc/{lab}"):
-            found.append(path)
+    for folder, children, _ in os.walk(where.mount or where.parent):
+        ours = [c for c in children if c.startswith(PREFIX)]
+        children[:] = [c for c in children if not c.startswith(PREFIX)]  # ours hold no others
+        for name in sorted(ours):
+            lab = name.removeprefix(PREFIX).partition("-")[0]
+            if _gone(lab, Path(folder) == where.parent):
+                found.append(Path(folder) / name)
     return found
 
 
