@@ -37,6 +37,7 @@ PUBLISHED = {
     "idle": ["idle-0", "idle-0.2", "idle-1", "idle-5"],
     "pymalloc": ["pymalloc"],
     "arenas": ["arenas"],
+    "seed": ["seed"],  # --preset seed: the original sandbox's recommendation (pymalloc)
     "own-asgi": ["own-asgi"],  # README "Your own service": examples/asgi_app.py, --app
     "price": ["price"],  # --preset price: glibc, jemalloc, jemalloc+bg
     "decay-cost": ["decay-cost"],  # bench/decay_cost.py: the cost measurement's known answer
@@ -60,6 +61,7 @@ BLOCKS = {
     "idle": publish_blocks.idle_block,
     "pymalloc": publish_blocks.contrast_block,
     "arenas": publish_blocks.contrast_block,
+    "seed": publish_blocks.contrast_block,
     "own-asgi": publish_blocks.contrast_block,
     "price": publish_blocks.price_block,
     "decay-cost": publish_blocks.decay_block,
@@ -78,10 +80,12 @@ PENDING = {
     "prefork": "python bench/prefork.py --out docs/results/prefork",
     "container": "python bench/container.py --out docs/results/container",
     "find-limit": "python bench/find_limits.py --out docs/results/find-limit",
+    "seed": "stair-stepper experiment --preset seed --repeat 2 --out docs/results/seed",
 }
-#: blocks kept from an earlier measuring pass and not yet measured again with today's code:
+#: blocks kept from an earlier measuring pass while not measured again with today's code:
 #: exempt from the staleness rule, and each says so in its last line (the page says with
-#: which settings and at which revision they were measured)
+#: which settings and at which revision they were measured); once measured again, published
+#: as any other
 EARLIER: set[str] = {"idle"}
 #: the analysis' renderers and publishing: they draw and write what the rest derived
 RENDERING = ("figures", "plot", "compare", "publish", "report", "markdown")
@@ -153,12 +157,12 @@ def build_blocks(
             continue
         if missing:
             raise Stale(f"{missing[0]} does not exist; run the benchmark that makes it.")
-        if not allow_stale and name not in EARLIER:
-            problems = [p for f in folders for p in provenance_problems(f, git_root)]
-            if problems:
-                raise Stale(problems[0])
+        problems = [p for f in folders for p in provenance_problems(f, git_root)]
+        earlier = name in EARLIER and bool(problems)
+        if problems and not allow_stale and not earlier:
+            raise Stale(problems[0])
         blocks[name] = BLOCKS[name](folders)
-        if name in EARLIER:
+        if earlier:
             blocks[name] = blocks[name].rstrip("\n") + (
                 " An earlier stage's result: its measuring code has changed since, and it has "
                 "not been measured again.\n"
