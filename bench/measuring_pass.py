@@ -4,10 +4,11 @@ measuring code, on a quiet machine, and the pages rewritten from them.
     python bench/measuring_pass.py [--dry-run] [--only NAME ...] [--no-commit] [--force]
 
 Each step measures into docs/results/.pass/NAME/ and only when it completed replaces what
-docs/results held (a failed or interrupted step leaves the old data where it was), compresses
-the traces, rewrites the pages (``./dev docs --allow-stale``: the folders not measured again
-yet are still the old ones) and commits the step's data and pages together. So a pass cut off
-anywhere resumes where it stopped: a step whose folders were measured at a revision with
+docs/results held (a failed or interrupted step leaves the old data where it was), packs it
+(traces compressed, figures and reports left out: they are redrawn from the data), rewrites
+the pages (``./dev docs --allow-stale``: the folders not measured again yet are still the old
+ones) and commits the step's data and pages together. So a pass cut off anywhere resumes where
+it stopped: a step whose folders were measured at a revision with
 today's measuring code (``publish.provenance_problems``), or whose file ``pass.json`` records
 at such a revision, is done. ``pass.json`` records each step's revision, start, wall time and
 exit status. At the end, when every step is done, ``./dev docs`` (which refuses anything stale)
@@ -182,12 +183,21 @@ def quiet(max_load: float, wait_s: float = 600.0) -> str | None:
     return None
 
 
-def compress(folder: Path) -> None:
-    """Every trace gzipped (the reader takes ``.trace.csv.gz``): the results stay small."""
+#: what an experiment draws into its folder: derived from the data, and redrawn by ./dev docs
+RENDERED = ("*.png", "*.svg", "*.html")
+
+
+def pack(folder: Path) -> None:
+    """A result folder as docs/results keeps it, small: every trace gzipped (the reader takes
+    ``.trace.csv.gz``), and no figure or report (``RENDERED``: ./dev docs draws the pages'
+    figures from the data, and ``stair-stepper report`` writes a folder's report again)."""
     for trace in folder.rglob("*.trace.csv"):
         with open(trace, "rb") as plain, gzip.open(f"{trace}.gz", "wb", compresslevel=9) as packed:
             shutil.copyfileobj(plain, packed)
         trace.unlink()
+    for pattern in RENDERED:
+        for drawn in folder.rglob(pattern):
+            drawn.unlink()
 
 
 def measure(step: Step) -> int:
@@ -216,7 +226,7 @@ def measure(step: Step) -> int:
         # a bench script's --out is the folder itself, or (idle) a parent of several
         sources = [out] if len(step.folders) == 1 else [out / name for name in step.folders]
         for name, source in zip(step.folders, sources, strict=True):
-            compress(source)
+            pack(source)
             shutil.rmtree(RESULTS / name, ignore_errors=True)
             shutil.move(source, RESULTS / name)
         target = "idle-bench.txt" if step.name == "idle" else f"{step.name}.log"

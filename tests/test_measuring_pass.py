@@ -96,11 +96,12 @@ def results(tmp_path, monkeypatch):
 
 
 def test_a_completed_step_replaces_the_folder_with_its_traces_compressed(results):
-    step = passing.Step("tiny", (*TINY, "--no-plot"), ("tiny",), experiment=True)
+    step = passing.Step("tiny", TINY, ("tiny",), experiment=True)  # figures and report drawn
     assert passing.measure(step) == 0
     meta = json.loads((results / "tiny" / "meta.json").read_text())
     assert meta["config"]["variants"] == ["glibc"]
     assert not list((results / "tiny").glob("*.trace.csv"))
+    assert not [p for r in passing.RENDERED for p in (results / "tiny").rglob(r)]  # redrawn
     with gzip.open(results / "tiny" / "glibc.trace.csv.gz", "rt") as trace:
         assert trace.readline().startswith("t_s,")
     assert "batch 1/" in (results / "tiny.log").read_text()  # its progress, as the .log files

@@ -390,3 +390,62 @@ def test_a_lazy_return_whose_timer_fork_turned_off_says_so():
     assert layers.with_findings(found, []) == found  # no finding: as it was
     fragmented = {**found, "verdict": "fragmentation"}
     assert layers.with_findings(fragmented, [{"sentence": sentence}]) == fragmented
+
+
+def test_a_floor_held_outside_the_heap_is_not_returned():
+    """PYTHONMALLOC=mimalloc on 3.13 (bench/pythons.py): the C allocator held 2 MB free beside
+    1 MB live while 891 MB of the floor sat in CPython's own object allocator — "returned"
+    said the floor came back. Growth outside the heap beyond the returned bound is its own
+    verdict, and is added to another verdict's why (pymalloc's arenas, where read)."""
+    from stair_stepper.analysis import layers
+
+    before = {"free_held_bytes": 0.5 * MB, "not_heap_bytes": 43 * MB}
+    run = {"peak_bytes": 1000 * MB, "baseline_bytes": 44 * MB, "after_trim_bytes": 894 * MB}
+    held_outside = {
+        "allocator_live_bytes": 1 * MB,
+        "free_held_bytes": 2 * MB,
+        "rss_bytes": 894 * MB,
+        "not_heap_bytes": 891 * MB,
+        "free_kinds": {},
+    }
+    found = layers.diagnose(run, [held_outside], 16 * MB, before)
+    assert found["verdict"] == "outside-heap", found
+    assert found["outside_heap_bytes"] == 848 * MB
+    assert (
+        "848 MB more of the 894 MB floor than before any load lie outside its heap" in found["why"]
+    )
+    assert found["why"].endswith("the trim left the floor at 894 MB")
+    # the same floor with its memory in the heap's live bytes is not outside (nor returned)
+    inside = {**held_outside, "not_heap_bytes": 44 * MB}
+    assert layers.diagnose(run, [inside], 16 * MB, before)["verdict"] == "returned"
+    # beside free space the trim returns: fragmentation, and what lies outside besides
+    arenas = {"python_arena_bytes": 290 * MB, "python_arena_used_bytes": 21 * MB}
+    both = {**held_outside, **arenas, "free_held_bytes": 271 * MB, "rss_bytes": 1164 * MB}
+    both["free_kinds"] = {"free_bin_bytes": 271 * MB}
+    run = {**run, "after_trim_bytes": 893 * MB}
+    found = layers.diagnose(run, [both], 16 * MB, before)
+    assert found["verdict"] == "fragmentation", found
+    assert "; besides, 848 MB more than before any load lie outside its heap" in found["why"]
+    assert found["why"].endswith("CPython's object arenas hold 290 MB, 21 MB of it in use")
+
+
+def test_the_layers_table_shows_no_minus_zero_and_names_python_s_arenas():
+    """A kind that rounds to nothing is left out (the published pythons table had "other free
+    -0": a fraction of a MB below zero); CPython's object arenas are named in the not-heap
+    column where they were read."""
+    from stair_stepper.analysis import markdown
+
+    layer = {
+        "rss_bytes": 1094 * MB,
+        "allocator_live_bytes": 36 * MB,
+        "free_held_bytes": 1044 * MB,
+        "free_kinds": {"free_bin_bytes": 1044 * MB, "other_free_bytes": -0.3 * MB},
+        "allocator_metadata_bytes": None,
+        "not_heap_bytes": 300 * MB,
+        "python_arena_bytes": 290 * MB,
+        "arenas": 16,
+    }
+    text = "\n".join(markdown.layers_text({"glibc": {"layers": layer, "diagnosis": {}}}))
+    assert (
+        "| glibc | 1,094 | 36 | 1,044 (free bin 1,044) | – | 300 (290 Python arenas) | 16 |" in text
+    )

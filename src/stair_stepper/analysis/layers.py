@@ -22,7 +22,13 @@ The diagnosis (``diagnose``), in this order, each with the numbers that decided 
   (in at least half of the floor-to-floor steps, and from the first floor to the last);
 - ``returned``: the free space held at the last floor, beyond what the allocator held free
   before any load, is under the step threshold or under a tenth of what the load brought
-  (peak − baseline): the floor came back near the live bytes;
+  (peak − baseline), and so is the growth of what lies outside its heap: the floor came back
+  near the live bytes;
+- ``outside-heap``: the allocator holds little free, but the floor's *not heap* layer grew by
+  more than that bound since before any load: memory the allocator neither holds nor can
+  return, most often CPython's own object allocator (``PYTHONMALLOC``: pymalloc's arenas or
+  3.13's mimalloc segments are mapped by CPython, not the C allocator). With another verdict
+  such growth is added to its why;
 - ``lazy-return``: at least half of that free space is pages held for a decay or release
   timer (``Allocator.timed_kinds``), which time or a background thread gives back;
 - ``fragmentation``: free space held inside the heap that a settled pause did not return and
@@ -77,6 +83,9 @@ def layers_at(reading: dict | None, rss: float | None) -> dict | None:
         "free_kinds": kinds,
         "allocator_metadata_bytes": reading.get("metadata_bytes"),
         "not_heap_bytes": rss - held if held is not None else None,
+        # CPython's own object arenas (PYTHONMALLOC=pymalloc), mapped outside the heap
+        "python_arena_bytes": reading.get("pymalloc_arena_bytes"),
+        "python_arena_used_bytes": reading.get("pymalloc_used_bytes"),
         "arenas": reading.get("arenas"),
     }
 
@@ -108,8 +117,9 @@ def arenas_by_floor(table, reads: list[str]) -> list[list[dict]]:
 def diagnose(
     s: dict, by_floor: list[dict | None], threshold: float, baseline: dict | None = None
 ) -> dict:
-    """``leak``, ``returned``, ``lazy-return``, ``fragmentation`` or ``unknown``, with why.
-    ``baseline``: the layers before any load (the free space an idle allocator keeps anyway)."""
+    """``leak``, ``returned``, ``outside-heap``, ``lazy-return``, ``fragmentation`` or
+    ``unknown``, with why. ``baseline``: the layers before any load (the free space an idle
+    allocator keeps anyway, and what lay outside its heap then)."""
     measured = [layer for layer in by_floor if layer]
     if not measured:
         return {"verdict": "unknown", "why": "the allocator was not asked (no live bytes)"}
@@ -138,7 +148,30 @@ def diagnose(
         return {"verdict": "unknown", "why": "the allocator gives no held bytes", **numbers}
     idle_free = (baseline or {}).get("free_held_bytes") or 0
     brought = (s.get("peak_bytes") or 0) - (s.get("baseline_bytes") or 0)  # what the load added
-    if free - idle_free < max(threshold, RETURNED_SHARE * brought):
+    bound = max(threshold, RETURNED_SHARE * brought)
+    outside = _outside(last, baseline, bound)
+    if outside:
+        numbers["outside_heap_bytes"] = outside
+    if free - idle_free < bound and outside:
+        trimmed = s.get("after_trim_bytes")
+        trim = f"; the trim left the floor at {trimmed / MB:.0f} MB" if trimmed else ""
+        return {
+            "verdict": "outside-heap",
+            "why": f"the allocator holds {free / MB:.0f} MB free beside "
+            f"{last['allocator_live_bytes'] / MB:.0f} MB live, but {outside / MB:.0f} MB more "
+            f"of the {floor / MB:.0f} MB floor than before any load lie outside its heap: "
+            f"{_outside_words(last)}{trim}",
+            **numbers,
+        }
+    found = _by_free_space(s, last, numbers, free - idle_free < bound, idle_free)
+    return with_outside(found, last)
+
+
+def _by_free_space(s: dict, last: dict, numbers: dict, little: bool, idle_free: float) -> dict:
+    """``returned`` (``little`` free beyond the idle allocator's), else what the free space
+    held at the last floor is: pages waiting for a timer, or free space inside the heap."""
+    free, floor = numbers["free_held_bytes"], numbers["floor_bytes"]
+    if little:
         return {
             "verdict": "returned",
             "why": f"at the last floor the allocator holds {free / MB:.0f} MB free beside "
@@ -186,6 +219,41 @@ def diagnose(
         f"returned ({floor / MB:.0f} → {trimmed / MB:.0f} MB)",
         **numbers,
     }
+
+
+#: what lies outside the allocator's heap, in words
+OUTSIDE = (
+    "memory it neither holds nor can return (CPython's own object allocator when PYTHONMALLOC "
+    "names one, an extension's own mappings, thread stacks)"
+)
+
+
+def _outside(last: dict, baseline: dict | None, bound: float) -> float | None:
+    """How much more of the last floor lies outside the allocator's heap than before any load,
+    when that is more than ``bound`` (else None)."""
+    before = (baseline or {}).get("not_heap_bytes")
+    now = last.get("not_heap_bytes")
+    if before is None or now is None or now - before < bound:
+        return None
+    return now - before
+
+
+def _outside_words(last: dict) -> str:
+    """What lies outside the heap, in words, with CPython's object arenas where read."""
+    arenas, used = last.get("python_arena_bytes"), last.get("python_arena_used_bytes")
+    if not arenas:
+        return OUTSIDE
+    in_use = f", {used / MB:.0f} MB of it in use" if used is not None else ""
+    return f"{OUTSIDE}; CPython's object arenas hold {arenas / MB:.0f} MB{in_use}"
+
+
+def with_outside(diagnosis: dict, last: dict) -> dict:
+    """Another verdict's why, with what grew outside the heap beside it (``outside_heap_bytes``)."""
+    outside = diagnosis.get("outside_heap_bytes")
+    if not outside or diagnosis["verdict"] == "outside-heap":
+        return diagnosis
+    why = f"{diagnosis['why']}; besides, {outside / MB:.0f} MB more than before any load lie "
+    return {**diagnosis, "why": why + f"outside its heap: {_outside_words(last)}"}
 
 
 def with_findings(diagnosis: dict, findings: list[dict] | None) -> dict:

@@ -14,7 +14,7 @@ from stair_stepper.analysis.repeats import REPEATED_FIELDS
 from stair_stepper.analysis.spread import Spread
 from stair_stepper.analysis.spread import text as spread_text
 from stair_stepper.analysis.summary import c_library_version, foreign
-from stair_stepper.analysis.table import markdown_table, mb
+from stair_stepper.analysis.table import MB, markdown_table, mb
 from stair_stepper.record.results import NOT_MEASURED
 
 
@@ -139,9 +139,10 @@ def layers_text(variants: dict) -> list[str]:
         kinds = ", ".join(
             f"{k.removesuffix('_bytes').replace('_', ' ')} {mb(v)}"
             for k, v in (layer.get("free_kinds") or {}).items()
-            if v
+            if v and abs(v) >= MB / 2  # not a "-0": what rounds to nothing is not a kind
         )
         traced = layer.get("python_traced_bytes")
+        arenas = layer.get("python_arena_bytes")
         rows.append(
             [
                 name,
@@ -149,7 +150,7 @@ def layers_text(variants: dict) -> list[str]:
                 mb(layer["allocator_live_bytes"]) + (f" ({mb(traced)} Python)" if traced else ""),
                 mb(layer["free_held_bytes"]) + (f" ({kinds})" if kinds else ""),
                 mb(layer.get("allocator_metadata_bytes")),
-                mb(layer["not_heap_bytes"]),
+                mb(layer["not_heap_bytes"]) + (f" ({mb(arenas)} Python arenas)" if arenas else ""),
                 str(layer.get("arenas") if layer.get("arenas") is not None else "–"),
             ]
         )
