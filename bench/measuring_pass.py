@@ -143,8 +143,8 @@ STEPS = (
 
 
 def _git(*args: str) -> str:
-    done = subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True)
-    return done.stdout.strip()
+    """git's answer in this checkout (publishing's own way of asking), stripped."""
+    return publish._git(ROOT, *args).stdout.strip()
 
 
 def records() -> dict:
