@@ -163,3 +163,28 @@ def test_the_charge_is_read_afresh_every_time(tmp_path):
         child.wait()
         group.remove()
     assert not group.path.exists()
+
+
+def test_a_limit_hit_is_counted(tmp_path):
+    """A process in a cgroup limited to 32 MiB touches 96 MiB: the kernel's OOM killer ends it
+    and the reading counts the kill and the times the charge hit the limit (on v1 these are
+    counted only on the memory counter: limiting memsw too, with no swap, hid every one)."""
+    from stair_stepper import selfexec
+
+    group = cgroups.Cgroup(WHERE, "hits", 32 << 20)
+    grow = "x = bytearray(96 << 20); x[::4096] = b'1' * len(x[::4096])"
+    child = subprocess.Popen(
+        [sys.executable, "-c", grow], **selfexec.child_popen_options(group.procs_file)
+    )
+    try:
+        assert child.wait(30) == -9
+        reading = group.read()
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        group.remove()
+    assert not group.path.exists()
+    assert reading["oom_kills"] == 1, reading
+    assert reading["limit_hits"] > 0, reading
+    assert reading["peak_bytes"] <= 32 << 20, reading

@@ -133,3 +133,17 @@ def test_memory_sizes(text, size):
 def test_a_bad_memory_size_is_one_sentence(text):
     with pytest.raises(UserError, match="--memory-limit"):
         memory_size("--memory-limit", text)
+
+
+def test_memory_plus_swap_is_limited_only_where_swap_is_on(tmp_path):
+    """/proc/swaps as the kernel writes it: a heading, then a line per swap device. Without
+    one, v1's memsw would be the memory counter again (and hide every limit hit)."""
+    swaps = tmp_path / "swaps"
+    swaps.write_text("Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n")
+    assert not cgroups._swap_on(swaps)
+    swaps.write_text(
+        "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n"
+        "/dev/vda2                               partition\t1048572\t\t0\t\t-2\n"
+    )
+    assert cgroups._swap_on(swaps)
+    assert cgroups._swap_on(tmp_path / "absent")  # not knowable: limited as if on

@@ -60,6 +60,14 @@ def _read(path: Path) -> str:
         return handle.read()
 
 
+def _swap_on(swaps: Path = Path("/proc/swaps")) -> bool:
+    """Whether any swap is on (``/proc/swaps`` lists a device under its heading)."""
+    try:
+        return len(_read(swaps).splitlines()) > 1
+    except OSError:
+        return True  # not knowable: limit memory plus swap too, as if it were on
+
+
 def _flat(text: str) -> dict[str, int]:
     """A flat-keyed file ("key value" lines: memory.stat, memory.events, memory.oom_control)."""
     found = {}
@@ -141,6 +149,7 @@ class Cgroup:
 
     def __init__(self, where: Where, name: str, limit: int | None, high: int | None = None):
         self.version, self.limit, self.high = where.version, limit, high
+        self.memsw_limited = False
         self.path = where.parent / f"{PREFIX}{lab_id()}-{name}"
         try:
             self._make()
@@ -176,8 +185,14 @@ class Cgroup:
             self._write("memory.oom.group", "1", optional=True)
         elif self.limit is not None:
             self._write("memory.limit_in_bytes", str(self.limit))
-            # swap limited to the same: memory plus swap may not exceed the limit either
-            self._write("memory.memsw.limit_in_bytes", str(self.limit), optional=True)
+            if _swap_on():
+                # swap limited to the same: memory plus swap may not exceed the limit either.
+                # Without swap memsw is the memory counter again, and limiting it too would
+                # hide every limit hit: the kernel charges memsw first, so memsw is the counter
+                # that fails, and since Linux 6.13 only the memory counter counts failures
+                # (mm/memcontrol.c sets track_failcnt on it alone; measured here on 6.18).
+                self._write("memory.memsw.limit_in_bytes", str(self.limit), optional=True)
+                self.memsw_limited = True
 
     def _write(self, name: str, value: str, optional: bool = False) -> None:
         try:
@@ -251,8 +266,10 @@ class Cgroup:
             "anon_bytes": stat.get("total_rss", stat.get("rss")),
             "file_bytes": stat.get("total_cache", stat.get("cache")),
             "oom_kills": oom.get("oom_kill"),  # Linux 4.13 and later
-            "oom_events": oom.get("under_oom"),
-            "limit_hits": int(_read(self.path / "memory.failcnt")),
+            "oom_events": None,  # v1 counts no OOM events (under_oom is a state, not a count)
+            # failures of the memory counter; where memsw is limited too the kernel counts
+            # them on memsw's, which Linux 6.13 and later no longer count: not measured then
+            "limit_hits": None if self.memsw_limited else int(_read(self.path / "memory.failcnt")),
             "high_events": None,  # v1 has no memory.high
         }
 

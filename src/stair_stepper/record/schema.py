@@ -88,7 +88,8 @@ BATCH_COLUMNS = (
     "minor_faults",
     "major_faults",
     # the memory cgroup's, over the batch and its pause: its charge's peak so far, and the
-    # times it hit its limit (v1's failcnt, v2's "max") and its memory.high (v2)
+    # times it hit its limit (v1's failcnt, empty where memsw is limited too; v2's "max")
+    # and its memory.high (v2)
     "cgroup_peak_bytes",
     "limit_hits",
     "high_events",
