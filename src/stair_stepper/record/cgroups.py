@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stair_stepper.errors import UserError
+from stair_stepper.record import procfs
 
 PREFIX = "stair-stepper-"
 MIB = 1 << 20
@@ -309,28 +310,10 @@ class Cgroup:
             raise OSError(f"cgroup {self.path} could not be removed: {exc.strerror}") from None
 
 
-def _started(pid: int | str) -> int | None:
-    """When a process started (clock ticks after boot: /proc/<pid>/stat's 22nd field, read
-    after the name in parentheses, which may hold spaces), or None if there is none."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
-            return int(handle.read().rpartition(")")[2].split()[19])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _namespace(pid: int | str = "self") -> int | None:
-    """A process's pid namespace (the inode of /proc/<pid>/ns/pid), or None."""
-    try:
-        return os.stat(f"/proc/{pid}/ns/pid").st_ino
-    except OSError:
-        return None
-
-
 def lab_id() -> str:
     """Who makes a cgroup: ``<pid>.<start>.<pid namespace>`` of this process (its pid alone
     where /proc does not say)."""
-    start, namespace = _started("self"), _namespace()
+    start, namespace = procfs.started("self"), procfs.pid_namespace()
     if start is None or namespace is None:
         return str(os.getpid())
     return f"{os.getpid()}.{start}.{namespace}"
@@ -346,9 +329,9 @@ def _gone(lab: str, beside_ours: bool) -> bool:
         return False
     if len(parts) == 1:
         return beside_ours and not os.path.exists(f"/proc/{lab}")
-    if len(parts) != 3 or int(parts[2]) != _namespace():
+    if len(parts) != 3 or int(parts[2]) != procfs.pid_namespace():
         return False
-    return _started(parts[0]) != int(parts[1])
+    return procfs.started(parts[0]) != int(parts[1])
 
 
 def stale(where: Where) -> list[Path]:

@@ -163,6 +163,23 @@ def parent(pid: int) -> int:
     return int(_fields(_read(f"/proc/{pid}/stat"))[1])
 
 
+def started(pid: int | str) -> int | None:
+    """When a process started (clock ticks after boot: /proc/<pid>/stat's 22nd field), or
+    None if there is none. With the pid it names one process: a pid used again starts later."""
+    try:
+        return int(_fields(_read(f"/proc/{pid}/stat"))[19])
+    except (ProcessGone, OSError, ValueError, IndexError):
+        return None
+
+
+def pid_namespace(pid: int | str = "self") -> int | None:
+    """A process's pid namespace (the inode of /proc/<pid>/ns/pid), or None."""
+    try:
+        return os.stat(f"/proc/{pid}/ns/pid").st_ino
+    except OSError:
+        return None
+
+
 def descendants(pid: int) -> list[int]:
     """Every process below ``pid``, parents before their children."""
     found, frontier = [], [pid]
