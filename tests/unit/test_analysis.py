@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import pytest
 from conftest import assert_images, cli
 from helpers import MB, synthetic_repeat, synthetic_variant
 
-from stair_stepper.analysis import markdown, repeats, verdict
+from stair_stepper.analysis import markdown, read, repeats, verdict
 from stair_stepper.analysis import summary as numbers
 
 
@@ -449,3 +450,21 @@ def test_the_layers_table_shows_no_minus_zero_and_names_python_s_arenas():
     assert (
         "| glibc | 1,094 | 36 | 1,044 (free bin 1,044) | – | 300 (290 Python arenas) | 16 |" in text
     )
+
+
+def test_lazyfree_at_the_last_floor_falls_back_to_the_pause_s_last_reading(synthetic):
+    """The rollup is paced to its share of a core: on a large process its readings come
+    seconds apart, and a pause's settled window may hold none. LazyFree is then the pause's
+    last reading, never "not measured" when the pause has one."""
+    trace = synthetic / "glibc.trace.csv"
+    with trace.open() as handle:
+        rows = list(csv.DictReader(handle))
+    last_pause = [r for r in rows if r["phase"] == "pause 3"]
+    last_pause[0]["lazyfree_bytes"] = str(5 * MB)  # 3 s before the pause ends: outside the window
+    with trace.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    data, _, _ = read.load_folder(synthetic)
+    assert numbers.container(data["glibc"], {})["last_floor_lazyfree_bytes"] == 5 * MB
+    assert numbers.container(data["jemalloc"], {})["last_floor_lazyfree_bytes"] is None

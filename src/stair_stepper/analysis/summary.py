@@ -357,11 +357,20 @@ def container(v: VariantData, info: dict) -> dict:
     peak = max(peaks + charged) if peaks or charged else None
     anon = [a for a in trace.column("cgroup_anon_bytes") if a is not None]
     numbers = [k for k in pauses(trace) if phase_window(trace, phases.pause_phase(k))]
-    lazy = (
-        phase_window(trace, phases.pause_phase(numbers[-1]), "lazyfree_bytes", median)
-        if numbers
-        else None
-    )
+    lazy = None
+    if numbers:  # the settled window's median, else the pause's last reading (the rollup is
+        # paced to its share of a core: on a large process one every few seconds)
+        last = phases.pause_phase(numbers[-1])
+        lazy = phase_window(trace, last, "lazyfree_bytes", median)
+        if lazy is None:
+            lazy = next(
+                (
+                    x
+                    for x in reversed(phase_values(trace, last, "lazyfree_bytes")[1])
+                    if x is not None
+                ),
+                None,
+            )
     cgroup = info.get("cgroup") or {}
     return {
         "limit_bytes": cgroup.get("limit_bytes"),
