@@ -188,3 +188,18 @@ def test_a_limit_hit_is_counted(tmp_path):
     assert reading["oom_kills"] == 1, reading
     assert reading["limit_hits"] > 0, reading
     assert reading["peak_bytes"] <= 32 << 20, reading
+
+
+def test_a_cgroup_left_behind_reads_back_its_limit():
+    """cleanup takes up a cgroup a run killed hard left with the limits the kernel holds for
+    it: v1's "no limit" is the page counter's maximum, not a number of bytes."""
+    limited, free = cgroups.Cgroup(WHERE, "found", 32 << 20), cgroups.Cgroup(WHERE, "free", None)
+    try:
+        again = cgroups.Cgroup.found(WHERE, limited.path)
+        assert (again.limit, again.memsw_limited) == (32 << 20, limited.memsw_limited)
+        assert cgroups.Cgroup.found(WHERE, free.path).limit is None
+        assert again.read().keys() == limited.read().keys()
+    finally:
+        limited.remove()
+        free.remove()
+    assert not limited.path.exists() and not free.path.exists()

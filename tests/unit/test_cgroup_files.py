@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fakes"))
 import cgroup_v2  # noqa: E402  (tests/fakes/cgroup_v2.py)
 
 from stair_stepper.errors import UserError  # noqa: E402
-from stair_stepper.record import cgroups  # noqa: E402
+from stair_stepper.record import cgroups, cleanup  # noqa: E402
 from stair_stepper.validate import memory_size  # noqa: E402
 
 MIB = 1 << 20
@@ -79,7 +79,7 @@ def test_a_run_killed_hard_leaves_cgroups_the_next_one_removes(tmp_path):
     dead = where.parent / "stair-stepper-999999999-glibc"  # an older lab's name: no such pid
     dead.mkdir()
     alive = cgroup_v2.StandInCgroup(where, "mine", None)  # ours: this process is alive
-    assert cgroups.stale(where) == [dead]
+    assert cleanup.stale(where) == [dead]
     assert alive.path.exists()
 
 
@@ -100,7 +100,7 @@ def test_what_a_lab_left_elsewhere_in_the_hierarchy_is_found_and_only_that(tmp_p
     }
     for name in names.values():
         (elsewhere / name).mkdir(parents=True)
-    found = {p.name for p in cgroups.stale(where)}
+    found = {p.name for p in cleanup.stale(where)}
     assert found == {names["gone"], names["pid used again"]}, found
 
 
@@ -147,3 +147,26 @@ def test_memory_plus_swap_is_limited_only_where_swap_is_on(tmp_path):
     )
     assert cgroups._swap_on(swaps)
     assert cgroups._swap_on(tmp_path / "absent")  # not knowable: limited as if on
+
+
+def test_a_cgroup_left_behind_is_read_back_as_it_was_made_and_removed(tmp_path):
+    """What a run killed hard left is taken up with its limits read from its files (v2's
+    "max" is no limit), then killed and removed by the next run."""
+    where = cgroups.locate(cgroup_v2.mount(tmp_path))
+    made = cgroup_v2.StandInCgroup(where, "glibc", 768 * MIB, high=700 * MIB)
+    again = cgroup_v2.StandInCgroup.found(where, made.path)
+    assert (again.version, again.path, again.limit, again.high, again.memsw_limited) == (
+        2,
+        made.path,
+        768 * MIB,
+        700 * MIB,
+        False,
+    )
+    unlimited = cgroup_v2.StandInCgroup(where, "jemalloc", None)
+    assert cgroup_v2.StandInCgroup.found(where, unlimited.path).limit is None
+    dead = where.parent / "stair-stepper-999999999-tcmalloc"  # an older lab's: no such pid
+    dead.mkdir()
+    cgroup_v2.fill(dead)
+    (dead / "cgroup.procs").write_text("999999999\n")  # what still ran in it
+    assert cleanup.remove_stale(where, cgroup_v2.StandInCgroup) == [dead]
+    assert not dead.exists() and made.path.exists() and unlimited.path.exists()

@@ -130,6 +130,12 @@ def phase_window(trace: Table, phase: str, column: str = "rss_bytes", reduce=min
     return reduce(window) if window else None
 
 
+def phase_last(trace: Table, phase: str, column: str) -> float | None:
+    """The last reading of ``column`` in a phase (None: it has none)."""
+    values = [v for v in phase_values(trace, phase, column)[1] if v is not None]
+    return values[-1] if values else None
+
+
 def phase_values(trace: Table, phase: str, column: str) -> tuple[list, list]:
     """Times and ``column`` of the rows labelled ``phase``."""
     rows = trace.rows_where("phase", phase)

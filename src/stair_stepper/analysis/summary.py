@@ -41,6 +41,7 @@ from stair_stepper.analysis.read import (
     median,
     pause_settled,
     pauses,
+    phase_last,
     phase_values,
     phase_window,
 )
@@ -362,15 +363,7 @@ def container(v: VariantData, info: dict) -> dict:
         # paced to its share of a core: on a large process one every few seconds)
         last = phases.pause_phase(numbers[-1])
         lazy = phase_window(trace, last, "lazyfree_bytes", median)
-        if lazy is None:
-            lazy = next(
-                (
-                    x
-                    for x in reversed(phase_values(trace, last, "lazyfree_bytes")[1])
-                    if x is not None
-                ),
-                None,
-            )
+        lazy = phase_last(trace, last, "lazyfree_bytes") if lazy is None else lazy
     cgroup = info.get("cgroup") or {}
     return {
         "limit_bytes": cgroup.get("limit_bytes"),

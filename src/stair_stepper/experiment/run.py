@@ -37,7 +37,7 @@ from stair_stepper.experiment.variant import VariantRun
 from stair_stepper.files import no_space, write_json
 from stair_stepper.load import batch as drivers
 from stair_stepper.load import drillfile
-from stair_stepper.record import cgroups, results
+from stair_stepper.record import cgroups, cleanup, results
 from stair_stepper.record.schema import RUN_PREFIX
 
 
@@ -113,7 +113,7 @@ def _cgroups(config: Config, variants: dict[str, Variant]) -> cgroups.Where | st
             "--memory-high is cgroup v2's memory.high; this machine's memory controller is "
             "cgroup v1, which has none."
         )
-    removed = cgroups.remove_stale(where)
+    removed = cleanup.remove_stale(where)
     if removed:
         print(
             f"stair-stepper: removed {len(removed)} cgroup(s) an earlier run left behind "

@@ -13,9 +13,10 @@ Both versions behind one interface (``Cgroup``): where a child can be made is fo
 be enabled) for our cgroup's children, v1 where it is not. Each cgroup is named
 ``stair-stepper-<lab>-<variant>``, where ``<lab>`` is ``<pid>.<start>.<pid namespace>``
 (``lab_id``), so that a run killed hard leaves nothing that the next run, or ``stair-stepper
-cleanup``, cannot find and remove (``stale``) — wherever in the hierarchy it was left (a lab
-started from another cgroup makes its own beside that one), and without ever taking a live
-run's: a pid used again starts later, and a pid of another namespace is not judged.
+cleanup``, cannot find and remove (``cleanup.stale``, ``Cgroup.found``) — wherever in the
+hierarchy it was left (a lab started from another cgroup makes its own beside that one), and
+without ever taking a live run's: a pid used again starts later, and a pid of another
+namespace is not judged.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ class Where:
 
     version: int
     parent: Path
-    #: the hierarchy's root as mounted here, where ``stale`` looks (None: beside ``parent`` only)
+    #: the hierarchy's root as mounted here, where cleanup.stale looks (None: beside ``parent``)
     mount: Path | None = None
 
 
@@ -166,6 +167,29 @@ class Cgroup:
             raise UserError(
                 f"cannot set the limit of cgroup {self.path}: {exc.strerror}."
             ) from None
+
+    @classmethod
+    def found(cls, where: Where, path: Path) -> Cgroup:
+        """One made earlier (by a run killed hard), as it was made: its limits read back from
+        its files, to read, kill or remove."""
+        group = cls.__new__(cls)
+        group.version, group.path = where.version, path
+        if where.version == 2:
+            group.limit, group.high = group._limit("memory.max"), group._limit("memory.high")
+            group.memsw_limited = False
+        else:
+            group.limit, group.high = group._limit("memory.limit_in_bytes"), None
+            group.memsw_limited = group._limit("memory.memsw.limit_in_bytes") is not None
+        return group
+
+    def _limit(self, name: str) -> int | None:
+        """A limit file's bytes (None: no limit, or no such file). Unlimited reads "max" on
+        v2 and, on v1, the page counter's maximum (PAGE_COUNTER_MAX pages, about 2**63)."""
+        try:
+            text = _read(self.path / name).strip()
+        except OSError:
+            return None
+        return None if text == "max" or int(text) >= 1 << 62 else int(text)
 
     def _make(self) -> None:
         """mkdir: the kernel fills the new folder with the controller's files."""
@@ -317,49 +341,6 @@ def lab_id() -> str:
     if start is None or namespace is None:
         return str(os.getpid())
     return f"{os.getpid()}.{start}.{namespace}"
-
-
-def _gone(lab: str, beside_ours: bool) -> bool:
-    """Whether the lab that named a cgroup ``lab`` is gone. Judged only in our own pid
-    namespace (the same pid elsewhere is another process, and a run there may be live); a pid
-    that runs again but started at another time is another process. A name of the pid alone
-    (an older lab's) is judged only beside our own cgroup, as that lab did."""
-    parts = lab.split(".")
-    if not all(part.isdigit() for part in parts):
-        return False
-    if len(parts) == 1:
-        return beside_ours and not os.path.exists(f"/proc/{lab}")
-    if len(parts) != 3 or int(parts[2]) != procfs.pid_namespace():
-        return False
-    return procfs.started(parts[0]) != int(parts[1])
-
-
-def stale(where: Where) -> list[Path]:
-    """Cgroups of ours whose lab is gone (a run killed hard), anywhere in the hierarchy: a
-    lab started from another cgroup (another login, service or session) made its own there."""
-    found = []
-    for folder, children, _ in os.walk(where.mount or where.parent):
-        ours = [c for c in children if c.startswith(PREFIX)]
-        children[:] = [c for c in children if not c.startswith(PREFIX)]  # ours hold no others
-        for name in sorted(ours):
-            lab = name.removeprefix(PREFIX).partition("-")[0]
-            if _gone(lab, Path(folder) == where.parent):
-                found.append(Path(folder) / name)
-    return found
-
-
-def remove_stale(where: Where) -> list[Path]:
-    """Remove the cgroups ``stale`` finds, killing what still runs in them; the removed."""
-    removed = []
-    for path in stale(where):
-        group = Cgroup.__new__(Cgroup)
-        group.version, group.path, group.limit, group.high = where.version, path, None, None
-        try:
-            group.remove()
-        except OSError:
-            continue
-        removed.append(path)
-    return removed
 
 
 class OomWatch(threading.Thread):
