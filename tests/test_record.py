@@ -301,13 +301,16 @@ def test_pss_keeps_to_its_share_of_a_core(monkeypatch):
     try:
         sampler = recorder.Sampler(held.pid, pss_interval=0.01)
         assert wait_until(lambda: sampler.sample()["rss_bytes"] > 40_000_000, 10)
-        readings = []  # (when, what the reading before it cost)
+        # (when the sampler decided to read, what the reading before it cost): the sampler's
+        # own clock, not the test's after sample() returns — on a loaded machine the call that
+        # read may be descheduled before it returns, and a gap timed from there looks short
+        readings = []
         began = time.monotonic()
         while time.monotonic() - began < 2.0:
             cost = sampler.rollup_cost_s
             row = sampler.sample()
             if row["pss_bytes"] is not None:
-                readings.append((time.monotonic(), cost))
+                readings.append((sampler._last_rollup, cost))
             time.sleep(0.002)
         sampler.close()
     finally:
@@ -316,4 +319,4 @@ def test_pss_keeps_to_its_share_of_a_core(monkeypatch):
     assert len(readings) >= 2
     for (before, _), (after, cost) in zip(readings, readings[1:], strict=False):
         due = min(max(0.01, cost / 0.01), recorder.PSS_MOST_S)
-        assert after - before >= due - 0.005, (after - before, cost)
+        assert after - before >= due, (after - before, cost)
