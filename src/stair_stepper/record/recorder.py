@@ -58,10 +58,11 @@ class Sampler:
         self._last_rollup = -float("inf")
         self.rollup_gap_s = pss_interval  # the pace now: the interval, or the cost's
         self.rollup_cost_s: float | None = None  # what the last reading cost, in CPU time
+        self.sampled_at: float | None = None  # when the last sample began (time.monotonic)
 
     def sample(self) -> dict:
         """A row of the trace's memory and CPU columns; ProcessGone once the process is gone."""
-        now = time.monotonic()
+        self.sampled_at = now = time.monotonic()
         rollup = now - self._last_rollup >= self.rollup_gap_s
         began = time.thread_time() if rollup else 0.0
         row: dict = self._watch.sample(rollup)
@@ -108,9 +109,9 @@ class TraceWriter:
         times = [t for t in read_trace(self.out).column("t_s") if t is not None]
         return (max(times) + interval) if times else 0.0
 
-    def now(self) -> float:
-        """Seconds on the trace's own clock."""
-        return time.monotonic() - self.t0
+    def now(self, at: float | None = None) -> float:
+        """Seconds on the trace's own clock: now, or at a ``time.monotonic()`` reading."""
+        return (time.monotonic() if at is None else at) - self.t0
 
     def write(self, row: dict) -> None:
         self._rows.write(row)
@@ -169,7 +170,9 @@ class Recorder:
         except ProcessGone:
             self.gone = True
             return None
-        now = self.now()
+        # the row's time is when its reading began, as the sampler paced it: a call
+        # descheduled before it returned would otherwise bring two PSS readings closer
+        now = self.writer.now(self.sampler.sampled_at)
         row.update(t_s=now, wall_time=time.time(), phase=self.phase)
         self.writer.write(row)
         self.recent.append((now, row.get("rss_bytes")))
