@@ -63,30 +63,34 @@ def price_part(batches: int = 3) -> None:
     price, bench, server_args = _experiment.preset("price")
     print(
         f"\nprice preset ({bench.iterations * len(bench.items)} requests a batch, SLEEP_MS="
-        f"{price.sleep_ms}, {price.offload_threads} offload threads), glibc, "
+        f"{price.service.sleep_ms}, {price.service.offload_threads} offload threads), glibc, "
         f"{batches} batches each:"
     )
     with start_server("glibc", extra_args=server_args) as server:
         closed = [load.run_load(bench, bench.items, base=server.base_url) for _ in range(batches)]
         rates = [r.overall.total / r.duration_s for r in closed]
         print(
-            f"  saturated (closed loop, {price.concurrency} in flight): "
+            f"  saturated (closed loop, {price.load.concurrency} in flight): "
             f"{' / '.join(f'{r:.1f}' for r in rates)} req/s"
         )
         for _ in range(batches):
             cpu0 = procfs.cpu(server.pid)["cpu_s"]
             r = load.run_load(
-                bench, bench.items, base=server.base_url, rate=price.rate, arrivals=price.arrivals
+                bench,
+                bench.items,
+                base=server.base_url,
+                rate=price.load.rate,
+                arrivals=price.load.arrivals,
             )
             server_cpu = procfs.cpu(server.pid)["cpu_s"] - cpu0
             assert r.overall.successful == r.overall.total, "requests failed"
             lag = r.lag_figures()
             print(
-                f"  open loop at {price.rate:g}/s ({price.arrivals}): "
+                f"  open loop at {price.load.rate:g}/s ({price.load.arrivals}): "
                 f"{r.overall.total / r.duration_s:.1f} req/s, client {r.client_cpu_s:.2f} CPU s "
                 f"vs server {server_cpu:.2f} ({r.client_cpu_s / server_cpu:.1%}); sender lag "
                 f"p99 {lag['lag_p99_ms']:.1f} ms, max {lag['lag_max_ms']:.1f} ms; "
-                f"{price.rate / statistics.median(rates):.0%} of the saturated rate"
+                f"{price.load.rate / statistics.median(rates):.0%} of the saturated rate"
             )
 
 
@@ -121,8 +125,9 @@ def main() -> None:
         server_cpu = procfs.cpu(server.pid)["cpu_s"] - server_cpu0
     assert result.overall.successful == result.overall.total, "requests failed"
     print(
-        f"\ncontrast batch ({result.overall.total} requests, concurrency {contrast.concurrency}, "
-        f"SLEEP_MS={contrast.sleep_ms}): client {result.client_cpu_s:.2f} CPU s, server "
+        f"\ncontrast batch ({result.overall.total} requests, "
+        f"concurrency {contrast.load.concurrency}, "
+        f"SLEEP_MS={contrast.service.sleep_ms}): client {result.client_cpu_s:.2f} CPU s, server "
         f"{server_cpu:.2f} CPU s: client/server {result.client_cpu_s / server_cpu:.1%} "
         "(target < 10 %)"
     )

@@ -7,8 +7,10 @@ recorder does during a batch; then, idle at the floor, it asks for the accountin
 the structure (``?structure=1``: glibc's malloc_info and malloc_stats, jemalloc's
 per-arena stats, tcmalloc's properties) 10 times each. The server times each itself
 (``accounting_s``, ``probe_s``), so the numbers are what the served process spent, not
-the round trip. Printed: median and max under load and idle, and the share of one core the
-2 Hz polls take under load.
+the round trip. The first question is asked before the batch, idle, as the experiment asks
+its first at the baseline: it imports the probe (the served process imports only what
+serving needs) and is printed apart, as "first". Printed: the first, median and max under
+load and idle, and the share of one core the 2 Hz polls take under load.
 
 Then tracemalloc (``--trace-python``): the same batch on glibc with and without it,
 ``--rounds`` times interleaved; per round the server's CPU per request (from /proc), and
@@ -53,6 +55,7 @@ def timed(http: client.Client, path: str, key: str) -> float | None:
 def probes(name: str) -> dict:
     with start_server(name, extra_args=SERVE) as server:
         http = client.Client(server.base_url, timeout=30)
+        first = timed(http, client.MEMORY, "accounting_s")  # idle, as at the baseline
         under, done = [], threading.Event()
 
         def poll() -> None:
@@ -74,6 +77,7 @@ def probes(name: str) -> dict:
         structure = [timed(http, client.MEMORY + "?structure=1", "probe_s") for _ in range(10)]
         http.close()
     return {
+        "first": first,
         "under": [t for t in under if t is not None],
         "idle": [t for t in idle if t is not None],
         "structure": [t for t in structure if t is not None],
@@ -101,19 +105,20 @@ def main() -> int:
     parser.add_argument("--allocators", default="glibc,jemalloc,tcmalloc,mimalloc")
     args = parser.parse_args()
     print(
-        "| allocator | accounting under load | accounting idle | structure idle "
-        "| polls' share of a core under load |"
+        "| allocator | first (imports the probe) | accounting under load | accounting idle "
+        "| structure idle | polls' share of a core under load |"
     )
-    print("|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|")
     for name in args.allocators.split(","):
         if allocators.find_library(allocators.ALLOCATORS[name]) is None and name != "glibc":
-            print(f"| {name} | not installed | | | |")
+            print(f"| {name} | not installed | | | | |")
             continue
         found = probes(name)
         share = sum(found["under"]) / found["batch_s"] if found["under"] else None
+        first = "–" if found["first"] is None else f"{found['first'] * 1000:.2f} ms"
         print(
-            f"| {name} | {ms(found['under'])} | {ms(found['idle'])} | {ms(found['structure'])} "
-            f"| {'–' if share is None else f'{share:.2%}'} |"
+            f"| {name} | {first} | {ms(found['under'])} | {ms(found['idle'])} "
+            f"| {ms(found['structure'])} | {'–' if share is None else f'{share:.2%}'} |"
         )
     ratios = []
     for k in range(args.rounds):
