@@ -114,3 +114,22 @@ def test_a_failed_step_leaves_the_old_folder_where_it_was(results):
     assert json.loads((results / "tiny" / "meta.json").read_text()) == {"old": True}
     assert not (results / "tiny.log").exists()
     assert "nosuch" in (results / ".pass" / "tiny" / "output.txt").read_text()  # kept, to read
+
+
+def test_a_step_whose_folder_holds_result_folders_is_judged_by_each(results, monkeypatch):
+    """The container step publishes container/limited and container/unlimited, find-limit a
+    folder per workload: none has a meta.json at its top, and the step is done when every
+    result folder below is current — not never (it was measured again at every pass)."""
+    current = []
+    monkeypatch.setattr(
+        passing.publish, "provenance_problems", lambda f, root: [] if f in current else ["old"]
+    )
+    step = passing.Step("nest", ("nest.py",), ("nest",))
+    assert not passing.done(step)  # not there: to measure
+    for part in ("limited", "unlimited/glibc"):
+        (results / "nest" / part).mkdir(parents=True)
+        (results / "nest" / part / "meta.json").write_text("{}")
+    current.append(results / "nest" / "limited")
+    assert not passing.done(step)  # one of them is stale
+    current.append(results / "nest" / "unlimited" / "glibc")
+    assert passing.done(step)
