@@ -154,22 +154,22 @@ def records() -> dict:
         return {}
 
 
-def result_folders(folder: Path) -> list[Path | None]:
+def result_folders(folder: Path) -> list[Path]:
     """The result folders a step's folder holds: itself where it has a meta.json, else every
     folder below with one (the container step's limited and unlimited runs, find-limit's
-    workloads); [None] where there is none (not measured)."""
+    workloads); none where it was not measured."""
     if (folder / "meta.json").is_file():
         return [folder]
-    found = sorted(meta.parent for meta in folder.rglob("meta.json"))
-    return found or [None]
+    return sorted(meta.parent for meta in folder.rglob("meta.json"))
 
 
 def done(step: Step) -> bool:
     """Measured already with today's measuring code."""
     if step.folders:
-        measured = [found for name in step.folders for found in result_folders(RESULTS / name)]
-        return bool(measured) and all(
-            found is not None and not publish.provenance_problems(found, ROOT) for found in measured
+        measured = [result_folders(RESULTS / name) for name in step.folders]
+        return all(
+            found and not any(publish.provenance_problems(f, ROOT) for f in found)
+            for found in measured
         )
     record = records().get(step.name) or {}
     rev = record.get("revision")
