@@ -336,3 +336,14 @@ def test_other_variants_are_proven_and_report_their_accounting(variant):
             assert variant == "mimalloc"
         trimmed = server.post("/debug/trim")
         assert trimmed["call"] and trimmed["rss_after_bytes"] > 0
+
+
+def test_a_question_says_what_asking_cost_by_the_clock_and_in_cpu(glibc_server):
+    """The served process times each question twice: the wall time it held the handler and
+    its own CPU. On busy cores the wall time also counts waiting for a core or the GIL (the
+    allocator's ctypes calls release it), so a probe's cost is its CPU; CPU never exceeds the
+    wall time of the same call (the two clocks are read in the same order around it)."""
+    status, mem = get(glibc_server.base_url + "/__stair_stepper__/memory?structure=1")
+    assert status == 200
+    for wall, cpu in (("accounting_s", "accounting_cpu_s"), ("probe_s", "probe_cpu_s")):
+        assert 0 < mem[cpu] <= mem[wall] + 1e-4, (wall, mem[wall], mem[cpu])

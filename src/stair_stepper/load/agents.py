@@ -141,7 +141,7 @@ def combine(answers: dict[int, dict]) -> dict:
     for key in _SUMMED:
         reading[key] = _sum(a.get(key) for a in values)
     reading["details"] = _sum_dicts([a.get("details") or {} for a in values])
-    for key in ("accounting_s", "probe_s"):
+    for key in ("accounting_s", "accounting_cpu_s", "probe_s", "probe_cpu_s"):
         times = [a[key] for a in values if a.get(key) is not None]
         reading[key] = max(times) if times else None
     structures = [a["structure"] for a in values if isinstance(a.get("structure"), dict)]
