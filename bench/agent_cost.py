@@ -10,7 +10,8 @@ Three measurements, each side by side with the same process without the agent, a
 2. memory at rest: RSS and USS of a process holding 20 MB of Python objects, started with
    and without the agent (the thread's stack and the modules the probe imports);
 3. each question, as the lab asks it (the agent's round trip on its Unix socket, and what the
-   served process spent on it by its own clock): health, memory, memory with the structure,
+   served process spent on it by its own clocks: its CPU, and the wall time it held the
+   question): health, memory, memory with the structure,
    on jemalloc.
 
 An idle agent is a thread blocked in ``accept``: it takes no CPU between questions; the
@@ -84,9 +85,11 @@ def at_rest(with_agent: bool) -> tuple[dict, dict]:
             ):
                 began = time.perf_counter()
                 answer = agents.ask(folder, child.pid, request)
+                answer = answer or {}
                 asked[name] = (
                     time.perf_counter() - began,
-                    (answer or {}).get("probe_s") or (answer or {}).get("accounting_s"),
+                    answer.get("probe_s") or answer.get("accounting_s"),
+                    answer.get("probe_cpu_s") or answer.get("accounting_cpu_s"),
                 )
             after = procfs.memory(child.pid)  # the probe's modules, imported by the questions
             memory["asked_rss_bytes"], memory["asked_uss_bytes"] = (
@@ -122,8 +125,8 @@ def main() -> int:
             if with_agent:
                 asked_rss.append(memory["asked_rss_bytes"] - rss[False][-1])
                 asked_uss.append(memory["asked_uss_bytes"] - uss[False][-1])
-            for name, (trip, inside) in asked.items():
-                trips.setdefault(name, []).append((trip, inside))
+            for name, times in asked.items():
+                trips.setdefault(name, []).append(times)
     extra_start = [a - b for a, b in zip(start[True], start[False], strict=True)]
     extra_rss = [a - b for a, b in zip(rss[True], rss[False], strict=True)]
     extra_uss = [a - b for a, b in zip(uss[True], uss[False], strict=True)]
@@ -141,9 +144,15 @@ def main() -> int:
         f"USS added {spread(asked_uss, mb, 2)} MB"
     )
     for name, values in trips.items():
-        inside = [v for _, v in values if v is not None]
-        spent = f"; the process spent {spread(inside, 1e3, 2)} ms" if inside else ""
-        print(f"{name}: round trip {spread([t for t, _ in values], 1e3, 2)} ms{spent}")
+        held = [v for _, v, _ in values if v is not None]
+        cpu = [v for _, _, v in values if v is not None]
+        spent = (
+            f"; the process spent {spread(cpu, 1e3, 2)} ms of CPU, holding the question "
+            f"{spread(held, 1e3, 2)} ms"
+            if held and cpu
+            else ""
+        )
+        print(f"{name}: round trip {spread([t for t, _, _ in values], 1e3, 2)} ms{spent}")
     return 0
 
 
