@@ -88,17 +88,14 @@ def test_an_unlimited_run_records_the_charge_beside_rss(tmp_path):
     assert_no_orphans(folder)
 
 
-def test_cleanup_removes_what_a_run_killed_hard_left_behind(tmp_path):
-    """Where that run's lab was started from another cgroup (here one made below ours, as a
-    previous session's would be beside it): found from anywhere in the hierarchy."""
-    elsewhere = WHERE.parent / f"elsewhere-{os.getpid()}"
-    elsewhere.mkdir()
-    if WHERE.version == 2:  # its children get the memory controller, as ours do
-        (elsewhere / "cgroup.subtree_control").write_text("+memory")
+def _clean_up_after_a_lab_killed_hard(elsewhere: Path, attempt: int) -> bool:
+    """Leave a cgroup behind as a lab SIGKILLed would (its lab gone, a process still in it)
+    and run ``stair-stepper cleanup``: whether cleanup said it removed it (False: it was gone,
+    taken by another run). Fails if the cgroup or its process outlives cleanup."""
     dead = cgroups.Cgroup.__new__(cgroups.Cgroup)
     dead.version, dead.limit, dead.high = WHERE.version, None, None
     _, start, namespace = cgroups.lab_id().split(".")
-    dead.path = elsewhere / f"stair-stepper-999999999.{start}.{namespace}-left"  # lab gone
+    dead.path = elsewhere / f"stair-stepper-999999999.{start}.{namespace}-left{attempt}"
     dead.path.mkdir()
     sleeper = subprocess.Popen(["sleep", "60"])
     try:
@@ -110,14 +107,35 @@ def test_cleanup_removes_what_a_run_killed_hard_left_behind(tmp_path):
             cwd=ROOT,
         )
         assert done.returncode == 0, done.stderr
-        assert f"removed {dead.path}" in done.stdout
-        assert not dead.path.exists()
+        assert not dead.path.exists(), done.stdout
         assert wait_until(lambda: sleeper.poll() is not None, 5)  # what ran there is gone
+        return f"removed {dead.path}" in done.stdout
     finally:
         sleeper.kill()
         sleeper.wait()
         if dead.path.exists():
             dead.remove()
+
+
+def test_cleanup_removes_what_a_run_killed_hard_left_behind(tmp_path):
+    """Where that run's lab was started from another cgroup (here one made below ours, as a
+    previous session's would be beside it): found from anywhere in the hierarchy.
+
+    Every experiment removes such cgroups before it starts, so one started meanwhile by another
+    test worker may take ours first (it did, once, in CI): that attempt proves nothing about
+    cleanup and another is made; one whose cgroup outlives cleanup fails at once."""
+    elsewhere = WHERE.parent / f"elsewhere-{os.getpid()}"
+    elsewhere.mkdir()
+    if WHERE.version == 2:  # its children get the memory controller, as ours do
+        (elsewhere / "cgroup.subtree_control").write_text("+memory")
+    try:
+        attempts = 5
+        for attempt in range(attempts):
+            if _clean_up_after_a_lab_killed_hard(elsewhere, attempt):
+                break
+        else:
+            pytest.fail(f"in {attempts} attempts, another run removed the cgroup first every time")
+    finally:
         elsewhere.rmdir()
 
 

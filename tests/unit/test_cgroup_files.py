@@ -4,7 +4,11 @@ this machine, is tests/test_cgroups.py."""
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import io
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -170,3 +174,24 @@ def test_a_cgroup_left_behind_is_read_back_as_it_was_made_and_removed(tmp_path):
     (dead / "cgroup.procs").write_text("999999999\n")  # what still ran in it
     assert cleanup.remove_stale(where, cgroup_v2.StandInCgroup) == [dead]
     assert not dead.exists() and made.path.exists() and unlimited.path.exists()
+
+
+def test_a_cgroup_another_run_removes_first_is_neither_ours_nor_a_failure(tmp_path, monkeypatch):
+    """Every run removes what a run killed hard left before it starts, so two at once may reach
+    the same cgroup: cleanup does not say it removed one another run took between its listing
+    and its removal, nor that it could not."""
+    where = cgroups.locate(cgroup_v2.mount(tmp_path))
+    dead = where.parent / "stair-stepper-999999999-glibc"  # an older lab's: no such pid
+    dead.mkdir()
+    cgroup_v2.fill(dead)
+    listed = cleanup.stale(where)
+    assert listed == [dead]
+    shutil.rmtree(dead)  # the other run's removal
+    monkeypatch.setattr(cleanup, "stale", lambda _: listed)  # listed before it was taken
+    assert cleanup.remove_stale(where, cgroup_v2.StandInCgroup) == []
+    monkeypatch.setattr(cleanup.cgroups, "locate", lambda: where)
+    monkeypatch.setattr(cleanup, "remove_stale", lambda w: [])
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        status = cleanup.run_args(argparse.Namespace(dry_run=False))
+    assert status == 0 and "could not remove" not in printed.getvalue(), printed.getvalue()

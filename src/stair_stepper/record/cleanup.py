@@ -38,7 +38,7 @@ def run_args(args: argparse.Namespace) -> int:
     removed = remove_stale(where)
     for path in removed:
         print(f"removed {path}")
-    kept = [p for p in left if p not in removed]
+    kept = [p for p in left if p not in removed and p.exists()]  # else another run took it
     for path in kept:
         print(f"could not remove {path}")
     print(f"{len(removed)} cgroup(s) removed under {root}")
@@ -75,9 +75,12 @@ def stale(where: Where) -> list[Path]:
 
 
 def remove_stale(where: Where, kind: type[Cgroup] = Cgroup) -> list[Path]:
-    """Remove the cgroups ``stale`` finds, killing what still runs in them; the removed."""
+    """Remove the cgroups ``stale`` finds, killing what still runs in them; the removed (by
+    us: a run starting meanwhile removes them too, and may take one first)."""
     removed = []
     for path in stale(where):
+        if not path.exists():
+            continue
         try:
             kind.found(where, path).remove()
         except OSError:
