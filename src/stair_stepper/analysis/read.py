@@ -119,21 +119,35 @@ def median(values: list) -> float | None:
 
 
 def phase_window(trace: Table, phase: str, column: str = "rss_bytes", reduce=min) -> float | None:
-    """``reduce`` (min by default) of ``column`` over the last WINDOW_S seconds of a phase."""
-    times, values = phase_values(trace, phase, column)
-    if not times:
+    """``reduce`` (min by default) of ``column`` over the last WINDOW_S seconds of a phase.
+    Read back from the phase's last row (a trace's times only grow): a long pause costs its
+    window, not its length."""
+    rows = trace.rows_where("phase", phase)
+    if not rows:
         return None
-    end = times[-1]
-    window = [
-        v for t, v in zip(times, values, strict=True) if t >= end - WINDOW_S and v is not None
-    ]
-    return reduce(window) if window else None
+    times, values = trace.column("t_s"), trace.column(column)
+    start, window = times[rows[-1]] - WINDOW_S, []
+    for row in reversed(rows):
+        if times[row] < start:
+            break
+        if values[row] is not None:
+            window.append(values[row])
+    return reduce(window[::-1]) if window else None
 
 
 def phase_last(trace: Table, phase: str, column: str) -> float | None:
     """The last reading of ``column`` in a phase (None: it has none)."""
-    values = [v for v in phase_values(trace, phase, column)[1] if v is not None]
-    return values[-1] if values else None
+    values = trace.column(column)
+    return next(
+        (values[r] for r in reversed(trace.rows_where("phase", phase)) if values[r] is not None),
+        None,
+    )
+
+
+def phase_length(trace: Table, phase: str) -> float | None:
+    """Seconds from a phase's first reading to its last (None: it has none)."""
+    rows, times = trace.rows_where("phase", phase), trace.column("t_s")
+    return times[rows[-1]] - times[rows[0]] if rows else None
 
 
 def phase_values(trace: Table, phase: str, column: str) -> tuple[list, list]:

@@ -42,6 +42,7 @@ from stair_stepper.analysis.read import (
     pause_settled,
     pauses,
     phase_last,
+    phase_length,
     phase_values,
     phase_window,
 )
@@ -77,10 +78,7 @@ def variant_summary(v: VariantData, threshold: float) -> dict:
     numbers = [k for k in pauses(trace) if phase_window(trace, phases.pause_phase(k))]
     floors = [phase_window(trace, phases.pause_phase(k)) for k in numbers]
     floors_settled = [pause_settled(v, k) for k in numbers]
-    pause_lengths = [
-        (times[-1] - times[0]) if times else None
-        for times in (phase_values(trace, phases.pause_phase(k), "rss_bytes")[0] for k in numbers)
-    ]
+    pause_lengths = [phase_length(trace, phases.pause_phase(k)) for k in numbers]
     settled_floors = [f for f, ok in zip(floors, floors_settled, strict=True) if ok]
     after_trim = phase_window(trace, phases.AFTER_TRIM)
     last_floor = floors[-1] if floors else None

@@ -245,14 +245,14 @@ class Table:
         return self
 
     def rows_where(self, column: str, value) -> list[int]:
-        """Row numbers whose ``column`` equals ``value``, from an index built once per column:
-        the summary asks for every phase of a long trace, and a scan each time would make
-        its cost grow with samples x pauses."""
+        """Row numbers whose ``column`` equals ``value``, from an index built once per column
+        (the summary asks for every phase: a scan each time would grow as samples x pauses)."""
         index = self._indexes.get(column)
-        if index is None:
-            index = {}
-            for row, cell in enumerate(self.column(column)):
-                index.setdefault(cell, []).append(row)
+        if index is None:  # a phase runs for many rows: one entry per run of them, not per row
+            cells, index = self.column(column), {}
+            starts = [0, *(k for k in range(1, len(cells)) if cells[k] != cells[k - 1])]
+            for start, end in zip(starts, [*starts[1:], len(cells)], strict=True) if cells else ():
+                index.setdefault(cells[start], []).extend(range(start, end))
             self._indexes[column] = index
         return index.get(value, [])
 
