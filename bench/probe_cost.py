@@ -49,26 +49,21 @@ def batch(server) -> float:
     return result.duration_s
 
 
-def timed(http: client.Client, path: str, key: str) -> float | None:
+def timed(http: client.Client, path: str, *keys: str) -> tuple:
+    """One question: what the server says it cost, by each of ``keys`` (None where absent)."""
     answer = http.get(path, timeout=30)
-    return answer.get(key)
-
-
-def both(http: client.Client) -> tuple[float | None, float | None]:
-    """One accounting question: its CPU and its wall time in the server."""
-    answer = http.get(client.MEMORY, timeout=30)
-    return answer.get("accounting_cpu_s"), answer.get("accounting_s")
+    return tuple(answer.get(key) for key in keys)
 
 
 def probes(name: str) -> dict:
     with start_server(name, extra_args=SERVE) as server:
         http = client.Client(server.base_url, timeout=30)
-        first = timed(http, client.MEMORY, "accounting_cpu_s")  # idle, as at the baseline
+        (first,) = timed(http, client.MEMORY, "accounting_cpu_s")  # idle, as at the baseline
         under, walls, done = [], [], threading.Event()
 
         def poll() -> None:
             while not done.is_set():
-                cpu, wall = both(http)
+                cpu, wall = timed(http, client.MEMORY, "accounting_cpu_s", "accounting_s")
                 if cpu is not None:
                     under.append(cpu)
                     walls.append(wall)
@@ -82,8 +77,10 @@ def probes(name: str) -> dict:
             done.set()
             poller.join()
         time.sleep(3)  # the floor (glibc settles within about 2 s)
-        idle = [timed(http, client.MEMORY, "accounting_cpu_s") for _ in range(10)]
-        structure = [timed(http, client.MEMORY + "?structure=1", "probe_cpu_s") for _ in range(10)]
+        idle = [timed(http, client.MEMORY, "accounting_cpu_s")[0] for _ in range(10)]
+        structure = [
+            timed(http, client.MEMORY + "?structure=1", "probe_cpu_s")[0] for _ in range(10)
+        ]
         http.close()
     return {
         "first": first,
