@@ -5,7 +5,8 @@ Two measurements, both on examples/asgi_app.py:
 1. In-process, exact: the same ASGI call (``GET /ping``, and ``POST /reports`` of 200 rows)
    made on the bare app and on the app behind the middleware
    (``stair_stepper.service.endpoints.wrapped``, what ``serve --app`` runs), 20 interleaved
-   rounds of 2,000 calls each; the cost is the median of the per-round differences.
+   rounds of 2,000 calls each; the cost is the median of the per-round differences, with their range
+   and a sign test (is the wrapped app slower in more rounds than chance gives?).
 2. End to end, for scale: both served by the same Hypercorn command on loopback, the same
    requests over keep-alive connections in interleaved rounds; the median latency of each.
    On this shared 2-core machine two servers differ by more than the middleware's cost
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -108,9 +110,18 @@ def in_process_cost(method: str, path: str, body, rounds: int = 20, calls: int =
             a, b = await timed(bare), await timed(fronted)
             differences.append(b - a)
             bares.append(a)
-        return statistics.median(differences), statistics.median(bares)
+        return differences, statistics.median(bares)
 
     return asyncio.run(measure())
+
+
+def sign_test(differences: list[float]) -> tuple[int, float]:
+    """Rounds where the wrapped app was slower, and the two-sided sign test's p-value: how
+    often a fair coin gives a split at least that uneven (no difference: about half)."""
+    slower, n = sum(d > 0 for d in differences), len(differences)
+    tail = min(slower, n - slower)
+    p = 2 * sum(math.comb(n, k) for k in range(tail + 1)) / 2**n
+    return slower, min(p, 1.0)
 
 
 def main() -> None:
@@ -121,10 +132,15 @@ def main() -> None:
     sys.path.insert(0, str(ROOT))
     costs = {}
     for kind, (method, path, body) in KINDS.items():
-        costs[kind], alone = in_process_cost(method, path, body)
+        differences, alone = in_process_cost(method, path, body)
+        costs[kind] = statistics.median(differences)
+        slower, p = sign_test(differences)
         print(
             f"in-process, {kind}: the app {alone * 1e6:.1f} us per call; the middleware adds "
-            f"{costs[kind] * 1e6:+.2f} us (median of 20 rounds of 2,000 calls)"
+            f"{costs[kind] * 1e6:+.2f} us (median of 20 rounds of 2,000 calls, each round "
+            f"{min(differences) * 1e6:+.2f} to {max(differences) * 1e6:+.2f} us; slower in "
+            f"{slower} of {len(differences)} rounds, sign test p = {p:.3f}"
+            f"{'' if p < 0.05 else ': not told apart from no difference'})"
         )
     env = dict(
         os.environ, STAIR_STEPPER_APP="examples.asgi_app:app", STAIR_STEPPER_APP_DIR=str(ROOT)
