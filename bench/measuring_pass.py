@@ -87,6 +87,13 @@ STEPS = (
     Step("container", ("container.py",), ("container",), minutes=35),
     Step("find-limit", ("find_limits.py",), ("find-limit",), minutes=40),
     Step("contrast", ("contrast.py", "--repeat", "5"), ("contrast",), minutes=30),
+    Step(
+        "allocators",
+        ("--allocators", "glibc,jemalloc,jemalloc+bg,mimalloc,tcmalloc,tbbmalloc", *R3),
+        ("allocators",),
+        experiment=True,
+        minutes=25,
+    ),
     Step("price", ("--preset", "price"), ("price",), experiment=True, minutes=20),  # 3 runs
     Step("decay-cost", ("decay_cost.py",), ("decay-cost",), minutes=15),
     Step(
