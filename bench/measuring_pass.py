@@ -26,6 +26,7 @@ import gzip
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -183,6 +184,24 @@ def done(step: Step) -> bool:
     return bool(rev and record.get("exit") == 0 and publish.measuring_changes(ROOT, rev) == [])
 
 
+#: a fixed piece of pure-Python work, timed in a fresh interpreter before each step: the same
+#: code ran 2.2 times slower per request on one day than on another on this shared machine
+#: (glibc's CPU per request at the default run, old and new code alike), so each step records
+#: how fast the machine was when it measured
+SPEED_CHECK = "import time; t = time.perf_counter(); sum(i * i for i in range(10**7)); "
+SPEED_CHECK += "print(time.perf_counter() - t)"
+
+
+def machine_speed(times: int = 3) -> float:
+    """The median seconds of ``SPEED_CHECK`` over ``times`` fresh interpreters."""
+    check = [sys.executable, "-c", SPEED_CHECK]
+    taken = [
+        float(subprocess.run(check, capture_output=True, text=True, check=True).stdout)
+        for _ in range(times)
+    ]
+    return statistics.median(taken)
+
+
 def quiet(max_load: float, wait_s: float = 600.0) -> str | None:
     """Why the machine is not ready to measure on, or None. The load average is waited for
     (up to ``wait_s``): the step before has just loaded both cores, and a one-minute average
@@ -298,6 +317,7 @@ def main() -> int:
         if why:
             print(f"not measuring {s.name}: {why}")
             return 2
+        speed = machine_speed()
         started, began = time.monotonic(), datetime.now(UTC).isoformat(timespec="seconds")
         revision = _git("rev-parse", "HEAD")
         code = measure(s)
@@ -307,6 +327,7 @@ def main() -> int:
             "started_at": began,
             "seconds": round(seconds),
             "exit": code,
+            "speed_check_s": round(speed, 3),
         }
         RECORD.write_text(json.dumps(records() | {s.name: entry}, indent=1, sort_keys=True) + "\n")
         if code != 0:

@@ -133,3 +133,8 @@ def test_a_step_whose_folder_holds_result_folders_is_judged_by_each(results, mon
     assert not passing.done(step)  # one of them is stale
     current.append(results / "nest" / "unlimited" / "glibc")
     assert passing.done(step)
+
+
+def test_each_step_can_record_how_fast_the_machine_was():
+    """The speed check runs in a fresh interpreter and gives seconds (pass.json keeps them)."""
+    assert 0 < passing.machine_speed(times=1) < 120
