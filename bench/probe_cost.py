@@ -18,7 +18,7 @@ Then tracemalloc (``--trace-python``): the same batch on glibc with and without 
 ``--rounds`` times interleaved; per round the server's CPU per request (from /proc), and
 the ratio with/without as median (min–max).
 
-    python bench/probe_cost.py [--rounds 3] [--allocators glibc,jemalloc,tcmalloc,mimalloc]
+    python bench/probe_cost.py [--rounds 3] [--allocators glibc,jemalloc,…] (default: every one)
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ def ms(values: list[float]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--allocators", default="glibc,jemalloc,tcmalloc,mimalloc")
+    parser.add_argument("--allocators", default=",".join(allocators.ALLOCATORS))
     args = parser.parse_args()
     print(
         "| allocator | first (idle) | accounting under load | its wall time under load "
