@@ -139,7 +139,8 @@ def main() -> None:
             f"in-process, {kind}: the app {alone * 1e6:.1f} us per call; the middleware adds "
             f"{costs[kind] * 1e6:+.2f} us (median of 20 rounds of 2,000 calls, each round "
             f"{min(differences) * 1e6:+.2f} to {max(differences) * 1e6:+.2f} us; slower in "
-            f"{slower} of {len(differences)} rounds, sign test p = {p:.3f}"
+            f"{slower} of {len(differences)} rounds, sign test "
+            f"{'p < 0.001' if p < 0.001 else f'p = {p:.3f}'}"
             f"{'' if p < 0.05 else ': not told apart from no difference'})"
         )
     env = dict(
