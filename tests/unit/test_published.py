@@ -121,6 +121,41 @@ def test_results_measured_by_other_code_are_refused(tmp_path):
 
 
 @needs_git_history
+def test_a_folder_of_result_folders_is_checked_in_each(tmp_path):
+    # bench/container.py writes limited/ and unlimited/, bench/find_limits.py a folder per
+    # variant and limit: no meta.json at the top, so each one below is checked
+    top = tmp_path / "container"
+    top.mkdir()
+    head = _git("rev-parse", "HEAD")
+    for name, dirty in (("limited", False), ("unlimited", True)):
+        (top / name).mkdir()
+        (top / name / "meta.json").write_text(
+            json.dumps({"provenance": {"git_rev": head, "git_dirty": dirty}})
+        )
+    assert publish.result_folders(top) == [top / "limited", top / "unlimited"]
+    problems = publish.provenance_problems(top, ROOT)
+    assert any("unlimited was measured on a tree with uncommitted changes" in p for p in problems)
+    assert not any("no readable meta.json" in p for p in problems)
+    empty = tmp_path / "empty"
+    (empty / "nothing").mkdir(parents=True)
+    assert publish.provenance_problems(empty, ROOT) == [f"{empty} has no readable meta.json."]
+
+
+@needs_git_history
+def test_every_published_folder_says_what_measured_it():
+    # strict ./dev docs refuses a folder whose provenance it cannot read: every folder the
+    # pages publish must have one (container/ had none at its top until this was checked)
+    for folders in publish.PUBLISHED.values():
+        for name in folders:
+            folder = ROOT / publish.RESULTS / name
+            if not folder.exists():
+                continue  # a pending block says it is not measured yet
+            for problem in publish.provenance_problems(folder, ROOT):
+                assert "no readable meta.json" not in problem
+                assert "records no git revision" not in problem
+
+
+@needs_git_history
 def test_a_change_to_comments_alone_leaves_results_current(tmp_path):
     repo = tmp_path / "repo"
     (repo / "src").mkdir(parents=True)

@@ -128,8 +128,24 @@ def measuring_changes(root: Path, rev: str) -> list[str] | None:
     ]
 
 
+def result_folders(folder: Path) -> list[Path]:
+    """The result folders ``folder`` holds: itself when it has a meta.json (a run, or a
+    --repeat folder over its runs), else those below it (bench/container.py's ``limited`` and
+    ``unlimited``, bench/find_limits.py's folder per variant and limit)."""
+    if (folder / "meta.json").exists() or not folder.is_dir():
+        return [folder]
+    found = [
+        f for child in sorted(folder.iterdir()) if child.is_dir() for f in result_folders(child)
+    ]
+    return [f for f in found if (f / "meta.json").exists()] or [folder]
+
+
 def provenance_problems(folder: Path, root: Path = ROOT) -> list[str]:
-    """Why ``folder`` cannot be published as the current method's result (empty: it can)."""
+    """Why ``folder`` cannot be published as the current method's result (empty: it can);
+    a folder of result folders is checked in each of them."""
+    inner = result_folders(folder)
+    if inner != [folder]:
+        return [p for f in inner for p in provenance_problems(f, root)]
     try:
         prov = json.loads((folder / "meta.json").read_text()).get("provenance") or {}
     except (OSError, ValueError):
