@@ -162,19 +162,15 @@ def records() -> dict:
         return {}
 
 
-def result_folders(folder: Path) -> list[Path]:
-    """The result folders a step's folder holds: itself where it has a meta.json, else every
-    folder below with one (the container step's limited and unlimited runs, find-limit's
-    workloads); none where it was not measured."""
-    if (folder / "meta.json").is_file():
-        return [folder]
-    return sorted(meta.parent for meta in folder.rglob("meta.json"))
-
-
 def done(step: Step) -> bool:
     """Measured already with today's measuring code."""
     if step.folders:
-        measured = [result_folders(RESULTS / name) for name in step.folders]
+        # the result folders each holds (container/limited and /unlimited, a folder per
+        # find-limit workload); none where it was not measured
+        measured = [
+            [f for f in publish.result_folders(RESULTS / name) if (f / "meta.json").is_file()]
+            for name in step.folders
+        ]
         return all(
             found and not any(publish.provenance_problems(f, ROOT) for f in found)
             for found in measured
