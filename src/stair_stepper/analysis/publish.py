@@ -88,11 +88,6 @@ PENDING = {
     "glibc,jemalloc,jemalloc+bg,mimalloc,tcmalloc,tbbmalloc --repeat 3 "
     "--out docs/results/allocators",
 }
-#: blocks kept from an earlier measuring pass while not measured again with today's code:
-#: exempt from the staleness rule, and each says so in its last line (the page says with
-#: which settings and at which revision they were measured); once measured again, published
-#: as any other
-EARLIER: set[str] = {"idle"}
 #: the analysis' renderers and publishing: they draw and write what the rest derived
 RENDERING = ("figures", "plot", "compare", "publish", "report", "markdown")
 MEASURING = (
@@ -184,17 +179,12 @@ def build_blocks(
             continue
         if missing:
             raise Stale(f"{missing[0]} does not exist; run the benchmark that makes it.")
-        checked = not allow_stale or name in EARLIER
-        problems = [p for f in folders for p in provenance_problems(f, git_root)] if checked else []
-        earlier = name in EARLIER and bool(problems)
-        if problems and not allow_stale and not earlier:
+        problems = (
+            [] if allow_stale else [p for f in folders for p in provenance_problems(f, git_root)]
+        )
+        if problems:
             raise Stale(problems[0])
         blocks[name] = BLOCKS[name](folders)
-        if earlier:
-            blocks[name] = blocks[name].rstrip("\n") + (
-                " An earlier stage's result: its measuring code has changed since, and it has "
-                "not been measured again.\n"
-            )
     return blocks
 
 
